@@ -1,0 +1,28 @@
+// Checkpoints: architecture, weights, calibration and the full configuration in one file.
+#pragma once
+
+#include "quell/io.h"
+#include "quell/models.h"
+
+#include <string>
+
+namespace quell {
+
+/// What a checkpoint holds besides the weights.
+struct CheckpointMeta {
+  ModelSpec spec;
+  std::string dataset;  ///< dataset the model was trained on (normalisation follows it)
+  Json train_config = Json::object();
+  Json metrics = Json::object();
+  Json provenance = Json::object();
+};
+
+/// Saves model weights, buffers, calibration and meta atomically to `path`.
+void save_checkpoint(const std::string& path, ModelImpl& model, const CheckpointMeta& meta);
+
+/// Loads a checkpoint: builds the model from its spec, checks every parameter and buffer
+/// (present, same shape), installs the calibration. Throws std::runtime_error naming the file
+/// and the problem (missing, not a quell checkpoint, mismatched tensors).
+Model load_checkpoint(const std::string& path, CheckpointMeta* meta = nullptr);
+
+}  // namespace quell

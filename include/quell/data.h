@@ -1,0 +1,82 @@
+// Datasets: real file formats (IDX, CIFAR binary) and a synthetic generator that writes them.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace quell {
+
+/// A labelled image dataset held in memory.
+struct Dataset {
+  std::string name;             ///< registry name, e.g. "fashion-mnist"
+  torch::Tensor images;         ///< [N, C, H, W] float32, normalised
+  torch::Tensor labels;         ///< [N] int64 in [0, num_classes)
+  int64_t num_classes = 0;
+  std::vector<double> mean;     ///< per-channel mean subtracted (in [0,1] pixel units)
+  std::vector<double> stddev;   ///< per-channel std divided by
+
+  int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+  /// Accuracy of guessing: 1 / num_classes.
+  double chance() const { return num_classes > 0 ? 1.0 / static_cast<double>(num_classes) : 0.0; }
+  /// Shape of one sample, {C, H, W}.
+  std::vector<int64_t> sample_shape() const;
+};
+
+enum class Split { kTrain, kTest };
+
+/// Options for loading a dataset by name.
+struct DataOptions {
+  std::string name = "fashion-mnist";  ///< fashion-mnist | mnist | cifar10 | cifar100
+  std::string dir;                     ///< empty: default_data_dir(name)
+  Split split = Split::kTrain;
+  int64_t limit = 0;                   ///< keep the first `limit` samples after shuffling; 0 = all
+  uint64_t shuffle_seed = 0;           ///< 0 = keep file order; otherwise a seeded permutation
+  bool normalise = true;               ///< subtract per-dataset mean, divide by std
+};
+
+/// Names of the datasets load_dataset() understands.
+std::vector<std::string> dataset_names();
+
+/// Default directory of a dataset: $QUELL_DATA_DIR/<name> if QUELL_DATA_DIR is set, else for
+/// fashion-mnist /usr/share/datasets/fashion-mnist, else ./data/<name>.
+std::string default_data_dir(const std::string& name);
+
+/// Loads a dataset. IDX datasets (mnist, fashion-mnist) read
+/// {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] from `dir`; cifar10 reads
+/// data_batch_{1..5}.bin / test_batch.bin; cifar100 reads train.bin / test.bin (fine labels).
+/// Throws std::runtime_error naming the file and the problem on missing, truncated or
+/// inconsistent files, or on an unknown name (listing the known ones).
+Dataset load_dataset(const DataOptions& opts);
+
+/// Reads a whole file, transparently gunzipping it if it starts with the gzip magic.
+std::vector<uint8_t> read_file_maybe_gz(const std::string& path);
+
+/// IDX readers. Validate magic (0x00000803 images / 0x00000801 labels), dims, and that the
+/// payload size matches the header exactly.
+torch::Tensor read_idx_images(const std::string& path);  ///< -> [N, 1, H, W] uint8
+torch::Tensor read_idx_labels(const std::string& path);  ///< -> [N] int64
+
+/// CIFAR binary: records of <label bytes><3072 pixel bytes>. `label_bytes` is 1 (CIFAR-10) or 2
+/// (CIFAR-100: coarse, fine; the fine label is used). Returns images [N,3,32,32] uint8 and labels.
+std::pair<torch::Tensor, torch::Tensor> read_cifar_bin(const std::string& path, int label_bytes,
+                                                       int64_t num_classes);
+
+/// Writers of the same formats (used by tests and the synthetic generator).
+void write_idx_images(const std::string& path, const torch::Tensor& images_u8, bool gzip);
+void write_idx_labels(const std::string& path, const torch::Tensor& labels, bool gzip);
+void write_cifar_bin(const std::string& path, const torch::Tensor& images_u8,
+                     const torch::Tensor& labels, int label_bytes);
+
+/// Writes a small learnable synthetic dataset in the IDX layout of Fashion-MNIST into `dir`
+/// (train: n_train, test: n_test samples, 28x28, 10 classes; each class is a distinct blob
+/// pattern plus pixel noise, so a small network learns it to high accuracy in one epoch).
+void write_synthetic_idx(const std::string& dir, int64_t n_train, int64_t n_test, uint64_t seed,
+                         bool gzip = true);
+
+/// Per-dataset normalisation constants (mean, std per channel, pixel units in [0,1]).
+std::pair<std::vector<double>, std::vector<double>> dataset_normalisation(const std::string& name);
+
+}  // namespace quell

@@ -1,0 +1,71 @@
+// Monte-Carlo evaluation of a model under a noise configuration.
+#pragma once
+
+#include "quell/data.h"
+#include "quell/models.h"
+#include "quell/stats.h"
+
+#include <functional>
+#include <vector>
+
+namespace quell {
+
+/// Progress of a long computation, for the caller's progress bar.
+struct Progress {
+  int64_t done = 0;
+  int64_t total = 0;
+  std::string what;  ///< short label ("eval", "epoch 3/10", ...)
+  double loss = 0.0;
+  double accuracy = 0.0;
+};
+using ProgressFn = std::function<void(const Progress&)>;
+
+struct EvalOptions {
+  int draws = 5;             ///< dynamic-noise draws per chip instance
+  int chips = 1;             ///< chip instances (static / aging noise, weight noise)
+  int64_t batch_size = 1000;
+  ProgressFn progress;
+};
+
+/// One noisy pass over the dataset.
+struct DrawResult {
+  int chip = 0;
+  int draw = 0;
+  double accuracy = 0.0;
+  double loss = 0.0;  ///< mean cross-entropy
+};
+
+struct EvalResult {
+  std::vector<DrawResult> draws;
+  Summary accuracy;       ///< over all draws (n = chips × draws)
+  Summary chip_accuracy;  ///< over per-chip mean accuracies (n = chips)
+  bool deterministic = false;  ///< the configuration has no noise: one pass suffices
+  /// The CI a reader should quote: over chips when the noise has per-chip parts and chips > 1,
+  /// over all draws otherwise.
+  const Summary& headline() const;
+  bool chip_level = false;
+};
+
+/// Evaluates `model` on `data` with the noise `config`: chips × draws passes (one pass when the
+/// configuration is empty). Chip c, draw d use SiteEngine::set_draw(c, d); weight noise is drawn
+/// per chip and the clean weights are restored afterwards.
+EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& config,
+                    const EvalOptions& opts);
+
+/// Accuracy and mean loss of one pass over the data with the engine as configured.
+DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size);
+
+/// Perturbs the conv/linear weights of `model` for chip `chip` (programming variation);
+/// the returned guard restores the clean weights when destroyed.
+class WeightNoiseGuard {
+ public:
+  WeightNoiseGuard(ModelImpl& model, const WeightNoise& noise, uint64_t seed, uint64_t chip);
+  ~WeightNoiseGuard();
+  WeightNoiseGuard(const WeightNoiseGuard&) = delete;
+  WeightNoiseGuard& operator=(const WeightNoiseGuard&) = delete;
+
+ private:
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved_;  ///< (live weight, clean copy)
+};
+
+}  // namespace quell

@@ -1,0 +1,137 @@
+// Models as graphs of ops whose every output is a noise site.
+#pragma once
+
+#include "quell/data.h"
+#include "quell/site.h"
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace quell {
+
+/// What a model is built for: registry name and input/output geometry.
+struct ModelSpec {
+  std::string name = "lenet5-bn";
+  int64_t in_channels = 1;
+  int64_t height = 28;
+  int64_t width = 28;
+  int64_t num_classes = 10;
+  Json to_json() const;
+  static ModelSpec from_json(const Json& j);
+  /// Spec for `name` with the geometry of `data`.
+  static ModelSpec for_dataset(const std::string& name, const Dataset& data);
+};
+
+/// Ops a node can perform.
+enum class OpType { kInput, kConv, kLinear, kBatchNorm, kReLU, kMaxPool, kAvgPool, kAdd, kShortcut };
+const char* op_name(OpType op);
+
+/// One row of the site table.
+struct SiteInfo {
+  int index = 0;
+  std::string name;
+  std::string op;
+  std::vector<int64_t> shape;  ///< per sample, e.g. {6, 28, 28}
+  int64_t params = 0;          ///< trainable parameters of the op producing the site
+  int64_t numel() const;
+};
+
+/// One node of the graph; its output is site `index`.
+struct Node {
+  OpType op = OpType::kInput;
+  std::string name;
+  std::vector<int> inputs;       ///< indices of earlier nodes
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::Linear linear{nullptr};   ///< flattens its input first
+  torch::nn::BatchNorm2d bn2d{nullptr};
+  torch::nn::BatchNorm1d bn1d{nullptr};
+  int64_t kernel = 0, stride = 0;     ///< pooling; shortcut stride
+  int64_t pad_channels = 0;           ///< shortcut: zero channels added on each side
+  std::vector<int64_t> shape;         ///< per-sample output shape
+};
+
+/// The live values at one point of the forward pass: enough to continue from there.
+/// values[i] is defined for nodes still needed; `site` is the node whose clean output is held.
+struct ForwardState {
+  int site = -1;
+  std::vector<torch::Tensor> values;
+  const torch::Tensor& at_site() const { return values.at(site); }
+};
+
+/// A network whose every op output is a site. Built by the registry (make_model) through
+/// GraphBuilder; nodes run in index order.
+class ModelImpl : public torch::nn::Module {
+ public:
+  explicit ModelImpl(ModelSpec spec) : spec_(std::move(spec)) {}
+
+  /// x: [N, C, H, W] -> logits [N, num_classes], with the site logic at every site.
+  torch::Tensor forward(torch::Tensor x);
+  /// Runs the network up to node `site` (clean: no site logic at any site) and returns the
+  /// live values, with the raw output of `site` (before its site logic).
+  ForwardState run_until(const torch::Tensor& x, int site, bool with_site_logic = false);
+  /// Continues from a state: applies the site logic at `state.site` and runs the rest.
+  /// The state is consumed (its tensors may be modified in place).
+  torch::Tensor run_from(ForwardState state);
+
+  const ModelSpec& spec() const { return spec_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  std::vector<SiteInfo> sites() const;
+  std::vector<std::string> site_names() const;
+  int num_sites() const { return static_cast<int>(nodes_.size()); }
+  int64_t num_params() const;
+
+  SiteEngine& engine() { return engine_; }
+  const SiteEngine& engine() const { return engine_; }
+
+  /// Measures per-site clean statistics (std, max|x|, min, max) on up to `max_samples` images
+  /// in eval mode, and installs them in the engine.
+  void calibrate(const torch::Tensor& images, int64_t max_samples = 2048, int64_t batch = 512);
+
+  /// Conv/linear weights, in site order (for weight noise and inspection).
+  std::vector<std::pair<int, torch::Tensor>> analog_weights();
+
+  // Used by GraphBuilder.
+  Node& add_node(Node node);
+
+ private:
+  torch::Tensor run_node(const Node& node, std::vector<torch::Tensor>& values);
+  ModelSpec spec_;
+  std::vector<Node> nodes_;
+  std::vector<int> last_use_;  ///< last node reading each node's output
+  SiteEngine engine_;
+  friend class GraphBuilder;
+};
+TORCH_MODULE(Model);
+
+/// Builds a graph node by node, tracking shapes, registering modules under the node names.
+class GraphBuilder {
+ public:
+  explicit GraphBuilder(ModelImpl& model);
+  int input(const std::string& name = "input");
+  int conv(const std::string& name, int from, int64_t out_channels, int64_t kernel,
+           int64_t stride = 1, int64_t padding = 0, bool bias = true);
+  int linear(const std::string& name, int from, int64_t out_features, bool bias = true);
+  int batchnorm(const std::string& name, int from);
+  int relu(const std::string& name, int from);
+  int maxpool(const std::string& name, int from, int64_t kernel, int64_t stride);
+  int global_avgpool(const std::string& name, int from);
+  int add(const std::string& name, int a, int b);
+  /// Parameter-free ResNet "option A" shortcut: subsample by `stride`, zero-pad channels.
+  int shortcut(const std::string& name, int from, int64_t out_channels, int64_t stride);
+  const std::vector<int64_t>& shape(int node) const;
+
+ private:
+  int push(Node node);
+  ModelImpl& model_;
+};
+
+/// Names of the registered models.
+std::vector<std::string> model_names();
+/// Builds a registered model (random init from the current torch seed). Unknown names throw
+/// std::invalid_argument listing the known ones; unsuitable geometry throws too.
+Model make_model(const ModelSpec& spec);
+
+}  // namespace quell

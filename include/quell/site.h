@@ -1,0 +1,75 @@
+// The site logic: what happens to a value at a noise site (noise, ADC, multi-execution,
+// observation). One implementation, independent of how the model was built, so built-in models
+// and imported ones share it.
+#pragma once
+
+#include "quell/noise.h"
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <utility>
+#include <vector>
+
+namespace quell {
+
+/// Clean-activation statistics of one site, measured on training data (see Model::calibrate).
+struct SiteCalibration {
+  double std = 0.0;     ///< standard deviation over all elements and samples
+  double absmax = 0.0;  ///< max |x|
+  double min = 0.0;
+  double max = 0.0;
+  bool valid = false;
+  Json to_json() const;
+  static SiteCalibration from_json(const Json& j);
+};
+
+/// Applies NoiseConfig site by site. Holds the per-chip static noise patterns and the counter
+/// that makes dynamic noise fresh on every forward pass. Random streams are derived from
+/// (config seed, chip, draw, site, forward index, repetition, component), so a result depends
+/// only on the seeds and the batch size, not on threads or on what ran before.
+class SiteEngine {
+ public:
+  /// Called with (site index, clean value) before the site's noise, when set.
+  using Observer = std::function<void(int, const torch::Tensor&)>;
+
+  void configure(NoiseConfig config);
+  const NoiseConfig& config() const { return config_; }
+  void set_calibration(std::vector<SiteCalibration> calibration);
+  const std::vector<SiteCalibration>& calibration() const { return calibration_; }
+  /// Selects the chip instance (static / aging patterns, weight noise) and the dynamic draw.
+  /// Resets the forward counter, so (chip, draw) fully determines the noise of a pass.
+  void set_draw(uint64_t chip, uint64_t draw);
+  /// Marks the start of a forward pass (advances the dynamic-noise counter).
+  void begin_forward() { ++forward_index_; }
+  void set_observer(Observer observer) { observer_ = std::move(observer); }
+
+  /// Applies site `site` to x: x [N, ...] (N = batch). Identity when the site has no config.
+  /// `owned`: x may be modified in place (it is a fresh op output nobody else holds). Under
+  /// autograd (grad mode on and x requiring grad) the result is built out of place and
+  /// differentiable: noise passes the gradient as its Jacobian (1 for additive, η for
+  /// multiplicative), ADC uses the straight-through estimator.
+  torch::Tensor apply(torch::Tensor x, int site, bool owned);
+
+  /// True if site `site` changes its input under the current configuration.
+  bool active(int site) const;
+
+ private:
+  torch::Tensor apply_once(torch::Tensor x, int site, const SiteConfig& cfg, int repetition,
+                           bool differentiable);
+  const torch::Tensor& static_pattern(int site, int component, const torch::Tensor& like);
+  double effective_sigma(double sigma, const NoiseSpec& spec, int site) const;
+  const SiteCalibration& calib(int site, const char* why) const;
+
+  NoiseConfig config_;
+  std::vector<SiteCalibration> calibration_;
+  uint64_t chip_ = 0;
+  uint64_t draw_ = 0;
+  uint64_t forward_index_ = 0;
+  std::map<std::pair<int, int>, torch::Tensor> static_cache_;
+  Observer observer_;
+};
+
+}  // namespace quell

@@ -1,0 +1,110 @@
+#include "quell/checkpoint.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace quell {
+namespace {
+
+constexpr const char* kMetaKey = "quell_meta";
+constexpr const char* kFormat = "quell-checkpoint";
+constexpr int kFormatVersion = 1;
+
+std::string shape_str(const torch::Tensor& t) {
+  std::ostringstream os;
+  os << t.sizes();
+  return os.str();
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, ModelImpl& model, const CheckpointMeta& meta) {
+  Json j{{"format", kFormat},
+         {"format_version", kFormatVersion},
+         {"model", meta.spec.to_json()},
+         {"dataset", meta.dataset},
+         {"train_config", meta.train_config},
+         {"metrics", meta.metrics},
+         {"provenance", meta.provenance}};
+  Json cal = Json::array();
+  for (const auto& c : model.engine().calibration()) cal.push_back(c.valid ? c.to_json() : Json());
+  j["calibration"] = cal;
+
+  torch::serialize::OutputArchive archive;
+  for (const auto& p : model.named_parameters()) archive.write(p.key(), p.value().detach().cpu());
+  for (const auto& b : model.named_buffers()) archive.write(b.key(), b.value().cpu(), true);
+  archive.write(kMetaKey, c10::IValue(j.dump()));
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  write_file_atomic(path, bytes.str());
+}
+
+Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw std::runtime_error(path + ": cannot open checkpoint: No such file or directory");
+  }
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(path + ": not a readable checkpoint (" +
+                             std::string(e.what_without_backtrace()).substr(0, 120) + ")");
+  }
+  c10::IValue meta_value;
+  if (!archive.try_read(kMetaKey, meta_value) || !meta_value.isString()) {
+    throw std::runtime_error(path + ": not a quell checkpoint (no " + kMetaKey + " record)");
+  }
+  Json j;
+  CheckpointMeta meta;
+  try {
+    j = Json::parse(meta_value.toStringRef());
+    if (j.value("format", "") != kFormat) throw std::runtime_error("wrong format tag");
+    meta.spec = ModelSpec::from_json(j.at("model"));
+    meta.dataset = j.value("dataset", "");
+    meta.train_config = j.value("train_config", Json::object());
+    meta.metrics = j.value("metrics", Json::object());
+    meta.provenance = j.value("provenance", Json::object());
+  } catch (const std::exception& e) {
+    throw std::runtime_error(path + ": corrupt quell checkpoint metadata (" + e.what() + ")");
+  }
+  Model model = make_model(meta.spec);
+  torch::NoGradGuard no_grad;
+  auto load_tensor = [&](const std::string& key, torch::Tensor& dst, bool buffer) {
+    torch::Tensor src;
+    if (!archive.try_read(key, src, buffer)) {
+      throw std::runtime_error(path + ": checkpoint has no tensor '" + key + "' for model " +
+                               meta.spec.name);
+    }
+    if (src.sizes() != dst.sizes()) {
+      throw std::runtime_error(path + ": tensor '" + key + "' has shape " + shape_str(src) +
+                               " but model " + meta.spec.name + " expects " + shape_str(dst));
+    }
+    dst.copy_(src);
+  };
+  for (auto& p : model->named_parameters()) load_tensor(p.key(), p.value(), false);
+  for (auto& b : model->named_buffers()) load_tensor(b.key(), b.value(), true);
+
+  if (j.contains("calibration") && j["calibration"].is_array()) {
+    const auto& cj = j["calibration"];
+    if (static_cast<int>(cj.size()) != model->num_sites()) {
+      throw std::runtime_error(path + ": calibration has " + std::to_string(cj.size()) +
+                               " sites but model " + meta.spec.name + " has " +
+                               std::to_string(model->num_sites()));
+    }
+    std::vector<SiteCalibration> cal(cj.size());
+    for (size_t i = 0; i < cj.size(); ++i) {
+      if (!cj[i].is_null()) cal[i] = SiteCalibration::from_json(cj[i]);
+    }
+    model->engine().set_calibration(std::move(cal));
+  }
+  if (meta_out) *meta_out = meta;
+  return model;
+}
+
+}  // namespace quell

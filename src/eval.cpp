@@ -1,0 +1,111 @@
+#include "quell/eval.h"
+
+#include "quell/rng.h"
+
+namespace quell {
+namespace {
+constexpr uint64_t kWeightTag = 0x5745494748544e53ULL;
+}  // namespace
+
+const Summary& EvalResult::headline() const { return chip_level ? chip_accuracy : accuracy; }
+
+WeightNoiseGuard::WeightNoiseGuard(ModelImpl& model, const WeightNoise& noise, uint64_t seed,
+                                   uint64_t chip) {
+  if (!noise.enabled()) return;
+  noise.validate();
+  torch::NoGradGuard no_grad;
+  for (auto& [site, w] : model.analog_weights()) {
+    saved_.emplace_back(w, w.detach().clone());
+    torch::Tensor data = w.detach();
+    const RngStream s{mix_seed(seed, chip, kWeightTag), static_cast<uint64_t>(site)};
+    if (noise.multiplicative) {
+      mul_normal_(data, s, noise.sigma);
+    } else {
+      const double scale = noise.relative ? data.abs().max().item<double>() : 1.0;
+      add_normal_(data, s, noise.sigma * scale);
+    }
+  }
+}
+
+WeightNoiseGuard::~WeightNoiseGuard() {
+  torch::NoGradGuard no_grad;
+  for (auto& [live, clean] : saved_) live.detach().copy_(clean);
+}
+
+DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  const torch::Device device =
+      model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters().front().device();
+  const int64_t n = data.size();
+  int64_t correct = 0;
+  double loss_sum = 0.0;
+  for (int64_t b = 0; b < n; b += batch_size) {
+    const int64_t m = std::min(batch_size, n - b);
+    const torch::Tensor x = data.images.narrow(0, b, m).to(device);
+    const torch::Tensor y = data.labels.narrow(0, b, m).to(device);
+    const torch::Tensor logits = model.forward(x);
+    correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+  }
+  DrawResult r;
+  r.accuracy = n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
+  r.loss = n > 0 ? loss_sum / static_cast<double>(n) : 0.0;
+  return r;
+}
+
+EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& config,
+                    const EvalOptions& opts) {
+  TORCH_CHECK(opts.draws >= 1, "draws must be >= 1, got ", opts.draws);
+  TORCH_CHECK(opts.chips >= 1, "chips must be >= 1, got ", opts.chips);
+  TORCH_CHECK(opts.batch_size >= 1, "batch size must be >= 1, got ", opts.batch_size);
+  const bool was_training = model.is_training();
+  model.eval();
+  const NoiseConfig saved = model.engine().config();
+  model.engine().configure(config);
+
+  EvalResult result;
+  result.deterministic = config.empty();
+  const bool chips_matter = config.has_static();
+  const int chips = result.deterministic ? 1 : (chips_matter ? opts.chips : 1);
+  const int draws = result.deterministic ? 1 : opts.draws;
+  Progress progress;
+  progress.total = static_cast<int64_t>(chips) * draws;
+  progress.what = "eval";
+  std::vector<double> all, chip_means;
+  try {
+    for (int c = 0; c < chips; ++c) {
+      WeightNoiseGuard weights(model, config.weight, config.seed, static_cast<uint64_t>(c));
+      double chip_sum = 0.0;
+      for (int d = 0; d < draws; ++d) {
+        model.engine().set_draw(static_cast<uint64_t>(c), static_cast<uint64_t>(d));
+        DrawResult r = run_pass(model, data, opts.batch_size);
+        r.chip = c;
+        r.draw = d;
+        result.draws.push_back(r);
+        all.push_back(r.accuracy);
+        chip_sum += r.accuracy;
+        if (opts.progress) {
+          ++progress.done;
+          progress.accuracy = r.accuracy;
+          progress.loss = r.loss;
+          opts.progress(progress);
+        }
+      }
+      chip_means.push_back(chip_sum / draws);
+    }
+  } catch (...) {
+    model.engine().configure(saved);
+    model.train(was_training);
+    throw;
+  }
+  model.engine().configure(saved);
+  model.train(was_training);
+  result.accuracy = summarize(all);
+  result.chip_accuracy = summarize(chip_means);
+  result.chip_level = chips_matter && chips > 1;
+  return result;
+}
+
+}  // namespace quell

@@ -1,0 +1,362 @@
+#include "quell/models.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace quell {
+
+Json ModelSpec::to_json() const {
+  return Json{{"name", name},
+              {"in_channels", in_channels},
+              {"height", height},
+              {"width", width},
+              {"num_classes", num_classes}};
+}
+
+ModelSpec ModelSpec::from_json(const Json& j) {
+  ModelSpec s;
+  s.name = j.at("name").get<std::string>();
+  s.in_channels = j.at("in_channels").get<int64_t>();
+  s.height = j.at("height").get<int64_t>();
+  s.width = j.at("width").get<int64_t>();
+  s.num_classes = j.at("num_classes").get<int64_t>();
+  return s;
+}
+
+ModelSpec ModelSpec::for_dataset(const std::string& name, const Dataset& data) {
+  const auto shape = data.sample_shape();
+  ModelSpec s;
+  s.name = name;
+  s.in_channels = shape.at(0);
+  s.height = shape.at(1);
+  s.width = shape.at(2);
+  s.num_classes = data.num_classes;
+  return s;
+}
+
+const char* op_name(OpType op) {
+  switch (op) {
+    case OpType::kInput: return "input";
+    case OpType::kConv: return "conv";
+    case OpType::kLinear: return "linear";
+    case OpType::kBatchNorm: return "batchnorm";
+    case OpType::kReLU: return "relu";
+    case OpType::kMaxPool: return "maxpool";
+    case OpType::kAvgPool: return "avgpool";
+    case OpType::kAdd: return "add";
+    case OpType::kShortcut: return "shortcut";
+  }
+  return "?";
+}
+
+int64_t SiteInfo::numel() const {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+Node& ModelImpl::add_node(Node node) {
+  const int index = static_cast<int>(nodes_.size());
+  for (int in : node.inputs) {
+    TORCH_INTERNAL_ASSERT(in >= 0 && in < index, "node ", node.name, " reads a later node");
+  }
+  nodes_.push_back(std::move(node));
+  last_use_.push_back(index);
+  for (int in : nodes_.back().inputs) last_use_[in] = index;
+  return nodes_.back();
+}
+
+std::vector<SiteInfo> ModelImpl::sites() const {
+  std::vector<SiteInfo> out;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const Node& n = nodes_[i];
+    SiteInfo s;
+    s.index = static_cast<int>(i);
+    s.name = n.name;
+    s.op = op_name(n.op);
+    s.shape = n.shape;
+    auto count = [](const torch::nn::Module& m) {
+      int64_t c = 0;
+      for (const auto& p : m.parameters()) c += p.numel();
+      return c;
+    };
+    if (n.conv) s.params = count(*n.conv);
+    if (n.linear) s.params = count(*n.linear);
+    if (n.bn2d) s.params = count(*n.bn2d);
+    if (n.bn1d) s.params = count(*n.bn1d);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<std::string> ModelImpl::site_names() const {
+  std::vector<std::string> names;
+  for (const auto& n : nodes_) names.push_back(n.name);
+  return names;
+}
+
+int64_t ModelImpl::num_params() const {
+  int64_t c = 0;
+  for (const auto& p : parameters()) c += p.numel();
+  return c;
+}
+
+torch::Tensor ModelImpl::run_node(const Node& node, std::vector<torch::Tensor>& values) {
+  auto in = [&](size_t k) -> const torch::Tensor& { return values[node.inputs[k]]; };
+  switch (node.op) {
+    case OpType::kInput: return values[0];
+    case OpType::kConv: return node.conv.ptr()->forward(in(0));
+    case OpType::kLinear: return node.linear.ptr()->forward(in(0).flatten(1));
+    case OpType::kBatchNorm:
+      return node.bn2d ? node.bn2d.ptr()->forward(in(0)) : node.bn1d.ptr()->forward(in(0));
+    case OpType::kReLU: return torch::relu(in(0));
+    case OpType::kMaxPool:
+      return torch::max_pool2d(in(0), node.kernel, node.stride);
+    case OpType::kAvgPool: return torch::adaptive_avg_pool2d(in(0), {1, 1}).flatten(1);
+    case OpType::kAdd: return in(0) + in(1);
+    case OpType::kShortcut: {
+      using torch::indexing::None;
+      using torch::indexing::Slice;
+      torch::Tensor y = in(0).index({Slice(), Slice(), Slice(None, None, node.stride),
+                                     Slice(None, None, node.stride)});
+      return torch::constant_pad_nd(y, {0, 0, 0, 0, node.pad_channels, node.pad_channels});
+    }
+  }
+  TORCH_INTERNAL_ASSERT(false, "unhandled op");
+  return {};
+}
+
+torch::Tensor ModelImpl::forward(torch::Tensor x) {
+  engine_.begin_forward();
+  ForwardState state;
+  state.site = 0;
+  state.values.resize(nodes_.size());
+  state.values[0] = std::move(x);
+  return run_from(std::move(state));
+}
+
+ForwardState ModelImpl::run_until(const torch::Tensor& x, int site, bool with_site_logic) {
+  TORCH_CHECK(site >= 0 && site < num_sites(), "site ", site, " is outside 0-", num_sites() - 1);
+  engine_.begin_forward();
+  ForwardState state;
+  state.site = site;
+  state.values.resize(nodes_.size());
+  state.values[0] = x;
+  for (int i = 0; i <= site; ++i) {
+    if (i > 0) state.values[i] = run_node(nodes_[i], state.values);
+    if (i < site && with_site_logic) state.values[i] = engine_.apply(state.values[i], i, i > 0);
+    // Free values no node at or after `site` reads (keep those a later node needs).
+    for (int in : nodes_[i].inputs) {
+      if (last_use_[in] <= site && in != site) state.values[in] = torch::Tensor();
+    }
+  }
+  return state;
+}
+
+torch::Tensor ModelImpl::run_from(ForwardState state) {
+  auto& values = state.values;
+  const int n = num_sites();
+  for (int i = state.site; i < n; ++i) {
+    if (i > state.site) values[i] = run_node(nodes_[i], values);
+    // The input site is not a fresh tensor: it may be a view of the caller's data.
+    values[i] = engine_.apply(std::move(values[i]), i, /*owned=*/i > 0);
+    for (int in : nodes_[i].inputs) {
+      if (last_use_[in] == i) values[in] = torch::Tensor();
+    }
+  }
+  return values[n - 1];
+}
+
+void ModelImpl::calibrate(const torch::Tensor& images, int64_t max_samples, int64_t batch) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = is_training();
+  eval();
+  const int n = num_sites();
+  std::vector<double> sum(n, 0.0), sumsq(n, 0.0), count(n, 0.0);
+  std::vector<SiteCalibration> cal(n);
+  for (auto& c : cal) {
+    c.min = std::numeric_limits<double>::infinity();
+    c.max = -std::numeric_limits<double>::infinity();
+  }
+  const NoiseConfig saved = engine_.config();
+  engine_.configure(NoiseConfig{});
+  engine_.set_observer([&](int site, const torch::Tensor& x) {
+    const torch::Tensor xd = x.to(torch::kDouble);
+    sum[site] += xd.sum().item<double>();
+    sumsq[site] += xd.square().sum().item<double>();
+    count[site] += static_cast<double>(x.numel());
+    cal[site].min = std::min(cal[site].min, xd.min().item<double>());
+    cal[site].max = std::max(cal[site].max, xd.max().item<double>());
+  });
+  const int64_t total = std::min<int64_t>(images.size(0), max_samples);
+  const torch::Device device =
+      parameters().empty() ? torch::Device(torch::kCPU) : parameters().front().device();
+  try {
+    for (int64_t b = 0; b < total; b += batch) {
+      forward(images.narrow(0, b, std::min(batch, total - b)).to(device));
+    }
+  } catch (...) {
+    engine_.set_observer(nullptr);
+    engine_.configure(saved);
+    throw;
+  }
+  engine_.set_observer(nullptr);
+  engine_.configure(saved);
+  for (int i = 0; i < n; ++i) {
+    auto& c = cal[i];
+    const double mean = sum[i] / count[i];
+    c.std = std::sqrt(std::max(0.0, sumsq[i] / count[i] - mean * mean));
+    c.absmax = std::max(std::fabs(c.min), std::fabs(c.max));
+    c.valid = count[i] > 0;
+  }
+  engine_.set_calibration(std::move(cal));
+  train(was_training);
+}
+
+std::vector<std::pair<int, torch::Tensor>> ModelImpl::analog_weights() {
+  std::vector<std::pair<int, torch::Tensor>> out;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    if (nodes_[i].conv) out.emplace_back(static_cast<int>(i), nodes_[i].conv->weight);
+    if (nodes_[i].linear) out.emplace_back(static_cast<int>(i), nodes_[i].linear->weight);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+// Module names may not contain dots; site names (layer1.0.conv1) keep theirs.
+std::string module_key(std::string name) {
+  std::replace(name.begin(), name.end(), '.', '_');
+  return name;
+}
+}  // namespace
+
+GraphBuilder::GraphBuilder(ModelImpl& model) : model_(model) {}
+
+int GraphBuilder::push(Node node) {
+  const int index = static_cast<int>(model_.nodes_.size());
+  model_.add_node(std::move(node));
+  return index;
+}
+
+const std::vector<int64_t>& GraphBuilder::shape(int node) const {
+  return model_.nodes_.at(node).shape;
+}
+
+int GraphBuilder::input(const std::string& name) {
+  TORCH_INTERNAL_ASSERT(model_.nodes_.empty(), "input must be the first node");
+  Node n;
+  n.op = OpType::kInput;
+  n.name = name;
+  const auto& s = model_.spec_;
+  n.shape = {s.in_channels, s.height, s.width};
+  return push(std::move(n));
+}
+
+int GraphBuilder::conv(const std::string& name, int from, int64_t out_channels, int64_t kernel,
+                       int64_t stride, int64_t padding, bool bias) {
+  const auto& in = shape(from);
+  if (in.size() != 3) throw std::invalid_argument(name + ": conv needs a [C,H,W] input");
+  const int64_t h = (in[1] + 2 * padding - kernel) / stride + 1;
+  const int64_t w = (in[2] + 2 * padding - kernel) / stride + 1;
+  if (h < 1 || w < 1) {
+    throw std::invalid_argument(name + ": input " + std::to_string(in[1]) + "x" +
+                                std::to_string(in[2]) + " is too small for this model");
+  }
+  Node n;
+  n.op = OpType::kConv;
+  n.name = name;
+  n.inputs = {from};
+  n.conv = model_.register_module(
+      module_key(name), torch::nn::Conv2d(torch::nn::Conv2dOptions(in[0], out_channels, kernel)
+                                  .stride(stride).padding(padding).bias(bias)));
+  n.shape = {out_channels, h, w};
+  return push(std::move(n));
+}
+
+int GraphBuilder::linear(const std::string& name, int from, int64_t out_features, bool bias) {
+  int64_t in_features = 1;
+  for (auto d : shape(from)) in_features *= d;
+  Node n;
+  n.op = OpType::kLinear;
+  n.name = name;
+  n.inputs = {from};
+  n.linear = model_.register_module(
+      module_key(name), torch::nn::Linear(torch::nn::LinearOptions(in_features, out_features).bias(bias)));
+  n.shape = {out_features};
+  return push(std::move(n));
+}
+
+int GraphBuilder::batchnorm(const std::string& name, int from) {
+  Node n;
+  n.op = OpType::kBatchNorm;
+  n.name = name;
+  n.inputs = {from};
+  n.shape = shape(from);
+  if (n.shape.size() == 3) {
+    n.bn2d = model_.register_module(module_key(name), torch::nn::BatchNorm2d(n.shape[0]));
+  } else {
+    n.bn1d = model_.register_module(module_key(name), torch::nn::BatchNorm1d(n.shape[0]));
+  }
+  return push(std::move(n));
+}
+
+int GraphBuilder::relu(const std::string& name, int from) {
+  Node n;
+  n.op = OpType::kReLU;
+  n.name = name;
+  n.inputs = {from};
+  n.shape = shape(from);
+  return push(std::move(n));
+}
+
+int GraphBuilder::maxpool(const std::string& name, int from, int64_t kernel, int64_t stride) {
+  const auto& in = shape(from);
+  Node n;
+  n.op = OpType::kMaxPool;
+  n.name = name;
+  n.inputs = {from};
+  n.kernel = kernel;
+  n.stride = stride;
+  n.shape = {in[0], (in[1] - kernel) / stride + 1, (in[2] - kernel) / stride + 1};
+  if (n.shape[1] < 1 || n.shape[2] < 1) {
+    throw std::invalid_argument(name + ": input is too small for this model");
+  }
+  return push(std::move(n));
+}
+
+int GraphBuilder::global_avgpool(const std::string& name, int from) {
+  Node n;
+  n.op = OpType::kAvgPool;
+  n.name = name;
+  n.inputs = {from};
+  n.shape = {shape(from).at(0)};
+  return push(std::move(n));
+}
+
+int GraphBuilder::add(const std::string& name, int a, int b) {
+  TORCH_INTERNAL_ASSERT(shape(a) == shape(b), name, ": add of mismatched shapes");
+  Node n;
+  n.op = OpType::kAdd;
+  n.name = name;
+  n.inputs = {a, b};
+  n.shape = shape(a);
+  return push(std::move(n));
+}
+
+int GraphBuilder::shortcut(const std::string& name, int from, int64_t out_channels,
+                           int64_t stride) {
+  const auto& in = shape(from);
+  TORCH_INTERNAL_ASSERT((out_channels - in[0]) % 2 == 0, name, ": odd channel padding");
+  Node n;
+  n.op = OpType::kShortcut;
+  n.name = name;
+  n.inputs = {from};
+  n.stride = stride;
+  n.pad_channels = (out_channels - in[0]) / 2;
+  n.shape = {out_channels, (in[1] + stride - 1) / stride, (in[2] + stride - 1) / stride};
+  return push(std::move(n));
+}
+
+}  // namespace quell

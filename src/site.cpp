@@ -1,0 +1,206 @@
+#include "quell/site.h"
+
+#include "quell/rng.h"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace quell {
+namespace {
+
+// Tags that keep the random streams of different uses apart.
+constexpr uint64_t kStaticTag = 0x5354415449434e53ULL;   // static / aging patterns
+constexpr uint64_t kDynamicTag = 0x44594e414d494353ULL;  // per-forward noise
+
+bool all_dynamic_additive(const SiteConfig& cfg) {
+  if (cfg.adc_bits > 0) return false;
+  for (const auto& s : cfg.noise) {
+    if (s.is_zero()) continue;
+    if (s.kind != NoiseKind::kAdditive || s.temporal != Temporal::kDynamic) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Json SiteCalibration::to_json() const {
+  return Json{{"std", std}, {"absmax", absmax}, {"min", min}, {"max", max}};
+}
+
+SiteCalibration SiteCalibration::from_json(const Json& j) {
+  SiteCalibration c;
+  c.std = j.at("std").get<double>();
+  c.absmax = j.at("absmax").get<double>();
+  c.min = j.at("min").get<double>();
+  c.max = j.at("max").get<double>();
+  c.valid = true;
+  return c;
+}
+
+void SiteEngine::configure(NoiseConfig config) {
+  for (const auto& kv : config.sites) kv.second.validate();
+  config.weight.validate();
+  config_ = std::move(config);
+  static_cache_.clear();
+  forward_index_ = 0;
+}
+
+void SiteEngine::set_calibration(std::vector<SiteCalibration> calibration) {
+  calibration_ = std::move(calibration);
+}
+
+void SiteEngine::set_draw(uint64_t chip, uint64_t draw) {
+  if (chip != chip_) static_cache_.clear();
+  chip_ = chip;
+  draw_ = draw;
+  forward_index_ = 0;
+}
+
+bool SiteEngine::active(int site) const {
+  const auto it = config_.sites.find(site);
+  return it != config_.sites.end() && !it->second.is_identity();
+}
+
+const SiteCalibration& SiteEngine::calib(int site, const char* why) const {
+  if (site < 0 || site >= static_cast<int>(calibration_.size()) || !calibration_[site].valid) {
+    throw std::invalid_argument(std::string(why) + " at site " + std::to_string(site) +
+                                " needs a calibrated model (train or calibrate it first)");
+  }
+  return calibration_[site];
+}
+
+double SiteEngine::effective_sigma(double sigma, const NoiseSpec& spec, int site) const {
+  double s = sigma * spec.temporal_factor();
+  if (spec.scale == SigmaScale::kStd) s *= calib(site, "relative (std) sigma").std;
+  if (spec.scale == SigmaScale::kRange) s *= calib(site, "relative (range) sigma").absmax;
+  return s;
+}
+
+const torch::Tensor& SiteEngine::static_pattern(int site, int component, const torch::Tensor& like) {
+  auto& slot = static_cache_[{site, component}];
+  const auto sample_shape = like.sizes().slice(1);
+  if (!slot.defined() || slot.sizes() != sample_shape || slot.device() != like.device() ||
+      slot.scalar_type() != like.scalar_type()) {
+    torch::NoGradGuard no_grad;
+    slot = torch::empty(sample_shape, like.options().requires_grad(false));
+    normal_fill_(slot, RngStream{mix_seed(config_.seed, chip_, kStaticTag),
+                                 mix_seed(static_cast<uint64_t>(site), component)});
+  }
+  return slot;
+}
+
+torch::Tensor SiteEngine::apply(torch::Tensor x, int site, bool owned) {
+  if (observer_) observer_(site, x);
+  const auto it = config_.sites.find(site);
+  if (it == config_.sites.end() || it->second.is_identity()) return x;
+  const SiteConfig& cfg = it->second;
+  const bool differentiable = torch::GradMode::is_enabled() && x.requires_grad();
+  auto fresh = [&]() { return (owned || differentiable) ? x : x.clone(); };
+
+  const int k = cfg.repeats;
+  if (k == 1) return apply_once(fresh(), site, cfg, 0, differentiable);
+  if (all_dynamic_additive(cfg)) {
+    // The mean of k copies of x + N(0, σ²) is x + N(0, σ²/k): one draw, same distribution.
+    SiteConfig one = cfg;
+    for (auto& s : one.noise) s.sigma_add /= std::sqrt(static_cast<double>(k));
+    one.repeats = 1;
+    return apply_once(fresh(), site, one, 0, differentiable);
+  }
+  torch::Tensor acc = apply_once(x.clone(), site, cfg, 0, differentiable);
+  for (int r = 1; r < k; ++r) {
+    torch::Tensor copy = apply_once(x.clone(), site, cfg, r, differentiable);
+    acc = differentiable ? acc + copy : acc.add_(copy);
+  }
+  return differentiable ? acc / static_cast<double>(k) : acc.div_(static_cast<double>(k));
+}
+
+torch::Tensor SiteEngine::apply_once(torch::Tensor x, int site, const SiteConfig& cfg,
+                                     int repetition, bool differentiable) {
+  if (!differentiable && !x.is_contiguous()) x = x.contiguous();
+  const RngStream dyn_base{mix_seed(config_.seed, chip_, mix_seed(draw_, kDynamicTag)),
+                           mix_seed(static_cast<uint64_t>(site), forward_index_)};
+  for (size_t c = 0; c < cfg.noise.size(); ++c) {
+    const NoiseSpec& spec = cfg.noise[c];
+    if (spec.is_zero()) continue;
+    // rel= scales the additive part; the multiplicative σ is already relative to x.
+    const double sa = effective_sigma(spec.sigma_add, spec, site);
+    const double sm = spec.sigma_mul * spec.temporal_factor();
+    const bool has_add = spec.kind != NoiseKind::kMultiplicative;
+    const bool has_mul = spec.kind != NoiseKind::kAdditive;
+
+    if (spec.temporal == Temporal::kDynamic) {
+      const RngStream s{dyn_base.key, mix_seed(dyn_base.stream, repetition, c)};
+      if (!differentiable) {
+        switch (spec.kind) {
+          case NoiseKind::kAdditive: add_normal_(x, s, sa); break;
+          case NoiseKind::kMultiplicative: mul_normal_(x, s, sm); break;
+          case NoiseKind::kMulAdd: mul_add_normal_(x, s, sm, sa); break;
+          case NoiseKind::kAddMul: add_mul_normal_(x, s, sm, sa); break;
+        }
+        continue;
+      }
+      // Out of place, differentiable: y = x ⊙ η + ε or y = (x + ε) ⊙ η.
+      torch::Tensor eta, eps;
+      {
+        torch::NoGradGuard no_grad;
+        if (has_mul) {
+          eta = torch::empty_like(x, x.options().requires_grad(false));
+          normal_fill_(eta, RngStream{s.key, mix_seed(s.stream, 1)}, 1.0, sm);
+        }
+        if (has_add) {
+          eps = torch::empty_like(x, x.options().requires_grad(false));
+          normal_fill_(eps, RngStream{s.key, mix_seed(s.stream, 2)}, 0.0, sa);
+        }
+      }
+      if (spec.kind == NoiseKind::kAddMul) {
+        x = (x + eps) * eta;
+      } else {
+        if (has_mul) x = x * eta;
+        if (has_add) x = x + eps;
+      }
+      continue;
+    }
+
+    // Static / aging: a per-chip pattern of the sample's shape, broadcast over the batch.
+    torch::Tensor eps, eta;
+    if (has_add) eps = static_pattern(site, static_cast<int>(2 * c), x) * sa;
+    if (has_mul) eta = static_pattern(site, static_cast<int>(2 * c + 1), x) * sm + 1.0;
+    if (differentiable) {
+      if (spec.kind == NoiseKind::kAddMul) {
+        x = (x + eps) * eta;
+      } else {
+        if (has_mul) x = x * eta;
+        if (has_add) x = x + eps;
+      }
+    } else {
+      if (spec.kind == NoiseKind::kAddMul) {
+        x.add_(eps).mul_(eta);
+      } else {
+        if (has_mul) x.mul_(eta);
+        if (has_add) x.add_(eps);
+      }
+    }
+  }
+
+  if (cfg.adc_bits > 0) {
+    const SiteCalibration& cal = calib(site, "ADC quantisation");
+    const double levels = std::ldexp(1.0, cfg.adc_bits) - 1.0;
+    const double step = (cal.max - cal.min) / levels;
+    if (step > 0.0) {
+      // Uniform quantiser over the calibrated [min, max], clipping outside it.
+      if (differentiable) {
+        torch::Tensor q;
+        {
+          torch::NoGradGuard no_grad;
+          q = ((x.clamp(cal.min, cal.max) - cal.min) / step).round_() * step + cal.min;
+        }
+        x = x + (q - x).detach();  // straight-through estimator
+      } else {
+        x.clamp_(cal.min, cal.max).sub_(cal.min).div_(step).round_().mul_(step).add_(cal.min);
+      }
+    }
+  }
+  return x;
+}
+
+}  // namespace quell

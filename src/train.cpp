@@ -1,0 +1,125 @@
+#include "quell/train.h"
+
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+
+namespace quell {
+
+Json TrainOptions::to_json(const std::vector<std::string>& site_names) const {
+  return Json{{"epochs", epochs},       {"batch_size", batch_size},
+              {"optimizer", optimizer}, {"lr", lr},
+              {"momentum", momentum},   {"weight_decay", weight_decay},
+              {"cosine", cosine},       {"seed", seed},
+              {"calib_samples", calib_samples}, {"noise", noise.to_json(site_names)}};
+}
+
+namespace {
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(ModelImpl& model, const TrainOptions& o) {
+  if (o.optimizer == "adam") {
+    return std::make_unique<torch::optim::Adam>(
+        model.parameters(), torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
+  }
+  if (o.optimizer == "sgd") {
+    return std::make_unique<torch::optim::SGD>(
+        model.parameters(),
+        torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
+  }
+  throw std::invalid_argument("unknown optimizer '" + o.optimizer + "' (known: adam, sgd)");
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& group : opt.param_groups()) group.options().set_lr(lr);
+}
+
+bool needs_calibration(const NoiseConfig& cfg) {
+  for (const auto& kv : cfg.sites) {
+    if (kv.second.adc_bits > 0) return true;
+    for (const auto& s : kv.second.noise) {
+      if (s.scale != SigmaScale::kAbsolute && !s.is_zero()) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opts) {
+  if (opts.epochs < 0) throw std::invalid_argument("epochs must be >= 0");
+  if (opts.batch_size < 1) throw std::invalid_argument("batch size must be >= 1");
+  if (!(opts.lr > 0.0) || !std::isfinite(opts.lr)) {
+    throw std::invalid_argument("learning rate must be a positive number");
+  }
+  if (data.size() == 0) throw std::invalid_argument("training set is empty");
+  const torch::Device device =
+      model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters().front().device();
+  auto optimizer = make_optimizer(model, opts);
+  const int64_t n = data.size();
+  const int64_t steps_per_epoch = (n + opts.batch_size - 1) / opts.batch_size;
+  const int64_t total_steps = steps_per_epoch * opts.epochs;
+  const torch::Tensor calib_images = data.images.narrow(0, 0, std::min(n, opts.calib_samples));
+  const bool calibrate_each_epoch = needs_calibration(opts.noise);
+  model.engine().configure(opts.noise);
+
+  auto gen = at::detail::createCPUGenerator(opts.seed);
+  TrainResult result;
+  const auto t_start = std::chrono::steady_clock::now();
+  int64_t step = 0;
+  Progress progress;
+  progress.total = total_steps;
+  for (int epoch = 0; epoch < opts.epochs; ++epoch) {
+    const auto t_epoch = std::chrono::steady_clock::now();
+    if (calibrate_each_epoch) model.calibrate(calib_images, opts.calib_samples);
+    model.train();
+    const torch::Tensor perm = torch::randperm(n, gen, torch::kLong);
+    double loss_sum = 0.0;
+    int64_t correct = 0, seen = 0;
+    progress.what = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opts.epochs);
+    for (int64_t b = 0; b < n; b += opts.batch_size) {
+      if (opts.cosine) {
+        set_lr(*optimizer, 0.5 * opts.lr *
+                               (1.0 + std::cos(M_PI * static_cast<double>(step) /
+                                               static_cast<double>(total_steps))));
+      }
+      const torch::Tensor idx = perm.narrow(0, b, std::min(opts.batch_size, n - b));
+      const torch::Tensor x = data.images.index_select(0, idx).to(device);
+      const torch::Tensor y = data.labels.index_select(0, idx).to(device);
+      // Each step is its own "chip" and draw: fresh static and dynamic noise.
+      model.engine().set_draw(static_cast<uint64_t>(step), 0);
+      optimizer->zero_grad();
+      const torch::Tensor logits = model.forward(x);
+      const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+      loss.backward();
+      optimizer->step();
+      const int64_t m = idx.size(0);
+      loss_sum += loss.item<double>() * static_cast<double>(m);
+      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+      seen += m;
+      ++step;
+      if (opts.progress) {
+        progress.done = step;
+        progress.loss = loss_sum / static_cast<double>(seen);
+        progress.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+        opts.progress(progress);
+      }
+    }
+    EpochStats es;
+    es.epoch = epoch + 1;
+    es.loss = loss_sum / static_cast<double>(seen);
+    es.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+    es.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
+    if (!std::isfinite(es.loss)) {
+      throw std::runtime_error("training diverged in epoch " + std::to_string(epoch + 1) +
+                               " (loss is not finite); lower the learning rate or the noise");
+    }
+    result.epochs.push_back(es);
+  }
+  model.eval();
+  model.calibrate(calib_images, opts.calib_samples);
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return result;
+}
+
+}  // namespace quell

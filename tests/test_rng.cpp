@@ -1,0 +1,528 @@
+// Tests for quell/rng.h: Philox known answers, the float approximations, Gaussian quality,
+// independence, determinism under threading and chunking, and the fused noise kernels.
+//
+// Every test is seeded (fixed key and stream), so it is deterministic; the statistical bounds
+// are still derived from the sample size (5 standard errors unless stated), so a correct
+// generator passes them with any seed and a biased one fails.
+
+#include "quell/rng.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+// Internals of src/rng.cpp, not part of the public header; exposed for these tests only.
+namespace quell::detail {
+std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter,
+                                      std::array<uint32_t, 2> key);
+float reference_normal(RngStream s, uint32_t substream, uint64_t index);
+float approx_log(float u);
+float approx_sqrt(float y);
+void approx_sincos_turns(uint32_t w, float& sin_out, float& cos_out);
+}  // namespace quell::detail
+
+namespace {
+
+using quell::RngStream;
+
+constexpr int64_t kN = 1000000;  // sample size of the statistical tests
+constexpr double kPi = 3.14159265358979323846;
+
+struct Moments {
+  double mean = 0;
+  double var = 0;       // population variance (divide by n)
+  double skewness = 0;  // E[c^3] / var^1.5
+  double kurtosis = 0;  // E[c^4] / var^2 (3 for a normal)
+};
+
+Moments moments(const torch::Tensor& t) {
+  const torch::Tensor d = t.to(torch::kDouble).flatten();
+  Moments m;
+  m.mean = d.mean().item<double>();
+  const torch::Tensor c = d - m.mean;
+  const torch::Tensor c2 = c * c;
+  m.var = c2.mean().item<double>();
+  m.skewness = (c2 * c).mean().item<double>() / std::pow(m.var, 1.5);
+  m.kurtosis = (c2 * c2).mean().item<double>() / (m.var * m.var);
+  return m;
+}
+
+double correlation(const torch::Tensor& a, const torch::Tensor& b) {
+  const torch::Tensor x = a.to(torch::kDouble).flatten();
+  const torch::Tensor y = b.to(torch::kDouble).flatten();
+  const torch::Tensor cx = x - x.mean();
+  const torch::Tensor cy = y - y.mean();
+  return ((cx * cy).mean() / torch::sqrt((cx * cx).mean() * (cy * cy).mean())).item<double>();
+}
+
+double std_normal_cdf(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
+
+torch::Tensor filled(int64_t n, RngStream s, torch::ScalarType type = torch::kFloat) {
+  torch::Tensor t = torch::empty({n}, torch::TensorOptions().dtype(type));
+  quell::normal_fill_(t, s);
+  return t;
+}
+
+bool bit_identical(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  const torch::Tensor ca = a.contiguous();
+  const torch::Tensor cb = b.contiguous();
+  return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.numel() * ca.element_size()) == 0;
+}
+
+// Restores LibTorch's intra-op thread count when a test changes it.
+struct ThreadCountGuard {
+  int saved = at::get_num_threads();
+  ~ThreadCountGuard() { at::set_num_threads(saved); }
+};
+
+// ---- the generator itself ---------------------------------------------------------------
+
+TEST(Philox, KnownAnswers) {
+  // Random123 kat_vectors, "philox4x32 10" lines: counter[4], key[2] -> output[4].
+  using quell::detail::philox4x32_10;
+  EXPECT_EQ(philox4x32_10({0, 0, 0, 0}, {0, 0}),
+            (std::array<uint32_t, 4>{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
+  EXPECT_EQ(philox4x32_10({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+                          {0xffffffff, 0xffffffff}),
+            (std::array<uint32_t, 4>{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
+  EXPECT_EQ(philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
+                          {0xa4093822, 0x299f31d0}),
+            (std::array<uint32_t, 4>{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+}
+
+TEST(Approximations, LogSqrtSinCosAccuracy) {
+  // The bounds documented in src/rng.cpp, checked against double-precision libm.
+  double max_log_rel = 0;
+  for (int i = 0; i <= 200000; ++i) {
+    // Log-spaced over [2^-32, 1], the radius uniform's range, plus its top 24-bit grid.
+    const float u = i < 100000 ? static_cast<float>(std::ldexp(1.0, -32 + (32.0 * i) / 100000))
+                               : 1.0f - static_cast<float>(i - 100000) * 0x1p-24f;
+    if (u == 1.0f) {
+      EXPECT_EQ(quell::detail::approx_log(u), 0.0f);  // so the radius is exactly 0, not NaN
+      continue;
+    }
+    const double exact = std::log(static_cast<double>(u));
+    max_log_rel = std::max(max_log_rel, std::abs(quell::detail::approx_log(u) - exact) /
+                                            std::abs(exact));
+  }
+  EXPECT_LT(max_log_rel, 2e-7);
+
+  double max_sqrt_rel = 0;
+  for (int i = 0; i <= 100000; ++i) {
+    const float y = static_cast<float>(45.0 * std::pow(i / 100000.0, 4));  // dense near 0
+    const double exact = std::sqrt(static_cast<double>(y));
+    const double err = std::abs(quell::detail::approx_sqrt(y) - exact);
+    if (y == 0.0f) {
+      EXPECT_EQ(quell::detail::approx_sqrt(y), 0.0f);
+    } else {
+      max_sqrt_rel = std::max(max_sqrt_rel, err / exact);
+    }
+  }
+  EXPECT_LT(max_sqrt_rel, 4e-7);
+
+  double max_trig_abs = 0;
+  auto check_angle = [&](uint32_t w) {
+    float s = 0;
+    float c = 0;
+    quell::detail::approx_sincos_turns(w, s, c);
+    const double theta = 2.0 * kPi * (static_cast<double>(w) / 4294967296.0);
+    max_trig_abs = std::max({max_trig_abs, std::abs(s - std::sin(theta)),
+                             std::abs(c - std::cos(theta))});
+  };
+  for (uint32_t w = 0; w < 0xFFFF0000u; w += 40009u) check_angle(w);
+  for (uint32_t q = 0; q < 4; ++q) {  // quadrant and octant boundaries, both sides
+    for (uint32_t edge : {q << 30, (q << 30) + 0x20000000u}) {
+      check_angle(edge);
+      check_angle(edge - 1);
+      check_angle(edge + 1);
+    }
+  }
+  check_angle(0xFFFFFFFFu);
+  EXPECT_LT(max_trig_abs, 1.2e-7);
+}
+
+TEST(Philox, ReferenceMappingMatchesKernels) {
+  // The vectorised kernels follow the documented element -> (Philox call, word) mapping,
+  // computed here by scalar code, bit for bit; substream 1 is what the mixed kernels add.
+  const RngStream s{/*key=*/11, /*stream=*/22};
+  const torch::Tensor n = filled(kN, s);
+  const float* p = n.data_ptr<float>();
+  torch::Tensor zeros = torch::zeros({kN});
+  quell::mul_add_normal_(zeros, s, /*sigma_mul=*/1.0, /*sigma_add=*/1.0);  // 0*(...) + n2
+  const float* p2 = zeros.data_ptr<float>();
+  for (int64_t i : {0, 1, 63, 64, 65, 127, 128, 191, 192, 255, 256, 257, 12345, 32767, 32768,
+                    500000, 999999}) {
+    EXPECT_EQ(p[i], quell::detail::reference_normal(s, 0, static_cast<uint64_t>(i))) << i;
+    EXPECT_EQ(p2[i], quell::detail::reference_normal(s, 1, static_cast<uint64_t>(i))) << i;
+  }
+}
+
+// ---- Gaussian quality -------------------------------------------------------------------
+
+TEST(NormalFill, MomentsMatchStandardNormal) {
+  const Moments m = moments(filled(kN, {/*key=*/1, /*stream=*/2}));
+  const double n = static_cast<double>(kN);
+  // Standard errors of sample moments of N(0,1): mean 1/sqrt(n), variance sqrt(2/n),
+  // skewness sqrt(6/n), kurtosis sqrt(24/n); bound 5 standard errors.
+  EXPECT_LT(std::abs(m.mean), 5.0 / std::sqrt(n));
+  EXPECT_LT(std::abs(m.var - 1.0), 5.0 * std::sqrt(2.0 / n));
+  EXPECT_LT(std::abs(m.skewness), 5.0 * std::sqrt(6.0 / n));
+  EXPECT_LT(std::abs(m.kurtosis - 3.0), 5.0 * std::sqrt(24.0 / n));
+}
+
+TEST(NormalFill, MeanAndStdParameters) {
+  const double mean = -1.5;
+  const double sd = 0.25;
+  torch::Tensor t = torch::empty({kN});
+  quell::normal_fill_(t, {/*key=*/1, /*stream=*/3}, mean, sd);
+  const Moments m = moments(t);
+  const double n = static_cast<double>(kN);
+  // Same 5-standard-error bounds, scaled by sd.
+  EXPECT_LT(std::abs(m.mean - mean), 5.0 * sd / std::sqrt(n));
+  EXPECT_LT(std::abs(m.var / (sd * sd) - 1.0), 5.0 * std::sqrt(2.0 / n));
+}
+
+TEST(NormalFill, TailFractions) {
+  const torch::Tensor a = filled(kN, {/*key=*/1, /*stream=*/4}).abs();
+  const double n = static_cast<double>(kN);
+  struct Tail {
+    double z;
+    double p;  // P(|N(0,1)| > z) = erfc(z / sqrt 2)
+  };
+  for (const Tail t : {Tail{1.0, std::erfc(1.0 / std::sqrt(2.0))},
+                       Tail{2.0, std::erfc(2.0 / std::sqrt(2.0))},
+                       Tail{3.0, std::erfc(3.0 / std::sqrt(2.0))},
+                       Tail{4.0, std::erfc(4.0 / std::sqrt(2.0))}}) {
+    const double count = (a > t.z).sum().item<double>();
+    // The count is Binomial(n, p): 5 standard deviations sqrt(n p (1 - p)) around n p.
+    EXPECT_LT(std::abs(count - n * t.p), 5.0 * std::sqrt(n * t.p * (1.0 - t.p)))
+        << "P(|n| > " << t.z << ")";
+  }
+  // Box-Muller with a 31-bit radius uniform cuts the tail at sqrt(64 ln 2) = 6.66 (documented
+  // in src/rng.cpp); everything must be finite and inside it.
+  EXPECT_TRUE(torch::isfinite(a).all().item<bool>());
+  EXPECT_LE(a.max().item<float>(), 6.6604f);
+}
+
+TEST(NormalFill, KolmogorovSmirnovAndChiSquare) {
+  const torch::Tensor sorted = std::get<0>(filled(kN, {/*key=*/1, /*stream=*/5}).sort());
+  const float* x = sorted.data_ptr<float>();
+  const double n = static_cast<double>(kN);
+  constexpr int kBins = 100;
+  std::vector<double> bin_count(kBins, 0.0);
+  double d_max = 0;
+  for (int64_t i = 0; i < kN; ++i) {
+    const double f = std_normal_cdf(x[i]);
+    d_max = std::max({d_max, std::abs(f - i / n), std::abs(f - (i + 1) / n)});
+    bin_count[std::min(kBins - 1, static_cast<int>(f * kBins))] += 1;
+  }
+  // Kolmogorov distribution: P(sqrt(n) D > 1.95) = 0.001.
+  EXPECT_LT(d_max * std::sqrt(n), 1.95);
+  // 100 equiprobable bins of Phi(x): chi-square with 99 degrees of freedom has mean 99 and
+  // standard deviation sqrt(198) = 14.07; bound mean + 5 sd = 169.4.
+  double chi2 = 0;
+  const double expected = n / kBins;
+  for (double c : bin_count) chi2 += (c - expected) * (c - expected) / expected;
+  EXPECT_LT(chi2, 99.0 + 5.0 * std::sqrt(198.0));
+}
+
+// ---- independence -----------------------------------------------------------------------
+
+TEST(NormalFill, NoCorrelationWithinAStream) {
+  const torch::Tensor t = filled(kN + 256, {/*key=*/1, /*stream=*/6});
+  const double bound = 5.0 / std::sqrt(static_cast<double>(kN));
+  // For independent normals the sample correlation has standard error 1/sqrt(n). Lag 64 and
+  // 192 pair the cos and sin of one Box-Muller draw, 128 the two draws of one Philox call,
+  // 256 neighbouring blocks.
+  for (int64_t lag : {1, 2, 63, 64, 128, 192, 256}) {
+    const torch::Tensor a = t.slice(0, 0, kN);
+    const torch::Tensor b = t.slice(0, lag, kN + lag);
+    EXPECT_LT(std::abs(correlation(a, b)), bound) << "lag " << lag;
+    // Squares test dependence beyond linear (a broken Box-Muller pair shares its radius):
+    // corr(a^2, b^2) also has standard error 1/sqrt(n) for independent normals.
+    EXPECT_LT(std::abs(correlation(a * a, b * b)), bound) << "squares, lag " << lag;
+  }
+}
+
+TEST(NormalFill, StreamsAndKeysAreIndependent) {
+  const torch::Tensor base = filled(kN, {/*key=*/1, /*stream=*/7});
+  // Standard error of a correlation between independent samples: 1/sqrt(n).
+  const double bound = 5.0 / std::sqrt(static_cast<double>(kN));
+  for (const RngStream other : {RngStream{1, 8}, RngStream{2, 7}, RngStream{0, 7},
+                                RngStream{1, quell::mix_seed(7, 1)}}) {
+    const torch::Tensor t = filled(kN, other);
+    EXPECT_FALSE(torch::equal(base, t)) << other.key << "," << other.stream;
+    EXPECT_LT(std::abs(correlation(base, t)), bound) << other.key << "," << other.stream;
+    EXPECT_LT(std::abs(correlation(base * base, t * t)), bound)
+        << other.key << "," << other.stream;
+  }
+}
+
+TEST(MixSeed, DeterministicOrderSensitiveAndMixing) {
+  EXPECT_EQ(quell::mix_seed(1, 2), quell::mix_seed(1, 2));
+  EXPECT_NE(quell::mix_seed(1, 2), quell::mix_seed(2, 1));
+  EXPECT_NE(quell::mix_seed(0, 0), 0u);
+  EXPECT_EQ(quell::mix_seed(1, 2, 3), quell::mix_seed(quell::mix_seed(1, 2), 3));
+  std::vector<uint64_t> seen;
+  double flipped_bits = 0;
+  int trials = 0;
+  for (uint64_t a = 0; a < 64; ++a) {
+    for (uint64_t b = 0; b < 64; ++b) {
+      const uint64_t h = quell::mix_seed(a, b);
+      seen.push_back(h);
+      // Avalanche: flipping input bit (a+b) % 64 of b flips each output bit with p = 1/2.
+      flipped_bits += __builtin_popcountll(h ^ quell::mix_seed(a, b ^ (1ull << ((a + b) % 64))));
+      ++trials;
+    }
+  }
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(std::unique(seen.begin(), seen.end()), seen.end());  // no collisions on the grid
+  // Flipped bits per trial ~ Binomial(64, 1/2): sd 4, so the mean of 4096 has sd 1/16; the
+  // bound is 5 of those.
+  EXPECT_NEAR(flipped_bits / trials, 32.0, 5.0 / 16.0);
+}
+
+// ---- determinism ------------------------------------------------------------------------
+
+TEST(Determinism, SameStreamSameBitsAcrossThreadCounts) {
+  ThreadCountGuard guard;
+  const RngStream s{/*key=*/42, /*stream=*/9};
+  at::set_num_threads(1);
+  const torch::Tensor one = filled(kN, s);
+  const torch::Tensor again = filled(kN, s);
+  torch::Tensor x1 = torch::ones({kN});
+  quell::mul_add_normal_(x1, s, 0.1, 0.2);
+  at::set_num_threads(2);
+  const torch::Tensor two = filled(kN, s);
+  torch::Tensor x2 = torch::ones({kN});
+  quell::mul_add_normal_(x2, s, 0.1, 0.2);
+  EXPECT_TRUE(bit_identical(one, again));
+  EXPECT_TRUE(bit_identical(one, two));
+  EXPECT_TRUE(bit_identical(x1, x2));
+}
+
+TEST(Determinism, ValuesDependOnElementIndexOnly) {
+  ThreadCountGuard guard;
+  at::set_num_threads(2);
+  const RngStream s{/*key=*/42, /*stream=*/10};
+  const torch::Tensor big = filled(kN, s);
+  // Lengths below one block, not a multiple of the block, below and above the parallel grain.
+  for (int64_t n : {1, 7, 255, 257, 1000, 32769, 100003}) {
+    EXPECT_TRUE(bit_identical(filled(n, s), big.slice(0, 0, n))) << n;
+  }
+  // Shape does not matter, only the row-major element index.
+  torch::Tensor shaped = torch::empty({10, 100, 1000});
+  quell::normal_fill_(shaped, s);
+  EXPECT_TRUE(bit_identical(shaped.flatten(), big));
+  torch::Tensor scalar = torch::zeros({});
+  quell::normal_fill_(scalar, s);
+  EXPECT_EQ(scalar.item<float>(), big[0].item<float>());
+}
+
+TEST(Determinism, NonContiguousHalfAndDoubleUseTheSameNormals) {
+  const RngStream s{/*key=*/5, /*stream=*/6};
+  const torch::Tensor ref = filled(64 * 1000, s).view({64, 1000});
+  // A transposed view is filled in its logical row-major order.
+  torch::Tensor storage = torch::empty({1000, 64});
+  torch::Tensor view = storage.t();
+  ASSERT_FALSE(view.is_contiguous());
+  quell::normal_fill_(view, s);
+  EXPECT_TRUE(bit_identical(view, ref));
+  // float64 gets the float normals widened exactly; half gets them rounded.
+  EXPECT_TRUE(bit_identical(filled(64 * 1000, s, torch::kDouble),
+                            ref.flatten().to(torch::kDouble)));
+  EXPECT_TRUE(bit_identical(filled(64 * 1000, s, torch::kHalf), ref.flatten().to(torch::kHalf)));
+  // A non-contiguous add_normal_ equals the contiguous one.
+  torch::Tensor base = torch::linspace(-1, 1, 64 * 1000).view({64, 1000});
+  torch::Tensor contiguous = base.clone();
+  torch::Tensor strided = base.t().contiguous().t();
+  quell::add_normal_(contiguous, s, 0.5);
+  quell::add_normal_(strided, s, 0.5);
+  EXPECT_TRUE(bit_identical(contiguous, strided));
+}
+
+TEST(Determinism, ZeroSigmaIsBitIdentity) {
+  torch::Tensor x = torch::randn({1000}, torch::Generator(at::detail::createCPUGenerator(3)));
+  x[0] = std::numeric_limits<float>::quiet_NaN();
+  x[1] = -0.0f;
+  x[2] = std::numeric_limits<float>::infinity();
+  const torch::Tensor before = x.clone();
+  const RngStream s{/*key=*/1, /*stream=*/1};
+  quell::add_normal_(x, s, 0.0);
+  quell::mul_normal_(x, s, 0.0);
+  quell::mul_add_normal_(x, s, 0.0, 0.0);
+  quell::add_mul_normal_(x, s, 0.0, 0.0);
+  EXPECT_TRUE(bit_identical(x, before));  // memcmp: NaN and -0 included
+}
+
+// ---- fused kernels ----------------------------------------------------------------------
+
+TEST(Kernels, AddNormalIsXPlusSigmaTimesTheStream) {
+  const RngStream s{/*key=*/3, /*stream=*/1};
+  const double sigma = 0.3;
+  const torch::Tensor x = torch::randn({kN}, torch::Generator(at::detail::createCPUGenerator(4)));
+  torch::Tensor y = x.clone();
+  quell::add_normal_(y, s, sigma);
+  const torch::Tensor d = (y.to(torch::kDouble) - x.to(torch::kDouble)) / sigma;
+  const Moments m = moments(d);
+  const double n = static_cast<double>(kN);
+  // (y - x) / sigma ~ N(0, 1): 5 standard errors as in MomentsMatchStandardNormal.
+  EXPECT_LT(std::abs(m.mean), 5.0 / std::sqrt(n));
+  EXPECT_LT(std::abs(m.var - 1.0), 5.0 * std::sqrt(2.0 / n));
+  // And it is exactly the normal_fill_ stream, up to float rounding: sigma rounded to float
+  // and the product sigma n each contribute 2^-24 |sigma n|, the sum 2^-24 |y|; divided by
+  // sigma and with a factor 2 margin: |d - n| <= 2^-23 (|y| / sigma + 2 |n|).
+  const torch::Tensor n_ref = filled(kN, s).to(torch::kDouble);
+  const torch::Tensor tol =
+      (y.to(torch::kDouble).abs() / sigma + 2.0 * n_ref.abs()) * std::ldexp(1.0, -23);
+  EXPECT_LE(((d - n_ref).abs() - tol).max().item<double>(), 0.0);
+}
+
+TEST(Kernels, MulNormalRatioMoments) {
+  const RngStream s{/*key=*/3, /*stream=*/2};
+  const double sigma = 0.2;
+  const torch::Tensor x =
+      torch::rand({kN}, torch::Generator(at::detail::createCPUGenerator(5))) * 1.5 + 0.5;
+  torch::Tensor y = x.clone();
+  quell::mul_normal_(y, s, sigma);
+  const Moments m = moments(y.to(torch::kDouble) / x.to(torch::kDouble));
+  const double n = static_cast<double>(kN);
+  // y / x = 1 + sigma n: mean 1 with standard error sigma / sqrt(n), variance sigma^2 with
+  // relative standard error sqrt(2 / n); 5 standard errors.
+  EXPECT_LT(std::abs(m.mean - 1.0), 5.0 * sigma / std::sqrt(n));
+  EXPECT_LT(std::abs(m.var / (sigma * sigma) - 1.0), 5.0 * std::sqrt(2.0 / n));
+}
+
+// Mean and variance of y for constant x = c, checked against the formula. The bound on the
+// variance uses the sample's own fourth moment: SE(var) = sqrt(Var((y - mean)^2) / n), which
+// holds whether or not y is Gaussian (add_mul's n1 n2 term is not).
+void expect_mean_var(const torch::Tensor& y, double mean, double var, const char* what) {
+  const torch::Tensor d = y.to(torch::kDouble);
+  const double n = static_cast<double>(d.numel());
+  const double sample_mean = d.mean().item<double>();
+  const torch::Tensor c2 = (d - sample_mean).pow(2);
+  const double sample_var = c2.mean().item<double>();
+  const double se_var = std::sqrt(c2.var(/*unbiased=*/false).item<double>() / n);
+  EXPECT_LT(std::abs(sample_mean - mean), 5.0 * std::sqrt(var / n)) << what;
+  EXPECT_LT(std::abs(sample_var - var), 5.0 * se_var) << what;
+}
+
+TEST(Kernels, MixedKernelsMatchFormulaMoments) {
+  const double c = 2.0;
+  const double sm = 0.1;
+  const double sa = 0.2;
+  torch::Tensor y = torch::full({kN}, c);
+  quell::mul_add_normal_(y, {/*key=*/3, /*stream=*/3}, sm, sa);
+  // y = c (1 + sm n1) + sa n2 with n1, n2 independent: E = c, Var = c^2 sm^2 + sa^2 = 0.08
+  // (0.16 if n1 and n2 were the same normals).
+  expect_mean_var(y, c, c * c * sm * sm + sa * sa, "mul_add");
+
+  torch::Tensor z = torch::full({kN}, c);
+  quell::add_mul_normal_(z, {/*key=*/3, /*stream=*/4}, sm, sa);
+  // z = (c + sa n2)(1 + sm n1) = c + c sm n1 + sa n2 + sa sm n1 n2, the four terms
+  // uncorrelated: E = c, Var = c^2 sm^2 + sa^2 + sa^2 sm^2.
+  expect_mean_var(z, c, c * c * sm * sm + sa * sa + sa * sa * sm * sm, "add_mul");
+}
+
+TEST(Kernels, MixedKernelsFollowTheirFormulasElementwise) {
+  // In float64, with n1 = normal_fill_ of s (substream 0) and n2 = substream 1 (obtained as
+  // mul_add_normal_ of zeros with sigma_add = 1), both kernels equal their formula exactly.
+  const RngStream s{/*key=*/8, /*stream=*/8};
+  const int64_t n = 100000;
+  const double sm = 0.3;
+  const double sa = 0.7;
+  const torch::Tensor n1 = filled(n, s, torch::kDouble);
+  torch::Tensor n2 = torch::zeros({n}, torch::kDouble);
+  quell::mul_add_normal_(n2, s, /*sigma_mul=*/1.0, /*sigma_add=*/1.0);
+  EXPECT_LT(std::abs(correlation(n1, n2)), 5.0 / std::sqrt(static_cast<double>(n)));
+
+  const torch::Tensor x = torch::randn({n}, torch::Generator(at::detail::createCPUGenerator(9)),
+                                       torch::kDouble);
+  torch::Tensor mul_add = x.clone();
+  quell::mul_add_normal_(mul_add, s, sm, sa);
+  EXPECT_TRUE(torch::allclose(mul_add, x * (1 + sm * n1) + sa * n2, 1e-14, 1e-14));
+  torch::Tensor add_mul = x.clone();
+  quell::add_mul_normal_(add_mul, s, sm, sa);
+  EXPECT_TRUE(torch::allclose(add_mul, (x + sa * n2) * (1 + sm * n1), 1e-14, 1e-14));
+
+  // With one scale 0 the mixed kernels reduce to the single ones on the matching substream.
+  torch::Tensor only_mul = x.clone();
+  quell::mul_add_normal_(only_mul, s, sm, 0.0);
+  EXPECT_TRUE(torch::allclose(only_mul, x * (1 + sm * n1), 1e-14, 1e-14));
+  torch::Tensor only_add = x.clone();
+  quell::add_mul_normal_(only_add, s, 0.0, sa);
+  EXPECT_TRUE(torch::allclose(only_add, x + sa * n2, 1e-14, 1e-14));
+  torch::Tensor mul = x.clone();
+  quell::mul_normal_(mul, s, sm);
+  EXPECT_TRUE(torch::allclose(mul, x * (1 + sm * n1), 1e-14, 1e-14));
+}
+
+// ---- argument checks --------------------------------------------------------------------
+
+TEST(Errors, BadScalesThrowNamingTheValue) {
+  torch::Tensor x = torch::zeros({10});
+  const RngStream s;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  struct Bad {
+    double value;
+    const char* text;
+  };
+  for (const Bad bad : {Bad{-0.5, "-0.5"}, Bad{nan, "nan"}, Bad{inf, "inf"}, Bad{-inf, "-inf"}}) {
+    auto expect_throw = [&](auto fn, const char* name) {
+      try {
+        fn();
+        ADD_FAILURE() << name << " accepted " << bad.text;
+      } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find(bad.text), std::string::npos) << e.what();
+      }
+    };
+    expect_throw([&] { quell::add_normal_(x, s, bad.value); }, "add_normal_");
+    expect_throw([&] { quell::mul_normal_(x, s, bad.value); }, "mul_normal_");
+    expect_throw([&] { quell::mul_add_normal_(x, s, bad.value, 0.1); }, "mul_add sigma_mul");
+    expect_throw([&] { quell::mul_add_normal_(x, s, 0.1, bad.value); }, "mul_add sigma_add");
+    expect_throw([&] { quell::add_mul_normal_(x, s, bad.value, 0.1); }, "add_mul sigma_mul");
+    expect_throw([&] { quell::add_mul_normal_(x, s, 0.1, bad.value); }, "add_mul sigma_add");
+    expect_throw([&] { quell::normal_fill_(x, s, 0.0, bad.value); }, "normal_fill_ std");
+  }
+  EXPECT_THROW(quell::normal_fill_(x, s, nan, 1.0), std::invalid_argument);
+  EXPECT_TRUE(torch::equal(x, torch::zeros({10})));  // nothing was written
+}
+
+TEST(Errors, BadTensorsThrow) {
+  const RngStream s;
+  torch::Tensor ints = torch::zeros({4}, torch::kLong);
+  EXPECT_THROW(quell::add_normal_(ints, s, 0.1), std::invalid_argument);
+  torch::Tensor undefined;
+  EXPECT_THROW(quell::normal_fill_(undefined, s), std::invalid_argument);
+  torch::Tensor empty = torch::empty({0, 3});
+  EXPECT_NO_THROW(quell::add_normal_(empty, s, 0.1));
+}
+
+TEST(Errors, RequiresGradUnderGradModeThrows) {
+  const RngStream s;
+  torch::Tensor w = torch::zeros({8}, torch::requires_grad());
+  try {
+    quell::add_normal_(w, s, 0.1);
+    ADD_FAILURE() << "accepted a tensor that requires grad";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("requires grad"), std::string::npos) << e.what();
+  }
+  torch::NoGradGuard no_grad;
+  const auto version = w._version();
+  EXPECT_NO_THROW(quell::add_normal_(w, s, 0.1));
+  // Raw writes bump the version counter like a torch in-place op, so autograd can see them.
+  EXPECT_GT(w._version(), version);
+  EXPECT_FALSE(torch::equal(w, torch::zeros({8})));
+}
+
+}  // namespace

@@ -1,0 +1,105 @@
+// quell sites: the table of noise sites of a model or checkpoint.
+#include "common.h"
+
+#include <iomanip>
+#include <sstream>
+
+namespace quell::cli {
+namespace {
+
+struct SitesArgs {
+  std::string model = "lenet5-bn";
+  std::string checkpoint;
+  std::string format = "table";
+  std::string out = "-";
+  DataArgs data;
+  int64_t channels = 0, height = 0, width = 0, classes = 0;
+};
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? "x" : "") + std::to_string(s[i]);
+  return out;
+}
+
+void run(const SitesArgs& a, bool model_given) {
+  Model model{nullptr};
+  if (!a.checkpoint.empty()) {
+    model = load_checked(a.checkpoint, model_given ? a.model : "", nullptr);
+  } else {
+    // Geometry of the default dataset unless given explicitly (no data is read).
+    ModelSpec spec;
+    spec.name = a.model;
+    if (a.data.dataset == "cifar10" || a.data.dataset == "cifar100") {
+      spec.in_channels = 3;
+      spec.height = spec.width = 32;
+      spec.num_classes = a.data.dataset == "cifar10" ? 10 : 100;
+    }
+    if (a.channels) spec.in_channels = a.channels;
+    if (a.height) spec.height = a.height;
+    if (a.width) spec.width = a.width;
+    if (a.classes) spec.num_classes = a.classes;
+    model = make_model(spec);
+  }
+  const auto sites = model->sites();
+  std::ostringstream os;
+  if (a.format == "json") {
+    Json rows = Json::array();
+    for (const auto& s : sites) {
+      rows.push_back({{"index", s.index}, {"name", s.name}, {"op", s.op}, {"shape", s.shape},
+                      {"numel", s.numel()}, {"params", s.params}});
+    }
+    Json j{{"model", model->spec().to_json()}, {"total_params", model->num_params()},
+           {"sites", rows}, {"provenance", provenance()}};
+    os << j.dump(2) << "\n";
+  } else if (a.format == "csv") {
+    CsvTable t({"index", "name", "op", "shape", "numel", "params"});
+    for (const auto& s : sites) {
+      t.add_row({std::to_string(s.index), s.name, s.op, shape_str(s.shape),
+                 std::to_string(s.numel()), std::to_string(s.params)});
+    }
+    os << t.str();
+  } else {
+    os << "model " << model->spec().name << " (" << sites.size() << " sites, "
+       << model->num_params() << " parameters)\n";
+    os << std::left << std::setw(6) << "index" << std::setw(22) << "name" << std::setw(11) << "op"
+       << std::setw(12) << "shape" << std::right << std::setw(9) << "params" << "\n";
+    for (const auto& s : sites) {
+      os << std::left << std::setw(6) << s.index << std::setw(22) << s.name << std::setw(11)
+         << s.op << std::setw(12) << shape_str(s.shape) << std::right << std::setw(9) << s.params
+         << "\n";
+    }
+  }
+  emit(a.out, os.str());
+}
+
+}  // namespace
+
+void add_sites_command(CLI::App& app) {
+  auto args = std::make_shared<SitesArgs>();
+  auto runtime = std::make_shared<RuntimeArgs>();
+  CLI::App* cmd = app.add_subcommand("sites", "List the noise sites of a model or checkpoint");
+  auto* model_opt = cmd->add_option("--model", args->model, "Model name: " + [] {
+    std::string s;
+    for (const auto& n : model_names()) s += (s.empty() ? "" : ", ") + n;
+    return s;
+  }())->capture_default_str();
+  cmd->add_option("--checkpoint", args->checkpoint, "Checkpoint file (overrides --model)");
+  cmd->add_option("--dataset", args->data.dataset,
+                  "Input geometry of this dataset (fashion-mnist, mnist: 1x28x28; cifar10/100: "
+                  "3x32x32)")->capture_default_str();
+  cmd->add_option("--channels", args->channels, "Override input channels");
+  cmd->add_option("--height", args->height, "Override input height");
+  cmd->add_option("--width", args->width, "Override input width");
+  cmd->add_option("--classes", args->classes, "Override number of classes");
+  cmd->add_option("--format", args->format, "table, csv or json")
+      ->check(CLI::IsMember({"table", "csv", "json"}))->capture_default_str();
+  cmd->add_option("--out", args->out, "Output file ('-' = stdout)")->capture_default_str();
+  runtime->add(*cmd);
+  cmd->callback([args, runtime, model_opt] {
+    runtime->apply();
+    run(*args, model_opt->count() > 0);
+  });
+}
+
+}  // namespace quell::cli

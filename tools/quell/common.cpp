@@ -1,0 +1,174 @@
+#include "common.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+namespace quell::cli {
+
+void DataArgs::add(CLI::App& app) {
+  app.add_option("--dataset", dataset, "Dataset: " + [] {
+    std::string s;
+    for (const auto& n : dataset_names()) s += (s.empty() ? "" : ", ") + n;
+    return s;
+  }())->capture_default_str();
+  app.add_option("--data-dir", data_dir,
+                 "Directory of the dataset files (default: $QUELL_DATA_DIR/<dataset>, or "
+                 "/usr/share/datasets/fashion-mnist for fashion-mnist)");
+  app.add_option("--limit", limit, "Use only the first N samples (after shuffling); 0 = all")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--shuffle-seed", shuffle_seed,
+                 "Shuffle the samples with this seed before --limit (0 = file order)")
+      ->capture_default_str();
+}
+
+Dataset DataArgs::load(Split split) const {
+  DataOptions o;
+  o.name = dataset;
+  o.dir = data_dir;
+  o.split = split;
+  o.limit = limit;
+  o.shuffle_seed = shuffle_seed;
+  return load_dataset(o);
+}
+
+void NoiseArgs::add(CLI::App& app) {
+  app.add_option("--noise", noise,
+                 "Noise rule SITES=COMPONENT[+COMPONENT...], repeatable. SITES: all | names, "
+                 "indices, ranges a-b, comma-separated. COMPONENT: KIND:SIGMA[:OPTION...] with "
+                 "KIND add|mul|muladd|addmul (mixed: A/r), OPTIONS static|dynamic|aging, "
+                 "rel=std|range, age=T, ref=T0, nu=V. Example: 'all=add:0.1:rel=std+mul:0.05:static'")
+      ->type_name("RULE");
+  app.add_option("--adc", adc, "ADC quantisation rule SITES=BITS, repeatable (needs calibration)")
+      ->type_name("RULE");
+  app.add_option("--repeat", repeat,
+                 "Multi-execution rule SITES=K: average K noisy copies at those sites, repeatable")
+      ->type_name("RULE");
+  app.add_option("--weight-noise", weight_noise,
+                 "Noise on conv/linear weights per chip: SIGMA[:abs|:range|:mul] (default "
+                 "additive, relative to the layer's max |w|)")
+      ->type_name("SPEC");
+  app.add_option("--noise-config", config_file,
+                 "JSON noise configuration (see docs/noise.md); --noise/--adc/--repeat rules "
+                 "apply on top of it")
+      ->check(CLI::ExistingFile);
+  app.add_option("--noise-seed", seed, "Seed of all noise draws")->capture_default_str();
+}
+
+NoiseConfig NoiseArgs::build(const std::vector<std::string>& site_names) const {
+  NoiseConfig base;
+  if (!config_file.empty()) {
+    std::ifstream in(config_file);
+    Json j;
+    try {
+      j = Json::parse(in);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(config_file + ": not valid JSON (" + e.what() + ")");
+    }
+    try {
+      base = noise_config_from_json(j, site_names);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(config_file + ": " + e.what());
+    }
+  }
+  NoiseConfig rules = build_noise_config(noise, adc, repeat, weight_noise, seed, site_names);
+  for (auto& [site, cfg] : rules.sites) {
+    SiteConfig& dst = base.sites[site];
+    if (!cfg.noise.empty()) dst.noise = cfg.noise;
+    if (cfg.adc_bits > 0) dst.adc_bits = cfg.adc_bits;
+    if (cfg.repeats > 1) dst.repeats = cfg.repeats;
+  }
+  if (rules.weight.enabled()) base.weight = rules.weight;
+  if (config_file.empty() || seed != 1) base.seed = seed;
+  return base;
+}
+
+void RuntimeArgs::add(CLI::App& app) {
+  app.add_option("--threads", threads, "Threads for LibTorch (0 = all cores)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--device", device, "Device: cpu or cuda[:N]")->capture_default_str();
+}
+
+void RuntimeArgs::apply() const {
+  const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+  (void)torch_device();
+}
+
+torch::Device RuntimeArgs::torch_device() const {
+  if (device != "cpu" && device.rfind("cuda", 0) != 0) {
+    throw std::invalid_argument("unknown device '" + device + "' (known: cpu, cuda, cuda:N)");
+  }
+  torch::Device d(device);
+  if (d.is_cuda() && !torch::cuda::is_available()) {
+    throw std::invalid_argument("device '" + device + "' requested but this LibTorch has no CUDA");
+  }
+  return d;
+}
+
+ProgressFn progress_bar(const std::string& label) {
+  const bool tty = ::isatty(2);
+  auto start = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  auto last_pct = std::make_shared<int>(-1);
+  return [=](const Progress& p) {
+    const double frac = p.total > 0 ? static_cast<double>(p.done) / p.total : 1.0;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - *start).count();
+    const double eta = frac > 0 ? elapsed * (1.0 - frac) / frac : 0.0;
+    char line[256];
+    if (tty) {
+      const int width = 30;
+      const int filled = static_cast<int>(frac * width);
+      std::string bar(filled, '#');
+      bar += std::string(width - filled, '.');
+      std::snprintf(line, sizeof line, "\r%s %s [%s] %3.0f%% loss %.4f acc %.4f ETA %5.0fs ",
+                    label.c_str(), p.what.c_str(), bar.c_str(), 100 * frac, p.loss, p.accuracy, eta);
+      std::fputs(line, stderr);
+      if (p.done >= p.total) std::fputs("\n", stderr);
+    } else {
+      const int pct = static_cast<int>(frac * 10) * 10;  // a plain line every 10%
+      if (pct == *last_pct && p.done < p.total) return;
+      *last_pct = pct;
+      std::snprintf(line, sizeof line, "%s %s %3d%% loss %.4f acc %.4f elapsed %.0fs ETA %.0fs\n",
+                    label.c_str(), p.what.c_str(), pct, p.loss, p.accuracy, elapsed, eta);
+      std::fputs(line, stderr);
+    }
+    std::fflush(stderr);
+  };
+}
+
+void check_writable(const std::string& path) {
+  if (path.empty() || path == "-") return;
+  const auto slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  if (::access(dir.c_str(), W_OK) != 0) {
+    throw std::runtime_error(path + ": cannot write here: directory '" + dir +
+                             "' does not exist or is not writable");
+  }
+}
+
+void emit(const std::string& path, const std::string& content) {
+  if (path == "-") {
+    std::cout << content << std::flush;
+  } else {
+    write_file_atomic(path, content);
+  }
+}
+
+}  // namespace quell::cli
+
+namespace quell::cli {
+Model load_checked(const std::string& checkpoint, const std::string& model_name,
+                   CheckpointMeta* meta) {
+  Model model = load_checkpoint(checkpoint, meta);
+  if (!model_name.empty() && model_name != model->spec().name) {
+    throw std::invalid_argument(checkpoint + ": checkpoint holds model '" + model->spec().name +
+                                "' but --model says '" + model_name + "'");
+  }
+  return model;
+}
+}  // namespace quell::cli

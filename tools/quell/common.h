@@ -1,0 +1,67 @@
+// Shared pieces of the quell subcommands: option groups, progress bar, output files.
+#pragma once
+
+#include "quell/checkpoint.h"
+#include "quell/data.h"
+#include "quell/eval.h"
+#include "quell/io.h"
+#include "quell/models.h"
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+namespace quell::cli {
+
+/// --dataset, --data-dir, --limit, --shuffle-seed
+struct DataArgs {
+  std::string dataset = "fashion-mnist";
+  std::string data_dir;
+  int64_t limit = 0;
+  uint64_t shuffle_seed = 0;
+  void add(CLI::App& app);
+  Dataset load(Split split) const;
+};
+
+/// --noise, --adc, --repeat, --weight-noise, --noise-config, --noise-seed
+struct NoiseArgs {
+  std::vector<std::string> noise, adc, repeat;
+  std::string weight_noise;
+  std::string config_file;
+  uint64_t seed = 1;
+  void add(CLI::App& app);
+  NoiseConfig build(const std::vector<std::string>& site_names) const;
+};
+
+/// --threads, --device: applied before a subcommand runs.
+struct RuntimeArgs {
+  int threads = 0;
+  std::string device = "cpu";
+  void add(CLI::App& app);
+  void apply() const;  ///< sets torch's thread count (0 = all cores); validates the device
+  torch::Device torch_device() const;
+};
+
+/// A progress callback drawing a bar on stderr when it is a terminal, plain lines otherwise.
+ProgressFn progress_bar(const std::string& label);
+
+/// Throws if `path`'s directory does not exist, so a long run fails before it starts.
+void check_writable(const std::string& path);
+
+/// Writes `content` atomically to `path`, or to stdout when path is "-".
+void emit(const std::string& path, const std::string& content);
+
+
+}  // namespace quell::cli
+
+namespace quell::cli {
+// Each subcommand registers itself on the app; its callback runs the command.
+void add_sites_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+/// Loads a model: from --checkpoint, or built fresh (random init) by --model for the dataset.
+/// Loads a checkpoint; if `model_name` is non-empty it must match the checkpoint's model.
+Model load_checked(const std::string& checkpoint, const std::string& model_name,
+                   CheckpointMeta* meta);
+}  // namespace quell::cli

@@ -1,0 +1,34 @@
+// quell: how much analog noise hurts a neural network, where, and how to make it stop.
+#include "common.h"
+
+#include <iostream>
+
+int main(int argc, char** argv) {
+  CLI::App app{"quell: noise sensitivity of neural networks on analog / mixed-signal hardware"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("quell ") + QUELL_VERSION_STRING);
+  quell::cli::add_sites_command(app);
+  quell::cli::add_train_command(app);
+  quell::cli::add_eval_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "quell: error: " << e.what() << " (see --help)\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    const auto nl = msg.find('\n');
+    std::cerr << "quell: error: " << msg.substr(0, nl) << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "quell: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

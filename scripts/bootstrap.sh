@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what quell needs from Debian's packages (only what is missing) and builds it.
+# Idempotent: a second run installs nothing and rebuilds only what changed.
+#   scripts/bootstrap.sh [BUILD_DIR]      (default: build; QUELL_BUILD_TYPE=Release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${1:-build}
+BUILD_TYPE=${QUELL_BUILD_TYPE:-Release}
+
+packages=(build-essential cmake ninja-build git pkg-config libtorch-dev libopenblas0-pthread
+          libcli11-dev nlohmann-json3-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
+          gnuplot-nox dataset-fashion-mnist python3-torch)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" >&2
+fi
+# Two cores and ~2 GB per torch translation unit: -j of the core count is fine.
+cmake --build "$BUILD_DIR" -j "$(nproc)" >&2

@@ -66,10 +66,13 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
   model.engine().configure(config);
 
   EvalResult result;
-  result.deterministic = config.empty();
+  // Draws matter only with dynamic noise, chips only with per-chip noise; without either
+  // (no noise, ADC only) one pass is exact.
   const bool chips_matter = config.has_static();
-  const int chips = result.deterministic ? 1 : (chips_matter ? opts.chips : 1);
-  const int draws = result.deterministic ? 1 : opts.draws;
+  const bool draws_matter = config.has_dynamic();
+  result.deterministic = !chips_matter && !draws_matter;
+  const int chips = chips_matter ? opts.chips : 1;
+  const int draws = draws_matter ? opts.draws : 1;
   Progress progress;
   progress.total = static_cast<int64_t>(chips) * draws;
   progress.what = "eval";

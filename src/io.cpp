@@ -17,16 +17,8 @@
 #include <stdexcept>
 #include <utility>
 
-// Set by the build (CMakeLists.txt); defaults keep other builds compiling.
-#ifndef QUELL_VERSION
-#define QUELL_VERSION "0.0.0"
-#endif
-#ifndef QUELL_GIT_COMMIT
-#define QUELL_GIT_COMMIT "unknown"
-#endif
-#ifndef QUELL_BUILD_TYPE
-#define QUELL_BUILD_TYPE "unknown"
-#endif
+// Generated at every build by cmake/version.cmake.
+#include "quell/version_info.h"
 
 namespace quell {
 namespace {
@@ -98,6 +90,8 @@ std::string utc_now() {
   const size_t len = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
   return std::string(buf, len);
 }
+
+std::string version_string() { return QUELL_VERSION " (" QUELL_GIT_COMMIT ")"; }
 
 Json provenance() {
   char host[256] = {};

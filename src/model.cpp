@@ -145,9 +145,9 @@ ForwardState ModelImpl::run_until(const torch::Tensor& x, int site, bool with_si
   for (int i = 0; i <= site; ++i) {
     if (i > 0) state.values[i] = run_node(nodes_[i], state.values);
     if (i < site && with_site_logic) state.values[i] = engine_.apply(state.values[i], i, i > 0);
-    // Free values no node at or after `site` reads (keep those a later node needs).
+    // Free values whose last reader was node i (keep those a later node needs).
     for (int in : nodes_[i].inputs) {
-      if (last_use_[in] <= site && in != site) state.values[in] = torch::Tensor();
+      if (last_use_[in] <= i && in != site) state.values[in] = torch::Tensor();
     }
   }
   return state;
@@ -319,10 +319,10 @@ int GraphBuilder::maxpool(const std::string& name, int from, int64_t kernel, int
   n.inputs = {from};
   n.kernel = kernel;
   n.stride = stride;
-  n.shape = {in[0], (in[1] - kernel) / stride + 1, (in[2] - kernel) / stride + 1};
-  if (n.shape[1] < 1 || n.shape[2] < 1) {
+  if (in[1] < kernel || in[2] < kernel) {
     throw std::invalid_argument(name + ": input is too small for this model");
   }
+  n.shape = {in[0], (in[1] - kernel) / stride + 1, (in[2] - kernel) / stride + 1};
   return push(std::move(n));
 }
 

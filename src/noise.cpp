@@ -1,6 +1,8 @@
 #include "quell/noise.h"
 
 #include <algorithm>
+#include <cctype>
+#include <initializer_list>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -108,6 +110,38 @@ Temporal temporal_from(const std::string& s) {
                               "' (known: dynamic, static, aging)");
 }
 
+// Rejects keys a JSON object should not have: a typo must not silently leave σ at 0.
+void check_keys(const Json& j, std::initializer_list<const char*> allowed, const char* what) {
+  if (!j.is_object()) throw std::invalid_argument(std::string(what) + " must be a JSON object");
+  for (const auto& kv : j.items()) {
+    bool ok = false;
+    for (const char* a : allowed) ok = ok || kv.key() == a;
+    if (!ok) {
+      std::string known;
+      for (const char* a : allowed) known += (known.empty() ? "" : ", ") + std::string(a);
+      throw std::invalid_argument(std::string(what) + ": unknown key '" + kv.key() +
+                                  "' (known: " + known + ")");
+    }
+  }
+}
+
+// Splits "add:0.1+mul:1e+3" into components at '+' signs that start a new component (followed
+// by a letter), so exponents like 1e+3 stay intact.
+std::vector<std::string> split_components(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+' && i + 1 < s.size() && std::isalpha(static_cast<unsigned char>(s[i + 1]))) {
+      out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += s[i];
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
 }  // namespace
 
 NoiseSpec NoiseSpec::mixed(double amplitude, double ratio, bool mul_first) {
@@ -160,7 +194,9 @@ Json NoiseSpec::to_json() const {
 }
 
 NoiseSpec NoiseSpec::from_json(const Json& j) {
-  if (!j.is_object()) throw std::invalid_argument("noise component must be a JSON object");
+  check_keys(j, {"kind", "sigma", "sigma_add", "sigma_mul", "amplitude", "ratio", "scale",
+                 "temporal", "age", "age_ref", "age_exponent"},
+             "noise component");
   NoiseSpec s;
   s.kind = kind_from(j.value("kind", std::string("add")));
   if (j.contains("sigma")) {
@@ -247,7 +283,7 @@ std::string NoiseSpec::str() const {
   os << kind_str(kind) << ':';
   if (kind == NoiseKind::kAdditive) os << sigma_add;
   else if (kind == NoiseKind::kMultiplicative) os << sigma_mul;
-  else os << "add=" << sigma_add << ",mul=" << sigma_mul;
+  else os << (sigma_add + sigma_mul) << '/' << (sigma_add + sigma_mul > 0 ? sigma_add / (sigma_add + sigma_mul) : 0.0);
   if (scale != SigmaScale::kAbsolute) os << ":rel=" << scale_str(scale);
   if (temporal != Temporal::kDynamic) os << ':' << temporal_str(temporal);
   if (temporal == Temporal::kAging) os << ":age=" << age << ":ref=" << age_ref << ":nu=" << age_exponent;
@@ -283,6 +319,7 @@ Json SiteConfig::to_json() const {
 }
 
 SiteConfig SiteConfig::from_json(const Json& j) {
+  check_keys(j, {"sites", "name", "noise", "adc_bits", "repeats"}, "noise rule");
   SiteConfig c;
   if (j.contains("noise")) {
     const Json& n = j.at("noise");
@@ -312,10 +349,19 @@ Json WeightNoise::to_json() const {
 }
 
 WeightNoise WeightNoise::from_json(const Json& j) {
+  check_keys(j, {"sigma", "kind", "scale"}, "weight_noise");
   WeightNoise w;
   w.sigma = j.value("sigma", 0.0);
-  w.multiplicative = j.value("kind", std::string("add")) == "mul";
+  const std::string kind = j.value("kind", std::string("add"));
+  if (kind != "add" && kind != "mul") {
+    throw std::invalid_argument("weight_noise: unknown kind '" + kind + "' (known: add, mul)");
+  }
+  w.multiplicative = kind == "mul";
   const std::string scale = j.value("scale", std::string(w.multiplicative ? "rel" : "range"));
+  if (scale != "abs" && scale != "range" && scale != "rel") {
+    throw std::invalid_argument("weight_noise: unknown scale '" + scale +
+                                "' (known: abs, range, rel)");
+  }
   w.relative = scale != "abs";
   w.validate();
   return w;
@@ -354,6 +400,14 @@ bool NoiseConfig::has_static() const {
   return std::any_of(sites.begin(), sites.end(), [](const auto& kv) { return kv.second.has_static(); });
 }
 
+bool NoiseConfig::has_dynamic() const {
+  return std::any_of(sites.begin(), sites.end(), [](const auto& kv) {
+    return std::any_of(kv.second.noise.begin(), kv.second.noise.end(), [](const NoiseSpec& s) {
+      return s.temporal == Temporal::kDynamic && !s.is_zero();
+    });
+  });
+}
+
 NoiseConfig NoiseConfig::scaled(double factor) const {
   check_sigma(factor, "noise level factor");
   NoiseConfig c = *this;
@@ -368,16 +422,17 @@ NoiseConfig NoiseConfig::scaled(double factor) const {
 }
 
 Json NoiseConfig::to_json(const std::vector<std::string>& site_names) const {
+  // One rule per configured site: the output reads back with noise_config_from_json.
   Json s = Json::array();
   for (const auto& kv : sites) {
     Json e = kv.second.to_json();
-    e["site"] = kv.first;
+    e["sites"] = std::to_string(kv.first);
     if (kv.first >= 0 && kv.first < static_cast<int>(site_names.size())) {
       e["name"] = site_names[kv.first];
     }
     s.push_back(e);
   }
-  return Json{{"seed", seed}, {"sites", s}, {"weight_noise", weight.to_json()}};
+  return Json{{"seed", seed}, {"rules", s}, {"weight_noise", weight.to_json()}};
 }
 
 std::vector<int> select_sites(const std::string& selector, const std::vector<std::string>& names) {
@@ -434,18 +489,15 @@ std::pair<std::string, std::string> split_rule(const std::string& rule, const ch
 }
 }  // namespace
 
-NoiseConfig build_noise_config(const std::vector<std::string>& noise_rules,
-                               const std::vector<std::string>& adc_rules,
-                               const std::vector<std::string>& repeat_rules,
-                               const std::string& weight_noise, uint64_t seed,
-                               const std::vector<std::string>& site_names) {
-  NoiseConfig cfg;
-  cfg.seed = seed;
+void apply_noise_rules(NoiseConfig& cfg, const std::vector<std::string>& noise_rules,
+                       const std::vector<std::string>& adc_rules,
+                       const std::vector<std::string>& repeat_rules,
+                       const std::vector<std::string>& site_names) {
   for (const auto& rule : noise_rules) {
     // Selectors never contain '=': the first one ends the selector (options like rel=std follow).
     const auto [sel, rhs] = split_rule(rule, "noise");
     std::vector<NoiseSpec> comps;
-    for (const auto& c : split(rhs, '+')) comps.push_back(NoiseSpec::parse(c));
+    for (const auto& c : split_components(rhs)) comps.push_back(NoiseSpec::parse(c));
     for (int s : select_sites(sel, site_names)) cfg.sites[s].noise = comps;
   }
   for (const auto& rule : adc_rules) {
@@ -459,12 +511,22 @@ NoiseConfig build_noise_config(const std::vector<std::string>& noise_rules,
     for (int s : select_sites(sel, site_names)) cfg.sites[s].repeats = k;
   }
   for (auto& kv : cfg.sites) kv.second.validate();
+}
+
+NoiseConfig build_noise_config(const std::vector<std::string>& noise_rules,
+                               const std::vector<std::string>& adc_rules,
+                               const std::vector<std::string>& repeat_rules,
+                               const std::string& weight_noise, uint64_t seed,
+                               const std::vector<std::string>& site_names) {
+  NoiseConfig cfg;
+  cfg.seed = seed;
+  apply_noise_rules(cfg, noise_rules, adc_rules, repeat_rules, site_names);
   cfg.weight = WeightNoise::parse(weight_noise);
   return cfg;
 }
 
 NoiseConfig noise_config_from_json(const Json& j, const std::vector<std::string>& site_names) {
-  if (!j.is_object()) throw std::invalid_argument("noise configuration must be a JSON object");
+  check_keys(j, {"seed", "weight_noise", "rules"}, "noise configuration");
   NoiseConfig cfg;
   cfg.seed = j.value("seed", static_cast<uint64_t>(1));
   if (j.contains("weight_noise")) cfg.weight = WeightNoise::from_json(j.at("weight_noise"));

@@ -71,6 +71,7 @@ const SiteCalibration& SiteEngine::calib(int site, const char* why) const {
 
 double SiteEngine::effective_sigma(double sigma, const NoiseSpec& spec, int site) const {
   double s = sigma * spec.temporal_factor();
+  if (s == 0.0) return 0.0;
   if (spec.scale == SigmaScale::kStd) s *= calib(site, "relative (std) sigma").std;
   if (spec.scale == SigmaScale::kRange) s *= calib(site, "relative (range) sigma").absmax;
   return s;

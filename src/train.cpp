@@ -1,5 +1,7 @@
 #include "quell/train.h"
 
+#include "quell/rng.h"
+
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
@@ -15,6 +17,8 @@ Json TrainOptions::to_json(const std::vector<std::string>& site_names) const {
 }
 
 namespace {
+
+constexpr uint64_t kTrainChipTag = 0x545241494e434850ULL;
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(ModelImpl& model, const TrainOptions& o) {
   if (o.optimizer == "adam") {
@@ -85,12 +89,20 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
       const torch::Tensor idx = perm.narrow(0, b, std::min(opts.batch_size, n - b));
       const torch::Tensor x = data.images.index_select(0, idx).to(device);
       const torch::Tensor y = data.labels.index_select(0, idx).to(device);
-      // Each step is its own "chip" and draw: fresh static and dynamic noise.
-      model.engine().set_draw(static_cast<uint64_t>(step), 0);
+      // Each step is its own chip and draw: fresh static, dynamic and weight noise. The tag
+      // keeps training chips apart from the chips an evaluation with the same seed draws.
+      const uint64_t chip = mix_seed(kTrainChipTag, static_cast<uint64_t>(step));
+      model.engine().set_draw(chip, 0);
       optimizer->zero_grad();
-      const torch::Tensor logits = model.forward(x);
-      const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
-      loss.backward();
+      torch::Tensor logits, loss;
+      {
+        // Gradients at the perturbed weights, applied to the clean ones (hardware-aware
+        // training); the guard restores the clean weights before the optimizer step.
+        WeightNoiseGuard weights(model, opts.noise.weight, opts.noise.seed, chip);
+        logits = model.forward(x);
+        loss = torch::nn::functional::cross_entropy(logits, y);
+        loss.backward();
+      }
       optimizer->step();
       const int64_t m = idx.size(0);
       loss_sum += loss.item<double>() * static_cast<double>(m);
@@ -116,6 +128,7 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
     result.epochs.push_back(es);
   }
   model.eval();
+  model.engine().configure(NoiseConfig{});  // the trained model is evaluated clean by default
   model.calibrate(calib_images, opts.calib_samples);
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();

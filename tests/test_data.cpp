@@ -1,6 +1,7 @@
 // Tests of the dataset readers and writers: round trips, malformed files (every error names the
 // file and the problem), normalisation, limit and seeded shuffle, default directories, and the
 // synthetic generator's learnability.
+#include "quell_test_paths.h"
 #include "quell/data.h"
 
 #include <ATen/CPUGeneratorImpl.h>

@@ -1,5 +1,6 @@
 // Tests for quell/io.h: atomic writes, provenance, CSV and number formatting.
 
+#include "quell_test_paths.h"
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/version.h>

@@ -39,7 +39,7 @@ struct EvalResult {
   std::vector<DrawResult> draws;
   Summary accuracy;       ///< over all draws (n = chips × draws)
   Summary chip_accuracy;  ///< over per-chip mean accuracies (n = chips)
-  bool deterministic = false;  ///< the configuration has no noise: one pass suffices
+  bool deterministic = false;  ///< no random noise (none, or ADC only): one pass is exact
   /// The CI a reader should quote: over chips when the noise has per-chip parts and chips > 1,
   /// over all draws otherwise.
   const Summary& headline() const;

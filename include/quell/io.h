@@ -19,6 +19,9 @@ void write_file_atomic(const std::string& path, const std::string& content);
 /// build type, threads, device, UTC time (ISO 8601). Callers add seeds and configuration.
 Json provenance();
 
+/// "0.1.0 (commit)": the quell version and the git commit it was built from.
+std::string version_string();
+
 /// Current UTC time as "YYYY-MM-DDTHH:MM:SSZ".
 std::string utc_now();
 

@@ -92,7 +92,8 @@ struct NoiseConfig {
   uint64_t seed = 1;  ///< base seed of all noise draws
 
   bool empty() const;
-  bool has_static() const;  ///< any static/aging component or weight noise: chips matter
+  bool has_static() const;   ///< any static/aging component or weight noise: chips matter
+  bool has_dynamic() const;  ///< any dynamic component: draws matter
   /// A copy with every σ (sites and weights) multiplied by `factor`.
   NoiseConfig scaled(double factor) const;
   Json to_json(const std::vector<std::string>& site_names) const;
@@ -102,6 +103,13 @@ struct NoiseConfig {
 /// names, indices and inclusive index ranges "a-b". Throws std::invalid_argument for an unknown
 /// name or an index out of range, listing what exists.
 std::vector<int> select_sites(const std::string& selector, const std::vector<std::string>& names);
+
+/// Applies command-line rules to `config` (see build_noise_config): a noise rule replaces the
+/// selected sites' noise, an ADC rule sets their bits (0 = off), a repeat rule their k.
+void apply_noise_rules(NoiseConfig& config, const std::vector<std::string>& noise_rules,
+                       const std::vector<std::string>& adc_rules,
+                       const std::vector<std::string>& repeat_rules,
+                       const std::vector<std::string>& site_names);
 
 /// Builds a NoiseConfig from command-line rules. Each noise rule is
 /// "SELECTOR=COMPONENT[+COMPONENT...]"; adc rules "SELECTOR=BITS"; repeat rules "SELECTOR=K".

@@ -34,6 +34,8 @@ void run(EvalArgs& a) {
   CheckpointMeta meta;
   Model model = load_checked(a.checkpoint, a.model, &meta);
   model->to(a.runtime.torch_device());
+  // Evaluate on the training dataset of the checkpoint unless told otherwise.
+  if (a.data.dataset_option->count() == 0 && !meta.dataset.empty()) a.data.dataset = meta.dataset;
   if (a.data.dataset != meta.dataset && !meta.dataset.empty()) {
     std::cerr << "note: checkpoint was trained on " << meta.dataset << ", evaluating on "
               << a.data.dataset << "\n";
@@ -95,7 +97,8 @@ void run(EvalArgs& a) {
                       {"deterministic", r.deterministic},
                       {"draws", draws}});
   }
-  std::cout << table.str() << std::flush;
+  // The table is for people: on stderr when stdout carries JSON or CSV.
+  (a.json_out == "-" || a.csv_out == "-" ? std::cerr : std::cout) << table.str() << std::flush;
   Json prov = provenance();
   prov["device"] = a.runtime.device;
   Json j{{"provenance", prov},

@@ -87,7 +87,7 @@ void add_sites_command(CLI::App& app) {
   cmd->add_option("--checkpoint", args->checkpoint, "Checkpoint file (overrides --model)");
   cmd->add_option("--dataset", args->data.dataset,
                   "Input geometry of this dataset (fashion-mnist, mnist: 1x28x28; cifar10/100: "
-                  "3x32x32)")->capture_default_str();
+                  "3x32x32)")->check(CLI::IsMember(dataset_names()))->capture_default_str();
   cmd->add_option("--channels", args->channels, "Override input channels");
   cmd->add_option("--height", args->height, "Override input height");
   cmd->add_option("--width", args->width, "Override input width");

@@ -45,6 +45,7 @@ void run(TrainArgs& a) {
   meta.train_config = opts.to_json(model->site_names());
   meta.train_config["limit"] = a.data.limit;
   meta.provenance = provenance();
+  meta.provenance["device"] = a.runtime.device;
   Json epochs = Json::array();
   for (const auto& e : result.epochs) {
     epochs.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.accuracy},

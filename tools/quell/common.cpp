@@ -12,14 +12,15 @@
 namespace quell::cli {
 
 void DataArgs::add(CLI::App& app) {
-  app.add_option("--dataset", dataset, "Dataset: " + [] {
+  dataset_option = app.add_option("--dataset", dataset, "Dataset: " + [] {
     std::string s;
     for (const auto& n : dataset_names()) s += (s.empty() ? "" : ", ") + n;
     return s;
-  }())->capture_default_str();
+  }())->check(CLI::IsMember(dataset_names()))->capture_default_str();
   app.add_option("--data-dir", data_dir,
-                 "Directory of the dataset files (default: $QUELL_DATA_DIR/<dataset>, or "
-                 "/usr/share/datasets/fashion-mnist for fashion-mnist)");
+                 "Directory of the dataset files (default: $QUELL_DATA_DIR/<dataset> if set, else "
+                 "/usr/share/datasets/fashion-mnist for fashion-mnist and data/<dataset> for the "
+                 "others)");
   app.add_option("--limit", limit, "Use only the first N samples (after shuffling); 0 = all")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--shuffle-seed", shuffle_seed,
@@ -57,7 +58,11 @@ void NoiseArgs::add(CLI::App& app) {
                  "JSON noise configuration (see docs/noise.md); --noise/--adc/--repeat rules "
                  "apply on top of it")
       ->check(CLI::ExistingFile);
-  app.add_option("--noise-seed", seed, "Seed of all noise draws")->capture_default_str();
+  auto* seed_opt = app.add_option("--noise-seed", seed,
+                                  "Seed of all noise draws (overrides the config file's)")
+                       ->capture_default_str();
+  // Whether the seed was given is known only after parsing.
+  seed_opt->each([this](const std::string&) { seed_given = true; });
 }
 
 NoiseConfig NoiseArgs::build(const std::vector<std::string>& site_names) const {
@@ -76,15 +81,9 @@ NoiseConfig NoiseArgs::build(const std::vector<std::string>& site_names) const {
       throw std::runtime_error(config_file + ": " + e.what());
     }
   }
-  NoiseConfig rules = build_noise_config(noise, adc, repeat, weight_noise, seed, site_names);
-  for (auto& [site, cfg] : rules.sites) {
-    SiteConfig& dst = base.sites[site];
-    if (!cfg.noise.empty()) dst.noise = cfg.noise;
-    if (cfg.adc_bits > 0) dst.adc_bits = cfg.adc_bits;
-    if (cfg.repeats > 1) dst.repeats = cfg.repeats;
-  }
-  if (rules.weight.enabled()) base.weight = rules.weight;
-  if (config_file.empty() || seed != 1) base.seed = seed;
+  apply_noise_rules(base, noise, adc, repeat, site_names);
+  if (!weight_noise.empty()) base.weight = WeightNoise::parse(weight_noise);
+  if (config_file.empty() || seed_given) base.seed = seed;
   return base;
 }
 

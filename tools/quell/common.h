@@ -20,6 +20,7 @@ struct DataArgs {
   std::string data_dir;
   int64_t limit = 0;
   uint64_t shuffle_seed = 0;
+  CLI::Option* dataset_option = nullptr;  ///< to tell whether --dataset was given
   void add(CLI::App& app);
   Dataset load(Split split) const;
 };
@@ -30,6 +31,7 @@ struct NoiseArgs {
   std::string weight_noise;
   std::string config_file;
   uint64_t seed = 1;
+  bool seed_given = false;
   void add(CLI::App& app);
   NoiseConfig build(const std::vector<std::string>& site_names) const;
 };

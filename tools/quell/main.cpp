@@ -6,7 +6,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"quell: noise sensitivity of neural networks on analog / mixed-signal hardware"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("quell ") + QUELL_VERSION_STRING);
+  app.set_version_flag("--version", std::string("quell ") + quell::version_string());
   quell::cli::add_sites_command(app);
   quell::cli::add_train_command(app);
   quell::cli::add_eval_command(app);

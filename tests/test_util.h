@@ -1,0 +1,74 @@
+// Shared test helpers: scratch directories and small in-memory datasets.
+#pragma once
+
+#include "quell_test_paths.h"
+#include "quell/data.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <string>
+
+namespace quell::testing {
+
+#ifdef QUELL_TEST_TMP
+inline const char* const kTmpRoot = QUELL_TEST_TMP;
+#else
+inline const char* const kTmpRoot = "/tmp";
+#endif
+
+/// A fresh directory per test, removed at the end of the test.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& prefix = "quell") {
+    static std::atomic<int> counter{0};
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::string name = info ? std::string(info->test_suite_name()) + "." + info->name() : "suite";
+    for (char& c : name) {
+      if (c == '/') c = '_';
+    }
+    path_ = std::filesystem::path(kTmpRoot) /
+            (prefix + "-" + name + "-" + std::to_string(::getpid()) + "-" +
+             std::to_string(counter++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// A learnable in-memory dataset of n samples [n, c, h, w] with `classes` classes: each class
+/// adds a bright square at its own position to Gaussian background noise.
+inline Dataset blob_dataset(int64_t n, int64_t c = 1, int64_t h = 28, int64_t w = 28,
+                            int64_t classes = 10, uint64_t seed = 7) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  Dataset d;
+  d.name = "blobs";
+  d.num_classes = classes;
+  d.labels = torch::randint(classes, {n}, gen, torch::kLong);
+  d.images = torch::randn({n, c, h, w}, gen) * 0.3;
+  const int64_t cells = 4;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t k = d.labels[i].item<int64_t>();
+    const int64_t y0 = (k / cells) % cells * (h / cells), x0 = (k % cells) * (w / cells);
+    d.images[i].narrow(1, y0, h / cells).narrow(2, x0, w / cells) += 2.0;
+  }
+  d.mean.assign(c, 0.0);
+  d.stddev.assign(c, 1.0);
+  return d;
+}
+
+}  // namespace quell::testing

@@ -181,12 +181,13 @@ void ModelImpl::calibrate(const torch::Tensor& images, int64_t max_samples, int6
   const NoiseConfig saved = engine_.config();
   engine_.configure(NoiseConfig{});
   engine_.set_observer([&](int site, const torch::Tensor& x) {
-    const torch::Tensor xd = x.to(torch::kDouble);
-    sum[site] += xd.sum().item<double>();
-    sumsq[site] += xd.square().sum().item<double>();
+    // Sums accumulate in double without a double copy of the activation.
+    sum[site] += x.sum(torch::kDouble).item<double>();
+    sumsq[site] += x.square().sum(torch::kDouble).item<double>();
     count[site] += static_cast<double>(x.numel());
-    cal[site].min = std::min(cal[site].min, xd.min().item<double>());
-    cal[site].max = std::max(cal[site].max, xd.max().item<double>());
+    const auto [lo, hi] = torch::aminmax(x);
+    cal[site].min = std::min(cal[site].min, lo.item<double>());
+    cal[site].max = std::max(cal[site].max, hi.item<double>());
   });
   const int64_t total = std::min<int64_t>(images.size(0), max_samples);
   const torch::Device device =

@@ -58,7 +58,8 @@ void run(TrainArgs& a) {
     meta.metrics["test_accuracy"] = clean.accuracy;
     meta.metrics["test_loss"] = clean.loss;
     meta.metrics["test_samples"] = test_set.size();
-    std::cout << "test accuracy " << fmt_double(clean.accuracy, 4) << " (" << test_set.size()
+    // stdout carries the metrics JSON when --metrics is '-'.
+    (a.metrics_out == "-" ? std::cerr : std::cout) << "test accuracy " << fmt_double(clean.accuracy, 4) << " (" << test_set.size()
               << " samples), training took " << fmt_double(result.seconds, 3) << " s\n";
   }
   save_checkpoint(a.out, *model, meta);

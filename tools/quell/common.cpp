@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -142,6 +143,9 @@ ProgressFn progress_bar(const std::string& label) {
 
 void check_writable(const std::string& path) {
   if (path.empty() || path == "-") return;
+  if (std::filesystem::is_directory(path)) {
+    throw std::runtime_error(path + ": is a directory, expected a file path");
+  }
   const auto slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   if (::access(dir.c_str(), W_OK) != 0) {

@@ -10,6 +10,16 @@ int main(int argc, char** argv) {
   quell::cli::add_sites_command(app);
   quell::cli::add_train_command(app);
   quell::cli::add_eval_command(app);
+  // A mistyped command gets named, not just "a subcommand is required".
+  if (argc > 1 && argv[1][0] != '-') {
+    try {
+      app.get_subcommand_ptr(argv[1]);
+    } catch (const CLI::OptionNotFound&) {
+      std::cerr << "quell: error: unknown command '" << argv[1]
+                << "' (known: sites, train, eval; see --help)\n";
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,208 @@
+// Core benchmark, every figure a ratio against a baseline measured in the same run:
+//  1. inference: images/s of each registered model, clean vs additive dynamic noise on every
+//     site (target: noisy time <= 1.10x clean);
+//  2. training: `quell::train` on lenet5-bn vs a plain LibTorch loop over the same network,
+//     data, optimizer and batch size (target: <= 1.05x the plain loop).
+// Timings alternate between the two sides of each ratio and report medians, so load from other
+// processes hits both sides alike.
+//
+// Usage: bench_core [--quick] [--threads N] [--data-dir DIR]
+//   Uses Fashion-MNIST from /usr/share/datasets/fashion-mnist when present (else synthetic).
+
+#include "quell/data.h"
+#include "quell/eval.h"
+#include "quell/models.h"
+#include "quell/train.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_of(const std::function<void()>& fn) {
+  const auto t0 = Clock::now();
+  fn();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Alternates a and b `reps` times after one warm-up each; returns their median seconds.
+std::pair<double, double> paired(int reps, const std::function<void()>& a,
+                                 const std::function<void()>& b) {
+  a();
+  b();
+  std::vector<double> ta, tb;
+  for (int r = 0; r < reps; ++r) {
+    ta.push_back(seconds_of(a));
+    tb.push_back(seconds_of(b));
+  }
+  return {median(ta), median(tb)};
+}
+
+// The same LeNet-5-BN as the zoo's, written as a plain LibTorch module (the baseline a LibTorch
+// user would write by hand).
+struct PlainLenetImpl : torch::nn::Module {
+  torch::nn::Conv2d conv1{torch::nn::Conv2dOptions(1, 6, 5).padding(2)};
+  torch::nn::BatchNorm2d bn1{6};
+  torch::nn::Conv2d conv2{torch::nn::Conv2dOptions(6, 16, 5)};
+  torch::nn::BatchNorm2d bn2{16};
+  torch::nn::Linear fc1{400, 120};
+  torch::nn::BatchNorm1d bn3{120};
+  torch::nn::Linear fc2{120, 84};
+  torch::nn::BatchNorm1d bn4{84};
+  torch::nn::Linear fc3{84, 10};
+  PlainLenetImpl() {
+    register_module("conv1", conv1);
+    register_module("bn1", bn1);
+    register_module("conv2", conv2);
+    register_module("bn2", bn2);
+    register_module("fc1", fc1);
+    register_module("bn3", bn3);
+    register_module("fc2", fc2);
+    register_module("bn4", bn4);
+    register_module("fc3", fc3);
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    x = torch::max_pool2d(torch::relu(bn1(conv1(x))), 2, 2);
+    x = torch::max_pool2d(torch::relu(bn2(conv2(x))), 2, 2);
+    x = torch::relu(bn3(fc1(x.flatten(1))));
+    x = torch::relu(bn4(fc2(x)));
+    return fc3(x);
+  }
+};
+TORCH_MODULE(PlainLenet);
+
+quell::Dataset load_data(const std::string& dir, quell::Split split, int64_t limit) {
+  quell::DataOptions o;
+  o.dir = dir;
+  o.split = split;
+  o.limit = limit;
+  return quell::load_dataset(o);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--data-dir") && i + 1 < argc) data_dir = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: bench_core [--quick] [--threads N] [--data-dir DIR]\n");
+      return 2;
+    }
+  }
+  at::set_num_threads(threads);
+  const int reps = quick ? 3 : 7;
+  std::string tmp;
+  if (!std::filesystem::exists(data_dir + "/t10k-images-idx3-ubyte.gz")) {
+    tmp = (std::filesystem::temp_directory_path() / "quell-bench-data").string();
+    quell::write_synthetic_idx(tmp, 10000, 2000, 1);
+    data_dir = tmp;
+    std::printf("(Fashion-MNIST not found: synthetic data in the same format)\n");
+  }
+  std::printf("threads %d, %s\n\n", at::get_num_threads(), quick ? "quick" : "full");
+
+  // 1. Inference.
+  std::printf("## Inference: clean vs additive dynamic noise (sigma 0.1) on every site\n\n");
+  std::printf("| model | sites | batch | clean img/s | noisy img/s | noisy/clean time |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|\n");
+  const quell::Dataset test28 = load_data(data_dir, quell::Split::kTest, quick ? 2000 : 10000);
+  double worst = 0.0;
+  for (const auto& name : quell::model_names()) {
+    const bool colour = name == "vgg-s" || name == "resnet20";
+    quell::ModelSpec spec;
+    spec.name = name;
+    int64_t n = test28.size();
+    quell::Dataset data = test28;
+    if (colour) {
+      // 32x32 colour input of the CIFAR layout (random pixels: speed does not depend on them).
+      spec.in_channels = 3;
+      spec.height = spec.width = 32;
+      n = quick ? 256 : 1000;
+      data.images = torch::randn({n, 3, 32, 32});
+      data.labels = torch::randint(10, {n}, torch::kLong);
+    }
+    torch::manual_seed(0);
+    quell::Model model = quell::make_model(spec);
+    model->eval();
+    const quell::NoiseConfig noisy =
+        quell::build_noise_config({"all=add:0.1"}, {}, {}, "", 1, model->site_names());
+    const int64_t batch = 256;
+    auto run = [&](const quell::NoiseConfig& cfg) {
+      return [&, cfg] {
+        model->engine().configure(cfg);
+        quell::run_pass(*model, data, batch);
+      };
+    };
+    const auto [clean_s, noisy_s] = paired(reps, run(quell::NoiseConfig{}), run(noisy));
+    worst = std::max(worst, noisy_s / clean_s);
+    std::printf("| %s | %d | %lld | %.0f | %.0f | %.3f |\n", name.c_str(), model->num_sites(),
+                static_cast<long long>(batch), n / clean_s, n / noisy_s, noisy_s / clean_s);
+    std::fflush(stdout);
+  }
+  std::printf("\nworst noisy/clean time ratio: %.3f (target <= 1.10)\n\n", worst);
+
+  // 2. Training.
+  std::printf("## Training lenet5-bn: quell train vs a plain LibTorch loop (Adam, batch 128)\n\n");
+  const quell::Dataset train_set =
+      load_data(data_dir, quell::Split::kTrain, quick ? 6000 : 20000);
+  const int64_t bs = 128;
+  auto plain = [&] {
+    torch::manual_seed(1);
+    PlainLenet net;
+    net->train();
+    torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(1e-3));
+    auto gen = at::detail::createCPUGenerator(1);
+    const int64_t n = train_set.size();
+    const torch::Tensor perm = torch::randperm(n, gen, torch::kLong);
+    double loss_sum = 0.0;
+    for (int64_t b = 0; b < n; b += bs) {
+      const torch::Tensor idx = perm.narrow(0, b, std::min(bs, n - b));
+      const torch::Tensor x = train_set.images.index_select(0, idx);
+      const torch::Tensor y = train_set.labels.index_select(0, idx);
+      opt.zero_grad();
+      const torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+      loss.backward();
+      opt.step();
+      loss_sum += loss.item<double>();
+    }
+    if (!std::isfinite(loss_sum)) std::abort();
+  };
+  auto ours = [&] {
+    torch::manual_seed(1);
+    quell::ModelSpec spec;
+    quell::Model model = quell::make_model(spec);
+    quell::TrainOptions o;
+    o.epochs = 1;
+    o.batch_size = bs;
+    quell::train(*model, train_set, o);
+  };
+  const auto [plain_s, ours_s] = paired(quick ? 2 : 3, plain, ours);
+  std::printf("| loop | samples/s | time ratio |\n|---|---:|---:|\n");
+  std::printf("| plain LibTorch | %.0f | 1.000 |\n", train_set.size() / plain_s);
+  std::printf("| quell train | %.0f | %.3f |\n", train_set.size() / ours_s, ours_s / plain_s);
+  std::printf("\nquell train / plain loop time: %.3f (target <= 1.05)\n", ours_s / plain_s);
+  if (!tmp.empty()) std::filesystem::remove_all(tmp);
+  return 0;
+}

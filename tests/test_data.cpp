@@ -4,6 +4,8 @@
 #include "quell_test_paths.h"
 #include "quell/data.h"
 
+#include "test_util.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -25,42 +27,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-#ifdef QUELL_TEST_TMP
-const char* const kTmpRoot = QUELL_TEST_TMP;
-#else
-const char* const kTmpRoot = "/tmp";
-#endif
-
 const char* const kRealFashionMnist = "/usr/share/datasets/fashion-mnist";
 
-/// A fresh directory per test, removed at the end of the test.
-class ScratchDir {
- public:
-  ScratchDir() {
-    static std::atomic<int> counter{0};
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = std::string(info->test_suite_name()) + "." + info->name();
-    for (char& c : name) {
-      if (c == '/') c = '_';
-    }
-    path_ = fs::path(kTmpRoot) / ("quell-data-" + name + "-" + std::to_string(::getpid()) + "-" +
-                                  std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using quell::testing::ScratchDir;
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -79,11 +79,7 @@ void add_sites_command(CLI::App& app) {
   auto args = std::make_shared<SitesArgs>();
   auto runtime = std::make_shared<RuntimeArgs>();
   CLI::App* cmd = app.add_subcommand("sites", "List the noise sites of a model or checkpoint");
-  auto* model_opt = cmd->add_option("--model", args->model, "Model name: " + [] {
-    std::string s;
-    for (const auto& n : model_names()) s += (s.empty() ? "" : ", ") + n;
-    return s;
-  }())->capture_default_str();
+  auto* model_opt = cmd->add_option("--model", args->model, "Model name: " + join(model_names()))->capture_default_str();
   cmd->add_option("--checkpoint", args->checkpoint, "Checkpoint file (overrides --model)");
   cmd->add_option("--dataset", args->data.dataset,
                   "Input geometry of this dataset (fashion-mnist, mnist: 1x28x28; cifar10/100: "

@@ -77,11 +77,7 @@ void run(TrainArgs& a) {
 void add_train_command(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
   CLI::App* cmd = app.add_subcommand("train", "Train a model (clean, or noise-aware with --noise)");
-  cmd->add_option("--model", a->model, "Model name: " + [] {
-    std::string s;
-    for (const auto& n : model_names()) s += (s.empty() ? "" : ", ") + n;
-    return s;
-  }())->capture_default_str();
+  cmd->add_option("--model", a->model, "Model name: " + join(model_names()))->capture_default_str();
   cmd->add_option("--out,-o", a->out, "Checkpoint file to write")->required();
   cmd->add_option("--metrics", a->metrics_out, "Also write training metrics as JSON here");
   cmd->add_option("--epochs", a->opts.epochs, "Epochs")->check(CLI::NonNegativeNumber)

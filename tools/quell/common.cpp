@@ -12,12 +12,14 @@
 
 namespace quell::cli {
 
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
 void DataArgs::add(CLI::App& app) {
-  dataset_option = app.add_option("--dataset", dataset, "Dataset: " + [] {
-    std::string s;
-    for (const auto& n : dataset_names()) s += (s.empty() ? "" : ", ") + n;
-    return s;
-  }())->check(CLI::IsMember(dataset_names()))->capture_default_str();
+  dataset_option = app.add_option("--dataset", dataset, "Dataset: " + join(dataset_names()))->check(CLI::IsMember(dataset_names()))->capture_default_str();
   app.add_option("--data-dir", data_dir,
                  "Directory of the dataset files (default: $QUELL_DATA_DIR/<dataset> if set, else "
                  "/usr/share/datasets/fashion-mnist for fashion-mnist and data/<dataset> for the "

@@ -45,6 +45,9 @@ struct RuntimeArgs {
   torch::Device torch_device() const;
 };
 
+/// "a, b, c"
+std::string join(const std::vector<std::string>& names);
+
 /// A progress callback drawing a bar on stderr when it is a terminal, plain lines otherwise.
 ProgressFn progress_bar(const std::string& label);
 

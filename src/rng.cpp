@@ -1,54 +1,52 @@
-// Counter-based Gaussian noise: Philox4x32-10 + Box-Muller, vectorised, thread-count invariant.
+// Counter-based Gaussian noise: a SplitMix64 counter hash + a piecewise-polynomial inverse
+// normal CDF, vectorised, thread-count invariant.
 //
 // Element-to-random mapping (the contract every kernel and test relies on):
-//   Philox key      k = mix_seed(s.key, s.stream), split into (k0, k1) = (low, high 32 bits).
-//   Philox counter  (c0, c1, c2, c3) = (low, high 32 bits of call index, substream, 0).
-//   Elements are grouped into blocks of kBlock = 256. Block b uses the kLanes = 64 Philox calls
-//   with call index 64*b + j, j = 0..63. Call j returns words (w0, w1, w2, w3); Box-Muller turns
-//   (w0, w1) into the normals of elements 256*b + j (cos) and 256*b + 64 + j (sin), and (w2, w3)
-//   into elements 256*b + 128 + j (cos) and 256*b + 192 + j (sin).
+//   Stream seed     S = mix_seed(s.key, s.stream).
+//   Counter         c = substream * 2^63 + floor(i / 2) for element i of a substream.
+//   Hash            h = mix64(S + gamma * (c + 1)) mod 2^64, with gamma = 0x9E3779B97F4A7C15 and
+//                   mix64 the splitmix64 finaliser: exactly output c of Vigna's SplitMix64
+//                   seeded with S (Steele, Lea, Flood 2014; passes BigCrush). Substream 1 is
+//                   the same sequence 2^63 calls further on, so it never overlaps substream 0.
+//   Word            w = low 32 bits of h for even i, high 32 bits for odd i.
+//   Normal          n = sign * Q(t): the sign is bit 31 of w; t = k / 2^31 with
+//                   k = (w & 0x7FFFFFFF) | 1 (bits 1..30, odd: the midpoints of 2^30 cells);
+//                   Q(t) = sqrt(2) erfc^-1(t), the z with P(|N(0,1)| > z) = t.
 //   So element i's normal depends only on (key, stream, substream, i): a tensor of n elements
 //   equals the first n elements of a longer one, for any thread count or chunking.
 //   Substream 0 is the noise of the single-noise kernels and n1 (multiplicative) of the mixed
-//   kernels; substream 1 is n2 (additive) of the mixed kernels. Substreams live in the counter,
-//   so they never collide with another (key, stream) pair.
+//   kernels; substream 1 is n2 (additive) of the mixed kernels.
 //
-// Box-Muller (Box & Muller 1958), all in float:
-//   u = (w0 >> 1) * 2^-31 + 2^-32 in (0, 1]   (31 random bits; 1.0 only by rounding, never 0)
-//   r = sqrt(-2 ln u)                         (max r = sqrt(64 ln 2) = 6.66: the tail beyond it,
-//                                              P(|n| > 6.66) = 2.7e-11, is cut)
-//   theta = 2 pi * w1 / 2^32                  (all 32 bits; range-reduced exactly in integers)
-//   n_cos = r cos(theta), n_sin = r sin(theta)
+// Inverse CDF Q(t), in float (after Giles & Sheridan's piecewise-polynomial inverse normal CDF
+// for AVX-512): k is converted to float (exact below 2^24, rounded to nearest above); its
+// binary exponent E (t in [2^(E-31), 2^(E-30)), 31 octaves) selects one of 32 polynomials of
+// degree kDegree in the mantissa m in [1, 2), fitted by interpolation at Chebyshev nodes and
+// evaluated by Horner's rule with fused multiply-adds. The coefficient tables are
+// 32-entry, so AVX-512 looks them up in registers with vpermt2ps (no gathers).
+// Accuracy against Q in double (test Approximations.InverseNormalCdfAccuracy, bounds in
+// brackets): |Phi(n) - Phi(exact)| <= 1.5e-6 [2e-6] (largest in the central octave
+// t in [0.5, 1)); relative error of the tail probability P(|N| > |n|) <= 1.3e-5 [2e-5] for
+// |n| >= 1 (largest near |n| = 1, smaller further out), so the tails are Gaussian out to the
+// cut. The smallest t is 2^-31, so
+// |n| <= Q(2^-31) = 6.23 (the tail beyond, P = 4.7e-10, is cut); P(|N| > 5) = 5.7e-7 is
+// resolved by ~600 grid cells. float64 tensors get the same float normals, widened.
 //
-// Accuracy of the float approximations against double-precision libm (measured maxima; the
-// test Approximations.LogSinCosAccuracy checks the bounds in brackets):
-//   ln: Cephes logf (S. Moshier) polynomial, relative error 8e-8 [2e-7] for u in [2^-32, 1).
-//   sqrt: IEEE (vsqrtps / sqrtss), correctly rounded.
-//   sin/cos: Cephes sinf/cosf minimax polynomials on [-pi/4, pi/4], absolute error 1.1e-7
-//         [1.2e-7].
-//   End to end, against Box-Muller in double on the same 32-bit words (4e6 normals): relative
-//   error < 3e-6 for |n| > 0.1. Closer to 0 the rounding of u to float near 1 (24 bits) bounds
-//   the absolute error by 3e-5; that only quantises r below ~0.01 (probability 5e-5) and does
-//   not show in any distribution test.
-//   float64 tensors get the same float-precision normals, widened (the noise does not need more).
+// Speed: one 64-bit hash gives two normals; per 16 normals AVX-512 does 2 vpmullq + 7 simple
+// integer ops for the hash and 6 table permutes + 5 FMAs + 5 integer ops for the inverse CDF.
+// Three paths, chosen once at run time with __builtin_cpu_supports: AVX-512 (F/VL/DQ/BW,
+// tables in registers), AVX2 + FMA (64-bit multiply emulated with vpmuludq, tables by
+// vpermps + blends: vgatherdps was 2.5 ns/normal on Zen 4), and generic scalar code (std::fma;
+// without hardware FMA, as on x86-64 without -mfma, that is a library call, ~15 ns/normal,
+// but it keeps the bits identical). Measured on the project's machine (AMD EPYC Zen 4, 2
+// cores, shared; bench/bench_rng, minimum over repetitions, one thread): the generator alone
+// AVX-512 0.33 ns/normal, AVX2 1.5 ns; normal_fill_ / add_normal_ of 1.2 M floats 0.41-0.43 ns
+// per element (the old Philox4x32-10 + Box-Muller: ~0.95 ns AVX-512, ~1.3 ns AVX2); torch's
+// normal_ + add_ ~3.4 ns.
 //
-// Speed: a block is generated in phases (Philox, ln, sqrt, sin/cos), each a loop over 64 or
-// 128 independent lanes, so the vectorised loops are throughput-bound instead of waiting on one
-// lane's 10 rounds or polynomial. GCC only vectorises libm calls under -fno-math-errno (a global
-// flag; function attributes and pragmas do not change it), which the project does not set: ln
-// and sin/cos are plain arithmetic that GCC vectorises, sqrt is a separate loop (intrinsic, or
-// scalar std::sqrt in the generic path). Philox uses intrinsics because GCC's vectorisation of
-// the 32x32->64 multiply shuffles across 128-bit lanes and costs twice the instructions.
-// Three paths, chosen once at run time with __builtin_cpu_supports: AVX-512 (F/VL/DQ/BW),
-// AVX2, and generic (SSE2 on x86-64, whatever the compiler does elsewhere). Measured on the
-// project's machine (AMD EPYC, Zen 4), per normal: AVX-512 ~0.9 ns, AVX2 ~1.3 ns, generic
-// ~5 ns; torch's normal_ alone is ~3 ns.
-//
-// Bit-identical paths: with FMA available GCC contracts a*b+c (the C++ default is
-// -ffp-contract=fast), which would change the last bits of some normals. The AVX2 functions
-// are compiled for "avx2" without "fma", and the AVX-512 ones (where FMA is implied) with
-// optimize("fp-contract=off"). So every path performs the same IEEE operations in the same
-// order and gives identical bits (tested); the stream does not depend on the machine.
+// Bit-identical paths: every path performs the same IEEE operations in the same order: the
+// int -> float conversion, fused multiply-adds (explicit: _mm*_fmadd_ps or std::fma, never
+// left to contraction) and bit operations. So the stream does not depend on the machine
+// (tested).
 
 #include "quell/rng.h"
 
@@ -70,26 +68,71 @@ namespace quell {
 
 namespace {
 
-constexpr uint32_t kPhiloxM0 = 0xD2511F53u;  // Salmon et al. 2011, Random123 philox4x32
-constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
-constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;  // Weyl key increments (golden ratio, sqrt(3)-1)
-constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
+constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ull;  // splitmix64 Weyl increment (golden ratio)
+constexpr uint64_t kMix1 = 0xBF58476D1CE4E5B9ull;   // splitmix64 finaliser (Stafford mix 13)
+constexpr uint64_t kMix2 = 0x94D049BB133111EBull;
 
-constexpr int64_t kLanes = 64;          // Philox calls per block
-constexpr int64_t kBlock = 4 * kLanes;  // normals per block
-constexpr int64_t kGrainBlocks = 128;   // >= 32768 elements per parallel chunk
+constexpr int64_t kBlock = 256;           // normals per block (128 hashes)
+constexpr int64_t kGrainBlocks = 128;     // >= 32768 elements per parallel chunk
 
 #define QUELL_RNG_INLINE inline __attribute__((always_inline))
 
-struct PhiloxKey {
-  uint32_t k0 = 0;
-  uint32_t k1 = 0;
+// Coefficients of Q(t) per octave, Horner order kInvCdfCoef[j][slot] * m^j, slot =
+// (biased float exponent of k) mod 32: slot (127 + E) & 31 for octave E = 0..30. Slot 30 is
+// E = 31, reached only when k >= 2^31 - 64 rounds to 2^31 (t = 1): Q = 0 there.
+// Generated by fitting Q (Newton on std::erfc in double) at kDegree + 1 Chebyshev nodes of
+// m in [1, 2) and rounding to float; printed with 9 significant digits (exact for floats).
+constexpr int kDegree = 5;
+alignas(64) constexpr float kInvCdfCoef[kDegree + 1][32] = {
+    {6.42420053, 6.31799459, 6.21006107, 6.10031414, 
+     5.98866177, 5.87500286, 5.75922728, 5.64121485, 
+     5.52083445, 5.39794016, 5.27237272, 5.14395332, 
+     5.0124855, 4.87774658, 4.73948908, 4.59743071, 
+     4.45125294, 4.30058908, 4.14501858, 3.98405242, 
+     3.81711769, 3.64353895, 3.46250963, 3.27305722, 
+     3.07399654, 2.86386466, 2.64083743, 2.40261841, 
+     2.14631271, 1.87030339, 0, 6.52875853},
+    {-0.544816196, -0.55398494, -0.563624978, -0.573777676, 
+     -0.584489644, -0.595813572, -0.607809424, -0.620545506, 
+     -0.634100318, -0.648564219, -0.664042234, -0.68065685, 
+     -0.698552251, -0.717899084, -0.738901258, -0.76180476, 
+     -0.786908984, -0.814582705, -0.845285892, -0.879600406, 
+     -0.918273807, -0.962284386, -1.01293898, -1.07202494, 
+     -1.14205599, -1.22668135, -1.3313998, -1.4648602, 
+     -1.64137101, -1.89392054, 0, -0.536081791},
+    {0.372051269, 0.37815097, 0.38455528, 0.391290098, 
+     0.398384452, 0.405871123, 0.413787067, 0.422174275, 
+     0.431080729, 0.440561295, 0.450679302, 0.461508095, 
+     0.473133147, 0.485654801, 0.499191642, 0.513884783, 
+     0.529903769, 0.547453821, 0.566785872, 0.588210106, 
+     0.612113535, 0.63898468, 0.669447005, 0.704302609, 
+     0.744587839, 0.791630208, 0.847059667, 0.912591577, 
+     0.988951206, 1.08438635, 0, 0.366232991},
+    {-0.168790847, -0.171535969, -0.174417019, -0.177445441, 
+     -0.180634096, -0.183997393, -0.187551662, -0.191315383, 
+     -0.195309624, -0.199558482, -0.204089731, -0.20893541, 
+     -0.214132875, -0.219725847, -0.225765854, -0.23231411, 
+     -0.239443928, -0.247243822, -0.255821675, -0.265310317, 
+     -0.275875002, -0.287723631, -0.301120698, -0.316406429, 
+     -0.334022522, -0.354545742, -0.378730029, -0.407565683, 
+     -0.4425174, -0.497743696, 0, -0.166171402},
+    {0.0426626652, 0.0433538184, 0.0440790579, 0.0448412374, 
+     0.045643568, 0.0464896485, 0.0473835431, 0.0483298637, 
+     0.0493338555, 0.0504015125, 0.0515397377, 0.0527564995, 
+     0.0540610664, 0.0554642826, 0.0569789186, 0.0586201288, 
+     0.0604060292, 0.0623584799, 0.0645040795, 0.0668755174, 
+     0.0695134327, 0.0724688247, 0.075806506, 0.079609707, 
+     0.0839863867, 0.0890774503, 0.095066689, 0.102189332, 
+     0.110735722, 0.125297904, 0, 0.0420030393},
+    {-0.00455302, -0.00462661358, -0.00470382767, -0.00478496542, 
+     -0.00487036677, -0.00496041263, -0.00505553372, -0.00515621807, 
+     -0.00526301982, -0.00537657458, -0.00549761066, -0.00562697044, 
+     -0.00576563366, -0.00591474446, -0.00607565045, -0.00624994887, 
+     -0.00643954985, -0.00664675422, -0.00687436108, -0.00712580746, 
+     -0.00740536069, -0.00771837356, -0.00807164051, -0.00847388059, 
+     -0.00893639494, -0.00947393663, -0.0101057729, -0.0108569078, 
+     -0.0117662661, -0.0138383452, 0, -0.00448277593},
 };
-
-PhiloxKey philox_key(RngStream s) {
-  const uint64_t k = mix_seed(s.key, s.stream);
-  return {static_cast<uint32_t>(k), static_cast<uint32_t>(k >> 32)};
-}
 
 QUELL_RNG_INLINE float bits_to_float(uint32_t b) {
   float f;
@@ -103,332 +146,160 @@ QUELL_RNG_INLINE uint32_t float_to_bits(float f) {
   return b;
 }
 
-// One Philox4x32 round (Random123 philox4x32round).
-QUELL_RNG_INLINE void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
-                                   uint32_t k0, uint32_t k1) {
-  const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0;
-  const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2;
-  const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
-  const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
-  c1 = static_cast<uint32_t>(p1);
-  c3 = static_cast<uint32_t>(p0);
-  c0 = n0;
-  c2 = n2;
+uint64_t stream_seed(RngStream s) { return mix_seed(s.key, s.stream); }
+
+// splitmix64 finaliser (Vigna's splitmix64.c).
+QUELL_RNG_INLINE uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * kMix1;
+  z = (z ^ (z >> 27)) * kMix2;
+  return z ^ (z >> 31);
 }
 
-// Philox4x32-10 in place on (c0..c3): 10 rounds, the key bumped between rounds.
-QUELL_RNG_INLINE void philox10(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0,
-                               uint32_t k1) {
-  for (int round = 0; round < 10; ++round) {
-    philox_round(c0, c1, c2, c3, k0, k1);
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
+// S + gamma * (c + 1) for the first counter c of block `block` of `substream`.
+QUELL_RNG_INLINE uint64_t block_weyl_start(uint64_t seed, uint32_t substream, uint64_t block) {
+  const uint64_t counter = (static_cast<uint64_t>(substream) << 63) + block * (kBlock / 2);
+  return seed + kGamma * (counter + 1);
+}
+
+// n = sign * Q(t) for one 32-bit word (see the top of this file); scalar reference.
+QUELL_RNG_INLINE float normal_from_word(uint32_t w) {
+  const int32_t k = static_cast<int32_t>((w & 0x7FFFFFFFu) | 1u);
+  const uint32_t f_bits = float_to_bits(static_cast<float>(k));
+  const uint32_t slot = (f_bits >> 23) & 31u;
+  const float m = bits_to_float((f_bits & 0x007FFFFFu) | 0x3F800000u);
+  float p = kInvCdfCoef[kDegree][slot];
+  for (int j = kDegree - 1; j >= 0; --j) p = std::fma(p, m, kInvCdfCoef[j][slot]);
+  return bits_to_float(float_to_bits(p) ^ (w & 0x80000000u));
+}
+
+// The kBlock standard normals of block `block` of (seed, substream), in element order.
+using NormalBlockFn = void (*)(uint64_t, uint32_t, uint64_t, float*);
+
+void normal_block_generic(uint64_t seed, uint32_t substream, uint64_t block, float* out) {
+  const uint64_t start = block_weyl_start(seed, substream, block);
+  for (int64_t c = 0; c < kBlock / 2; ++c) {
+    const uint64_t h = mix64(start + kGamma * static_cast<uint64_t>(c));
+    out[2 * c] = normal_from_word(static_cast<uint32_t>(h));
+    out[2 * c + 1] = normal_from_word(static_cast<uint32_t>(h >> 32));
   }
-}
-
-// ln(u) for normal floats u > 0 (here u in [2^-32, 1]); Cephes logf (S. Moshier), without
-// the special cases. ln(1) is exactly 0.
-QUELL_RNG_INLINE float log_positive(float u) {
-  // Selects are done on integer bits: GCC will not if-convert a conditional float operation
-  // (it could trap under the default -ftrapping-math), which would block vectorisation.
-  const uint32_t b = float_to_bits(u);
-  uint32_t m_bits = (b & 0x007FFFFFu) | 0x3F800000u;     // mantissa m in [1, 2)
-  const uint32_t high = m_bits > 0x3FB504F3u ? 1u : 0u;  // m > sqrt(2): use m / 2, e + 1
-  m_bits -= high << 23;                                  // m in [sqrt(.5), sqrt(2))
-  const int32_t e = static_cast<int32_t>(b >> 23) - 127 + static_cast<int32_t>(high);
-  const float f = bits_to_float(m_bits) - 1.0f;
-  const float z = f * f;
-  // Cephes' degree-8 polynomial p(f) = sum a_k f^k, evaluated by Estrin's scheme (shorter
-  // dependency chain than Horner's; same accuracy, checked in the tests).
-  const float z2 = z * z;
-  const float p01 = -2.4999993993E-1f * f + 3.3333331174E-1f;
-  const float p23 = -1.6668057665E-1f * f + 2.0000714765E-1f;
-  const float p45 = -1.2420140846E-1f * f + 1.4249322787E-1f;
-  const float p67 = -1.1514610310E-1f * f + 1.1676998740E-1f;
-  const float p03 = p23 * z + p01;
-  const float p47 = p67 * z + p45;
-  const float p = (7.0376836292E-2f * z2 + p47) * z2 + p03;
-  const float fe = static_cast<float>(e);
-  float y = p * f * z;
-  y += -2.12194440E-4f * fe;  // ln 2 = 0.693359375 - 2.12194440e-4 (split for exactness)
-  y += -0.5f * z;
-  return (f + y) + 0.693359375f * fe;
-}
-
-// Squared Box-Muller radius r^2 = -2 ln u, u in (0, 1] built from the top 31 bits of w.
-QUELL_RNG_INLINE float radius_squared(uint32_t w) {
-  // (w >> 1) converts exactly as a non-negative int32 (a signed convert vectorises on
-  // SSE2/AVX2, an unsigned one does not). u = 1 only by rounding, never 0.
-  const float u = static_cast<float>(static_cast<int32_t>(w >> 1)) * 0x1p-31f + 0x1p-32f;
-  // Clamp to >= 0 by bits (a rounding -0 or tiny negative would give NaN in the sqrt).
-  uint32_t r2_bits = float_to_bits(-2.0f * log_positive(u));
-  r2_bits &= ~static_cast<uint32_t>(static_cast<int32_t>(r2_bits) >> 31);
-  return bits_to_float(r2_bits);
-}
-
-// sin and cos of theta = 2 pi w / 2^32. theta = q pi/2 + a with q the nearest quadrant and
-// a in [-pi/4, pi/4): exact in integers, so no floating-point range reduction error.
-QUELL_RNG_INLINE void sincos_turns(uint32_t w, float& sin_theta, float& cos_theta) {
-  const uint32_t q = (w + 0x20000000u) >> 30;
-  const int32_t rest = static_cast<int32_t>(w - (q << 30));
-  const float a = static_cast<float>(rest) * 1.46291807926715968e-9f;  // 2 pi / 2^32
-  const float a2 = a * a;
-  const float sin_a =
-      ((-1.9515295891E-4f * a2 + 8.3321608736E-3f) * a2 - 1.6666654611E-1f) * a2 * a + a;
-  const float cos_a =
-      ((2.443315711809948E-5f * a2 - 1.388731625493765E-3f) * a2 + 4.166664568298827E-2f) * a2 *
-          a2 -
-      0.5f * a2 + 1.0f;
-  // sin(q pi/2 + a), cos(q pi/2 + a) for q = 0..3: (s, c), (c, -s), (-s, -c), (-c, s).
-  const uint32_t swap_mask = 0u - (q & 1u);
-  const uint32_t sb = float_to_bits(sin_a);
-  const uint32_t cb = float_to_bits(cos_a);
-  sin_theta = bits_to_float(((sb & ~swap_mask) | (cb & swap_mask)) ^ ((q & 2u) << 30));
-  cos_theta = bits_to_float(((cb & ~swap_mask) | (sb & swap_mask)) ^ (((q + 1u) & 2u) << 30));
-}
-
-// The 64 Philox outputs of one block, as four arrays of words: c[0][j] .. c[3][j] are the
-// words of call j. Box-Muller pairs (c[0], c[1]) and (c[2], c[3]): radius, angle.
-struct BlockWords {
-  alignas(64) uint32_t c[4][kLanes];
-};
-
-// A block is generated in phases, each a loop over independent lanes, so the vectorised code
-// is throughput-bound rather than bound by the latency of one lane's 10 rounds or polynomial.
-QUELL_RNG_INLINE void philox_block(PhiloxKey key, uint32_t substream, uint64_t block,
-                                   BlockWords& w) {
-  const uint64_t first_call = block * static_cast<uint64_t>(kLanes);
-  // first_call is a multiple of 64, so adding j < 64 never carries into the high word.
-  const uint32_t call_lo = static_cast<uint32_t>(first_call);
-  const uint32_t call_hi = static_cast<uint32_t>(first_call >> 32);
-  for (int j = 0; j < kLanes; ++j) {
-    w.c[0][j] = call_lo + static_cast<uint32_t>(j);
-    w.c[1][j] = call_hi;
-    w.c[2][j] = substream;
-    w.c[3][j] = 0;
-  }
-  uint32_t k0 = key.k0;
-  uint32_t k1 = key.k1;
-  for (int round = 0; round < 10; ++round) {
-    for (int j = 0; j < kLanes; ++j)
-      philox_round(w.c[0][j], w.c[1][j], w.c[2][j], w.c[3][j], k0, k1);
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-}
-
-// r2[p * 64 + j] = squared radius of pair p (0: words c[0], 1: words c[2]) of call j.
-QUELL_RNG_INLINE void radius_squared_block(const BlockWords& w, float* __restrict r2) {
-  for (int j = 0; j < kLanes; ++j) r2[j] = radius_squared(w.c[0][j]);
-  for (int j = 0; j < kLanes; ++j) r2[kLanes + j] = radius_squared(w.c[2][j]);
-}
-
-// In place r2 -> r. std::sqrt is correctly rounded, so this scalar loop and the AVX2
-// vsqrtps loop give identical bits.
-QUELL_RNG_INLINE void sqrt_block_scalar(float* r) {
-  for (int i = 0; i < 2 * kLanes; ++i) r[i] = std::sqrt(r[i]);
-}
-
-// out = the block's normals from radii r and angle words c[1], c[3], in element order.
-QUELL_RNG_INLINE void rotate_block(const BlockWords& w, const float* __restrict r,
-                                   float* __restrict out) {
-  for (int j = 0; j < kLanes; ++j) {
-    float s;
-    float c;
-    sincos_turns(w.c[1][j], s, c);
-    out[j] = r[j] * c;
-    out[kLanes + j] = r[j] * s;
-  }
-  for (int j = 0; j < kLanes; ++j) {
-    float s;
-    float c;
-    sincos_turns(w.c[3][j], s, c);
-    out[2 * kLanes + j] = r[kLanes + j] * c;
-    out[3 * kLanes + j] = r[kLanes + j] * s;
-  }
-}
-
-// Box-Muller on two 32-bit words (scalar reference): n_cos = r cos(theta), n_sin = r sin(theta).
-QUELL_RNG_INLINE void box_muller(uint32_t w_radius, uint32_t w_angle, float& n_cos, float& n_sin) {
-  const float r = std::sqrt(radius_squared(w_radius));
-  float sin_theta;
-  float cos_theta;
-  sincos_turns(w_angle, sin_theta, cos_theta);
-  n_cos = r * cos_theta;
-  n_sin = r * sin_theta;
-}
-
-// The kBlock standard normals of block `block` of (key, substream), in element order.
-using NormalBlockFn = void (*)(PhiloxKey, uint32_t, uint64_t, float*);
-
-void normal_block_generic(PhiloxKey key, uint32_t substream, uint64_t block, float* out) {
-  BlockWords w;
-  alignas(64) float r[2 * kLanes];
-  philox_block(key, substream, block, w);
-  radius_squared_block(w, r);
-  sqrt_block_scalar(r);
-  rotate_block(w, r, out);
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define QUELL_RNG_HAVE_X86_PATHS 1
 
-// hi and lo 32 bits of a * m for 8 lanes: vpmuludq multiplies the even lanes; the odd lanes
-// are shifted down and multiplied separately, then the halves are blended back.
-__attribute__((target("avx2"))) inline void mulhilo_avx2(__m256i a, __m256i m, __m256i& hi,
-                                                         __m256i& lo) {
-  const __m256i even = _mm256_mul_epu32(a, m);
-  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
-  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+#define QUELL_RNG_AVX2 __attribute__((target("avx2,fma")))
+
+// Low 64 bits of a * b per 64-bit lane (AVX2 has no vpmullq): a_lo b_lo + (a_hi b_lo +
+// a_lo b_hi) 2^32; b_lo and b_hi are b's halves in the low 32 bits of each lane.
+QUELL_RNG_AVX2 QUELL_RNG_INLINE __m256i mullo64_avx2(__m256i a, __m256i b_lo, __m256i b_hi) {
+  const __m256i lo = _mm256_mul_epu32(a, b_lo);
+  const __m256i cross =
+      _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), b_lo), _mm256_mul_epu32(a, b_hi));
+  return _mm256_add_epi64(lo, _mm256_slli_epi64(cross, 32));
 }
 
-// philox_block with intrinsics: GCC's own vectorisation of the 32x32->64 multiply shuffles
-// across 128-bit lanes and costs about twice as many instructions.
-__attribute__((target("avx2"))) inline void philox_block_avx2(PhiloxKey key, uint32_t substream,
-                                                              uint64_t block, BlockWords& w) {
-  const uint64_t first_call = block * static_cast<uint64_t>(kLanes);
-  const uint32_t call_lo = static_cast<uint32_t>(first_call);
-  const uint32_t call_hi = static_cast<uint32_t>(first_call >> 32);
-  const __m256i lane_offsets = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  for (int v = 0; v < kLanes; v += 8) {
-    const __m256i lo =
-        _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(call_lo + v)), lane_offsets);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(&w.c[0][v]), lo);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(&w.c[1][v]),
-                       _mm256_set1_epi32(static_cast<int>(call_hi)));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(&w.c[2][v]),
-                       _mm256_set1_epi32(static_cast<int>(substream)));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(&w.c[3][v]), _mm256_setzero_si256());
-  }
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhiloxM0));
-  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhiloxM1));
-  uint32_t k0 = key.k0;
-  uint32_t k1 = key.k1;
-  for (int round = 0; round < 10; ++round) {
-    const __m256i vk0 = _mm256_set1_epi32(static_cast<int>(k0));
-    const __m256i vk1 = _mm256_set1_epi32(static_cast<int>(k1));
-    for (int v = 0; v < kLanes; v += 8) {
-      __m256i* p0 = reinterpret_cast<__m256i*>(&w.c[0][v]);
-      __m256i* p1 = reinterpret_cast<__m256i*>(&w.c[1][v]);
-      __m256i* p2 = reinterpret_cast<__m256i*>(&w.c[2][v]);
-      __m256i* p3 = reinterpret_cast<__m256i*>(&w.c[3][v]);
-      const __m256i x0 = _mm256_load_si256(p0);
-      const __m256i x1 = _mm256_load_si256(p1);
-      const __m256i x2 = _mm256_load_si256(p2);
-      const __m256i x3 = _mm256_load_si256(p3);
-      __m256i hi0;
-      __m256i lo0;
-      __m256i hi1;
-      __m256i lo1;
-      mulhilo_avx2(x0, m0, hi0, lo0);
-      mulhilo_avx2(x2, m1, hi1, lo1);
-      _mm256_store_si256(p0, _mm256_xor_si256(_mm256_xor_si256(hi1, x1), vk0));
-      _mm256_store_si256(p1, lo1);
-      _mm256_store_si256(p2, _mm256_xor_si256(_mm256_xor_si256(hi0, x3), vk1));
-      _mm256_store_si256(p3, lo0);
-    }
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-}
-
-__attribute__((target("avx2"))) inline void sqrt_block_avx2(float* r) {
-  for (int i = 0; i < 2 * kLanes; i += 8) {
-    _mm256_store_ps(r + i, _mm256_sqrt_ps(_mm256_load_ps(r + i)));
+QUELL_RNG_AVX2 void normal_block_avx2(uint64_t seed, uint32_t substream, uint64_t block,
+                                      float* out) {
+  const uint64_t start = block_weyl_start(seed, substream, block);
+  __m256i z = _mm256_setr_epi64x(static_cast<int64_t>(start), static_cast<int64_t>(start + kGamma),
+                                 static_cast<int64_t>(start + 2 * kGamma),
+                                 static_cast<int64_t>(start + 3 * kGamma));
+  const __m256i step = _mm256_set1_epi64x(static_cast<int64_t>(4 * kGamma));
+  const __m256i mix1_lo = _mm256_set1_epi64x(static_cast<int64_t>(kMix1 & 0xFFFFFFFFu));
+  const __m256i mix1_hi = _mm256_set1_epi64x(static_cast<int64_t>(kMix1 >> 32));
+  const __m256i mix2_lo = _mm256_set1_epi64x(static_cast<int64_t>(kMix2 & 0xFFFFFFFFu));
+  const __m256i mix2_hi = _mm256_set1_epi64x(static_cast<int64_t>(kMix2 >> 32));
+  const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i mantissa = _mm256_set1_epi32(0x007FFFFF);
+  const __m256i exponent_one = _mm256_set1_epi32(0x3F800000);
+  const __m256i slot_mask = _mm256_set1_epi32(31);
+  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  for (int64_t v = 0; v < kBlock / 8; ++v) {
+    __m256i h = _mm256_xor_si256(z, _mm256_srli_epi64(z, 30));
+    h = mullo64_avx2(h, mix1_lo, mix1_hi);
+    h = _mm256_xor_si256(h, _mm256_srli_epi64(h, 27));
+    h = mullo64_avx2(h, mix2_lo, mix2_hi);
+    h = _mm256_xor_si256(h, _mm256_srli_epi64(h, 31));
+    z = _mm256_add_epi64(z, step);
+    const __m256i k = _mm256_or_si256(_mm256_and_si256(h, magnitude), one);
+    const __m256i f_bits = _mm256_castps_si256(_mm256_cvtepi32_ps(k));
+    const __m256i slot = _mm256_and_si256(_mm256_srli_epi32(f_bits, 23), slot_mask);  // 0..31
+    const __m256 m =
+        _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(f_bits, mantissa), exponent_one));
+    // Table lookup without gathers (slow on Zen): vpermps on the four 8-entry quarters of a
+    // table (low 3 slot bits), then blends on slot bits 3 and 4 moved to the sign bit.
+    const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(slot, 28));
+    const __m256 bit4 = _mm256_castsi256_ps(_mm256_slli_epi32(slot, 27));
+    auto lookup = [&](int j) QUELL_RNG_AVX2 {
+      const float* t = kInvCdfCoef[j];
+      const __m256 q01 =
+          _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(t), slot),
+                           _mm256_permutevar8x32_ps(_mm256_load_ps(t + 8), slot), bit3);
+      const __m256 q23 =
+          _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(t + 16), slot),
+                           _mm256_permutevar8x32_ps(_mm256_load_ps(t + 24), slot), bit3);
+      return _mm256_blendv_ps(q01, q23, bit4);
+    };
+    __m256 p = lookup(kDegree);
+    for (int j = kDegree - 1; j >= 0; --j) p = _mm256_fmadd_ps(p, m, lookup(j));
+    p = _mm256_xor_ps(p, _mm256_castsi256_ps(_mm256_and_si256(h, sign)));
+    _mm256_storeu_ps(out + 8 * v, p);
   }
 }
+#undef QUELL_RNG_AVX2
 
-__attribute__((target("avx2"))) void normal_block_avx2(PhiloxKey key, uint32_t substream,
-                                                       uint64_t block, float* out) {
-  BlockWords w;
-  alignas(64) float r[2 * kLanes];
-  philox_block_avx2(key, substream, block, w);
-  radius_squared_block(w, r);
-  sqrt_block_avx2(r);
-  rotate_block(w, r, out);
-}
-
-// AVX-512: 16 lanes per instruction, the Philox state in registers, vpternlogd for the double
-// xor. FMA comes with AVX-512F, so contraction is switched off for these functions to keep the
-// results bit-identical to the other paths (it would gain ~3%).
+// AVX-512: vpmullq for the hash, the coefficient tables in 2 x (kDegree + 1) registers looked
+// up with vpermt2ps (which reads the low 5 bits of the index: the slot, no masking needed),
+// vpternlogd for the bit selects.
 // GCC 12 warns about its own _mm512_undefined_* in every AVX-512 intrinsic (GCC PR 105593,
 // a false positive): silenced for this section only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#define QUELL_RNG_AVX512 \
-  __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw"), optimize("fp-contract=off")))
+#define QUELL_RNG_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw")))
 
-QUELL_RNG_AVX512 inline void mulhilo_avx512(__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
-  const __m512i even = _mm512_mul_epu32(a, m);
-  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-}
-
-QUELL_RNG_AVX512 inline void philox_block_avx512(PhiloxKey key, uint32_t substream, uint64_t block,
-                                                 BlockWords& w) {
-  constexpr int kVectors = kLanes / 16;
-  const uint64_t first_call = block * static_cast<uint64_t>(kLanes);
-  const uint32_t call_lo = static_cast<uint32_t>(first_call);
-  const uint32_t call_hi = static_cast<uint32_t>(first_call >> 32);
-  const __m512i lane_offsets =
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m512i x0[kVectors];
-  __m512i x1[kVectors];
-  __m512i x2[kVectors];
-  __m512i x3[kVectors];
-  for (int v = 0; v < kVectors; ++v) {
-    x0[v] = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(call_lo + 16 * v)), lane_offsets);
-    x1[v] = _mm512_set1_epi32(static_cast<int>(call_hi));
-    x2[v] = _mm512_set1_epi32(static_cast<int>(substream));
-    x3[v] = _mm512_setzero_si512();
-  }
-  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kPhiloxM0));
-  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(kPhiloxM1));
-  uint32_t k0 = key.k0;
-  uint32_t k1 = key.k1;
-  for (int round = 0; round < 10; ++round) {
-    const __m512i vk0 = _mm512_set1_epi32(static_cast<int>(k0));
-    const __m512i vk1 = _mm512_set1_epi32(static_cast<int>(k1));
-    for (int v = 0; v < kVectors; ++v) {
-      __m512i hi0;
-      __m512i lo0;
-      __m512i hi1;
-      __m512i lo1;
-      mulhilo_avx512(x0[v], m0, hi0, lo0);
-      mulhilo_avx512(x2[v], m1, hi1, lo1);
-      x0[v] = _mm512_ternarylogic_epi32(hi1, x1[v], vk0, 0x96);  // 0x96: a ^ b ^ c
-      x1[v] = lo1;
-      x2[v] = _mm512_ternarylogic_epi32(hi0, x3[v], vk1, 0x96);
-      x3[v] = lo0;
-    }
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-  for (int v = 0; v < kVectors; ++v) {
-    _mm512_store_si512(&w.c[0][16 * v], x0[v]);
-    _mm512_store_si512(&w.c[1][16 * v], x1[v]);
-    _mm512_store_si512(&w.c[2][16 * v], x2[v]);
-    _mm512_store_si512(&w.c[3][16 * v], x3[v]);
-  }
-}
-
-QUELL_RNG_AVX512 inline void sqrt_block_avx512(float* r) {
-  for (int i = 0; i < 2 * kLanes; i += 16) {
-    _mm512_store_ps(r + i, _mm512_sqrt_ps(_mm512_load_ps(r + i)));
-  }
-}
-
-QUELL_RNG_AVX512 void normal_block_avx512(PhiloxKey key, uint32_t substream, uint64_t block,
+QUELL_RNG_AVX512 void normal_block_avx512(uint64_t seed, uint32_t substream, uint64_t block,
                                           float* out) {
-  BlockWords w;
-  alignas(64) float r[2 * kLanes];
-  philox_block_avx512(key, substream, block, w);
-  radius_squared_block(w, r);
-  sqrt_block_avx512(r);
-  rotate_block(w, r, out);
+  const uint64_t start = block_weyl_start(seed, substream, block);
+  __m512i z = _mm512_add_epi64(
+      _mm512_set1_epi64(static_cast<int64_t>(start)),
+      _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
+                         _mm512_set1_epi64(static_cast<int64_t>(kGamma))));
+  const __m512i step = _mm512_set1_epi64(static_cast<int64_t>(8 * kGamma));
+  const __m512i mix1 = _mm512_set1_epi64(static_cast<int64_t>(kMix1));
+  const __m512i mix2 = _mm512_set1_epi64(static_cast<int64_t>(kMix2));
+  const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i mantissa = _mm512_set1_epi32(0x007FFFFF);
+  const __m512i exponent_one = _mm512_set1_epi32(0x3F800000);
+  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  __m512 table_lo[kDegree + 1];
+  __m512 table_hi[kDegree + 1];
+  for (int j = 0; j <= kDegree; ++j) {
+    table_lo[j] = _mm512_load_ps(kInvCdfCoef[j]);
+    table_hi[j] = _mm512_load_ps(kInvCdfCoef[j] + 16);
+  }
+  // vpternlogd immediates: 0xEA = (a & b) | c, 0x78 = a ^ (b & c).
+  for (int64_t v = 0; v < kBlock / 16; ++v) {
+    __m512i h = _mm512_xor_si512(z, _mm512_srli_epi64(z, 30));
+    h = _mm512_mullo_epi64(h, mix1);
+    h = _mm512_xor_si512(h, _mm512_srli_epi64(h, 27));
+    h = _mm512_mullo_epi64(h, mix2);
+    h = _mm512_xor_si512(h, _mm512_srli_epi64(h, 31));
+    z = _mm512_add_epi64(z, step);
+    const __m512i k = _mm512_ternarylogic_epi32(h, magnitude, one, 0xEA);
+    const __m512i f_bits = _mm512_castps_si512(_mm512_cvtepi32_ps(k));
+    const __m512i slot = _mm512_srli_epi32(f_bits, 23);
+    const __m512 m =
+        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(f_bits, mantissa, exponent_one, 0xEA));
+    __m512 p = _mm512_permutex2var_ps(table_lo[kDegree], slot, table_hi[kDegree]);
+    for (int j = kDegree - 1; j >= 0; --j) {
+      p = _mm512_fmadd_ps(p, m, _mm512_permutex2var_ps(table_lo[j], slot, table_hi[j]));
+    }
+    const __m512i n = _mm512_ternarylogic_epi32(_mm512_castps_si512(p), h, sign, 0x78);
+    _mm512_storeu_si512(out + 16 * v, n);
+  }
 }
 #undef QUELL_RNG_AVX512
 #pragma GCC diagnostic pop
@@ -443,7 +314,7 @@ bool cpu_has_avx512() {
 
 bool cpu_has_avx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 #endif
 
@@ -530,7 +401,7 @@ void with_direct(torch::Tensor& x, bool needs_input, Direct direct) {
 // (ATen/ParallelOpenMP.h); without it these kernels run on one thread (same results).
 template <class Apply>
 void for_each_block(int64_t numel, RngStream s, uint32_t substream, Apply apply) {
-  const PhiloxKey key = philox_key(s);
+  const uint64_t key = stream_seed(s);
   const NormalBlockFn gen = normal_block_fn();
   const int64_t num_blocks = (numel + kBlock - 1) / kBlock;
   at::parallel_for(0, num_blocks, kGrainBlocks, [&](int64_t begin, int64_t end) {
@@ -546,7 +417,7 @@ void for_each_block(int64_t numel, RngStream s, uint32_t substream, Apply apply)
 // As for_each_block, with n1 from substream 0 and n2 from substream 1.
 template <class Apply>
 void for_each_block2(int64_t numel, RngStream s, Apply apply) {
-  const PhiloxKey key = philox_key(s);
+  const uint64_t key = stream_seed(s);
   const NormalBlockFn gen = normal_block_fn();
   const int64_t num_blocks = (numel + kBlock - 1) / kBlock;
   at::parallel_for(0, num_blocks, kGrainBlocks, [&](int64_t begin, int64_t end) {
@@ -637,60 +508,41 @@ void add_normal_substream(torch::Tensor& x, RngStream s, uint32_t substream, dou
 namespace detail {
 
 // Not part of the public header: exposed for the known-answer and reference tests.
-std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter,
-                                      std::array<uint32_t, 2> key) {
-  philox10(counter[0], counter[1], counter[2], counter[3], key[0], key[1]);
-  return counter;
+uint64_t splitmix64_output(uint64_t seed, uint64_t counter) {
+  return mix64(seed + kGamma * (counter + 1));
 }
 
 // The standard normal of element `index` of (s, substream), computed by scalar code along
 // the mapping documented at the top of this file.
 float reference_normal(RngStream s, uint32_t substream, uint64_t index) {
-  const PhiloxKey key = philox_key(s);
-  const uint64_t block = index / kBlock;
-  const uint64_t within = index % kBlock;
-  const uint64_t lane = within % kLanes;
-  const uint64_t word_pair = within / kLanes;  // 0: (w0,w1) cos, 1: sin, 2: (w2,w3) cos, 3: sin
-  const uint64_t call = block * kLanes + lane;
-  std::array<uint32_t, 4> w =
-      philox4x32_10({static_cast<uint32_t>(call), static_cast<uint32_t>(call >> 32), substream, 0u},
-                    {key.k0, key.k1});
-  float n_cos = 0.0f;
-  float n_sin = 0.0f;
-  if (word_pair < 2) {
-    box_muller(w[0], w[1], n_cos, n_sin);
-  } else {
-    box_muller(w[2], w[3], n_cos, n_sin);
-  }
-  return (word_pair % 2 == 0) ? n_cos : n_sin;
+  const uint64_t counter = (static_cast<uint64_t>(substream) << 63) + index / 2;
+  const uint64_t h = splitmix64_output(stream_seed(s), counter);
+  return normal_from_word(static_cast<uint32_t>(index % 2 == 0 ? h : h >> 32));
 }
 
 // Generates block `block` of (s, substream) with one implementation: 0 generic, 1 AVX2,
 // 2 AVX-512. Returns false (and writes nothing) if this CPU or build lacks it.
 bool normal_block_on_path(int path, RngStream s, uint32_t substream, uint64_t block, float* out) {
-  const PhiloxKey key = philox_key(s);
+  const uint64_t seed = stream_seed(s);
   if (path == 0) {
-    normal_block_generic(key, substream, block, out);
+    normal_block_generic(seed, substream, block, out);
     return true;
   }
 #ifdef QUELL_RNG_HAVE_X86_PATHS
   if (path == 1 && cpu_has_avx2()) {
-    normal_block_avx2(key, substream, block, out);
+    normal_block_avx2(seed, substream, block, out);
     return true;
   }
   if (path == 2 && cpu_has_avx512()) {
-    normal_block_avx512(key, substream, block, out);
+    normal_block_avx512(seed, substream, block, out);
     return true;
   }
 #endif
   return false;
 }
 
-// The float approximations on their own, for the accuracy test.
-float approx_log(float u) { return log_positive(u); }
-void approx_sincos_turns(uint32_t w, float& sin_out, float& cos_out) {
-  sincos_turns(w, sin_out, cos_out);
-}
+// The word -> normal transform on its own, for the accuracy test.
+float approx_normal_from_word(uint32_t w) { return normal_from_word(w); }
 
 }  // namespace detail
 

@@ -1,5 +1,5 @@
-// Tests for quell/rng.h: Philox known answers, the float approximations, Gaussian quality,
-// independence, determinism under threading and chunking, and the fused noise kernels.
+// Tests for quell/rng.h: SplitMix64 known answers, the inverse normal CDF's accuracy,
+// Gaussian quality, independence, determinism under threading and chunking, and the fused noise kernels.
 //
 // Every test is seeded (fixed key and stream), so it is deterministic; the statistical bounds
 // are still derived from the sample size (5 standard errors unless stated: a correct generator
@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -21,11 +22,10 @@
 
 // Internals of src/rng.cpp, not part of the public header; exposed for these tests only.
 namespace quell::detail {
-std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key);
+uint64_t splitmix64_output(uint64_t seed, uint64_t counter);
 float reference_normal(RngStream s, uint32_t substream, uint64_t index);
 bool normal_block_on_path(int path, RngStream s, uint32_t substream, uint64_t block, float* out);
-float approx_log(float u);
-void approx_sincos_turns(uint32_t w, float& sin_out, float& cos_out);
+float approx_normal_from_word(uint32_t w);
 }  // namespace quell::detail
 
 namespace {
@@ -98,59 +98,62 @@ struct ThreadCountGuard {
 
 // ---- the generator itself ---------------------------------------------------------------
 
-TEST(Philox, KnownAnswers) {
-  // Random123 kat_vectors, "philox4x32 10" lines: counter[4], key[2] -> output[4].
-  using quell::detail::philox4x32_10;
-  EXPECT_EQ(philox4x32_10({0, 0, 0, 0}, {0, 0}),
-            (std::array<uint32_t, 4>{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
-  EXPECT_EQ(
-      philox4x32_10({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, {0xffffffff, 0xffffffff}),
-      (std::array<uint32_t, 4>{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
-  EXPECT_EQ(
-      philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0}),
-      (std::array<uint32_t, 4>{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+TEST(SplitMix, KnownAnswers) {
+  // Vigna's splitmix64.c seeded with 0: its first outputs (the counter hash is output c).
+  using quell::detail::splitmix64_output;
+  EXPECT_EQ(splitmix64_output(0, 0), 0xE220A8397B1DCDAFull);
+  EXPECT_EQ(splitmix64_output(0, 1), 0x6E789E6AA1B965F4ull);
+  EXPECT_EQ(splitmix64_output(0, 2), 0x06C45D188009454Full);
 }
 
-TEST(Approximations, LogSinCosAccuracy) {
-  // The bounds documented in src/rng.cpp, checked against double-precision libm.
-  double max_log_rel = 0;
-  for (int i = 0; i <= 200000; ++i) {
-    // Log-spaced over [2^-32, 1], the radius uniform's range, plus its top 24-bit grid.
-    const float u = i < 100000 ? static_cast<float>(std::ldexp(1.0, -32 + (32.0 * i) / 100000))
-                               : 1.0f - static_cast<float>(i - 100000) * 0x1p-24f;
-    if (u == 1.0f) {
-      EXPECT_EQ(quell::detail::approx_log(u), 0.0f);  // so the radius is exactly 0, not NaN
-      continue;
-    }
-    const double exact = std::log(static_cast<double>(u));
-    max_log_rel =
-        std::max(max_log_rel, std::abs(quell::detail::approx_log(u) - exact) / std::abs(exact));
+// Q(t) = sqrt(2) erfc^-1(t), the z >= 0 with P(|N(0,1)| > z) = t, by Newton in double.
+double exact_two_sided_quantile(double t) {
+  double z = t < 0.5 ? std::sqrt(-2.0 * std::log(t)) : 0.5;
+  for (int it = 0; it < 100; ++it) {
+    const double f = std::erfc(z / std::sqrt(2.0)) - t;
+    const double df = -std::sqrt(2.0 / kPi) * std::exp(-0.5 * z * z);
+    const double next = std::max(0.5 * z, z - f / df);
+    if (std::abs(next - z) < 1e-15) return next;
+    z = next;
   }
-  EXPECT_LT(max_log_rel, 2e-7);
-
-  double max_trig_abs = 0;
-  auto check_angle = [&](uint32_t w) {
-    float s = 0;
-    float c = 0;
-    quell::detail::approx_sincos_turns(w, s, c);
-    const double theta = 2.0 * kPi * (static_cast<double>(w) / 4294967296.0);
-    max_trig_abs =
-        std::max({max_trig_abs, std::abs(s - std::sin(theta)), std::abs(c - std::cos(theta))});
-  };
-  for (uint32_t w = 0; w < 0xFFFF0000u; w += 40009u) check_angle(w);
-  for (uint32_t q = 0; q < 4; ++q) {  // quadrant and octant boundaries, both sides
-    for (uint32_t edge : {q << 30, (q << 30) + 0x20000000u}) {
-      check_angle(edge);
-      check_angle(edge - 1);
-      check_angle(edge + 1);
-    }
-  }
-  check_angle(0xFFFFFFFFu);
-  EXPECT_LT(max_trig_abs, 1.2e-7);
+  return z;
 }
 
-TEST(Philox, ReferenceMappingMatchesKernels) {
-  // The vectorised kernels follow the documented element -> (Philox call, word) mapping,
+TEST(Approximations, InverseNormalCdfAccuracy) {
+  // The bounds documented in src/rng.cpp, against Q in double, over every octave of the
+  // 31-bit grid t = k / 2^31 (k odd): |Phi(n) - Phi(exact)| and, for |n| >= 1, the relative
+  // error of the tail probability P(|N| > |n|) = erfc(|n| / sqrt 2).
+  double max_cdf_abs = 0;
+  double max_tail_rel = 0;
+  float max_normal = 0;
+  for (int octave = 0; octave < 31; ++octave) {
+    const uint64_t lo = uint64_t{1} << octave;
+    const uint64_t step = std::max<uint64_t>(2, (lo / 4096) * 2);  // even: keeps k odd
+    for (uint64_t k = lo | 1u; k < 2 * lo; k += step) {
+      for (const uint32_t w : {static_cast<uint32_t>(k), static_cast<uint32_t>(k - 1)}) {
+        // w and w with bit 0 clear give the same k; the sign is bit 31.
+        const float n = quell::detail::approx_normal_from_word(w);
+        const float negative = quell::detail::approx_normal_from_word(w | 0x80000000u);
+        EXPECT_EQ(negative, -n);
+        ASSERT_GE(n, 0.0f);
+        max_normal = std::max(max_normal, n);
+        const double t = std::ldexp(static_cast<double>(k), -31);
+        const double tail = std::erfc(n / std::sqrt(2.0));
+        max_cdf_abs = std::max(max_cdf_abs, 0.5 * std::abs(tail - t));
+        if (n >= 1.0f) max_tail_rel = std::max(max_tail_rel, std::abs(tail / t - 1.0));
+        EXPECT_NEAR(n, exact_two_sided_quantile(t), 1e-4) << k;
+      }
+    }
+  }
+  EXPECT_LT(max_cdf_abs, 2e-6);
+  EXPECT_LT(max_tail_rel, 2e-5);
+  // The cut: the smallest t is 2^-31.
+  EXPECT_NEAR(max_normal, exact_two_sided_quantile(std::ldexp(1.0, -31)), 1e-4);
+  EXPECT_EQ(quell::detail::approx_normal_from_word(0x7FFFFFFFu), 0.0f);  // k rounds to 2^31
+}
+
+TEST(Mapping, ReferenceMappingMatchesKernels) {
+  // The vectorised kernels follow the documented element -> (hash counter, word) mapping,
   // computed here by scalar code, bit for bit; substream 1 is what the mixed kernels add.
   const RngStream s{/*key=*/11, /*stream=*/22};
   const torch::Tensor n = filled(kN, s);
@@ -167,10 +170,10 @@ TEST(Philox, ReferenceMappingMatchesKernels) {
   }
 }
 
-TEST(Philox, AllCpuPathsGiveIdenticalBits) {
+TEST(Mapping, AllCpuPathsGiveIdenticalBits) {
   // Generic, AVX2 and AVX-512 implementations (those this CPU has) agree bit for bit, also
-  // for a block whose Philox call index needs the counter's high word (block 2^30: calls
-  // 2^36 ..), checked against the scalar reference there.
+  // for a block far out (block 2^30: counters 2^37 ..), checked against the scalar
+  // reference there.
   const RngStream s{/*key=*/123, /*stream=*/456};
   const uint64_t blocks[] = {0, 1, 2, 127, 128, 4097, uint64_t{1} << 30};
   int paths_run = 0;
@@ -234,10 +237,10 @@ TEST(NormalFill, TailFractions) {
     EXPECT_LT(std::abs(count - n * t.p), 5.0 * std::sqrt(n * t.p * (1.0 - t.p)))
         << "P(|n| > " << t.z << ")";
   }
-  // Box-Muller with a 31-bit radius uniform cuts the tail at sqrt(64 ln 2) = 6.66 (documented
-  // in src/rng.cpp); everything must be finite and inside it.
+  // The smallest tail probability is 2^-31, which cuts the tail at Q(2^-31) = 6.23
+  // (documented in src/rng.cpp); everything must be finite and inside it.
   EXPECT_TRUE(torch::isfinite(a).all().item<bool>());
-  EXPECT_LE(a.max().item<float>(), 6.6604f);
+  EXPECT_LE(a.max().item<float>(), 6.2325f);
 }
 
 TEST(NormalFill, KolmogorovSmirnovAndChiSquare) {
@@ -267,14 +270,14 @@ TEST(NormalFill, KolmogorovSmirnovAndChiSquare) {
 TEST(NormalFill, NoCorrelationWithinAStream) {
   const torch::Tensor t = filled(kN + 256, {/*key=*/1, /*stream=*/6});
   const double bound = 5.0 / std::sqrt(static_cast<double>(kN));
-  // For independent normals the sample correlation has standard error 1/sqrt(n). Lag 64 and
-  // 192 pair the cos and sin of one Box-Muller draw, 128 the two draws of one Philox call,
-  // 256 neighbouring blocks.
+  // For independent normals the sample correlation has standard error 1/sqrt(n). Lag 1
+  // pairs the two halves of one 64-bit hash (and neighbouring hashes), 2 neighbouring hash
+  // counters, 256 neighbouring blocks; 63, 64, 128, 192 were the old generator's structure.
   for (int64_t lag : {1, 2, 63, 64, 128, 192, 256}) {
     const torch::Tensor a = t.slice(0, 0, kN);
     const torch::Tensor b = t.slice(0, lag, kN + lag);
     EXPECT_LT(std::abs(correlation(a, b)), bound) << "lag " << lag;
-    // Squares test dependence beyond linear (a broken Box-Muller pair shares its radius):
+    // Squares test dependence beyond linear (e.g. two normals sharing a magnitude):
     // corr(a^2, b^2) also has standard error 1/sqrt(n) for independent normals.
     EXPECT_LT(std::abs(correlation(a, b, /*squares=*/true)), bound) << "squares, lag " << lag;
   }

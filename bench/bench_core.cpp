@@ -6,12 +6,14 @@
 // Timings alternate between the two sides of each ratio and report medians, so load from other
 // processes hits both sides alike.
 //
-// Usage: bench_core [--quick] [--threads N] [--data-dir DIR]
+// Usage: bench_core [--quick] [--threads N] [--batch B (inference, default 256)]
+//                   [--models a,b (inference)] [--data-dir DIR]
 //   Uses Fashion-MNIST from /usr/share/datasets/fashion-mnist when present (else synthetic).
 
 #include "quell/data.h"
 #include "quell/eval.h"
 #include "quell/models.h"
+#include "quell/runtime.h"
 #include "quell/train.h"
 
 #include <torch/torch.h>
@@ -101,18 +103,22 @@ quell::Dataset load_data(const std::string& dir, quell::Split split, int64_t lim
 
 int main(int argc, char** argv) {
   bool quick = false;
+  int64_t batch = 256;
+  std::string only;  // comma-separated model names; empty = all
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--data-dir") && i + 1 < argc) data_dir = argv[++i];
+    else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--models") && i + 1 < argc) only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench_core [--quick] [--threads N] [--data-dir DIR]\n");
+      std::fprintf(stderr, "usage: bench_core [--quick] [--threads N] [--batch B] [--models a,b] [--data-dir DIR]\n");
       return 2;
     }
   }
-  at::set_num_threads(threads);
+  quell::set_threads(threads);
   const int reps = quick ? 3 : 7;
   std::string tmp;
   if (!std::filesystem::exists(data_dir + "/t10k-images-idx3-ubyte.gz")) {
@@ -130,6 +136,7 @@ int main(int argc, char** argv) {
   const quell::Dataset test28 = load_data(data_dir, quell::Split::kTest, quick ? 2000 : 10000);
   double worst = 0.0;
   for (const auto& name : quell::model_names()) {
+    if (!only.empty() && ("," + only + ",").find("," + name + ",") == std::string::npos) continue;
     const bool colour = name == "vgg-s" || name == "resnet20";
     quell::ModelSpec spec;
     spec.name = name;
@@ -148,7 +155,6 @@ int main(int argc, char** argv) {
     model->eval();
     const quell::NoiseConfig noisy =
         quell::build_noise_config({"all=add:0.1"}, {}, {}, "", 1, model->site_names());
-    const int64_t batch = 256;
     auto run = [&](const quell::NoiseConfig& cfg) {
       return [&, cfg] {
         model->engine().configure(cfg);

@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include "quell/runtime.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -97,8 +99,7 @@ void RuntimeArgs::add(CLI::App& app) {
 }
 
 void RuntimeArgs::apply() const {
-  const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(n);
+  set_threads(threads);
   (void)torch_device();
 }
 

@@ -379,7 +379,7 @@ WeightNoise WeightNoise::parse(const std::string& text) {
     else if (opt == "range" || opt == "rel") w.relative = true;
     else if (opt == "mul") w.multiplicative = true;
     else if (opt == "add") w.multiplicative = false;
-    else throw std::invalid_argument(what + ": unknown option '" + opt + "' (known: abs, range, mul, add)");
+    else throw std::invalid_argument(what + ": unknown option '" + opt + "' (known: abs, range, rel, mul, add)");
   }
   try {
     w.validate();

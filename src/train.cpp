@@ -41,7 +41,8 @@ bool needs_calibration(const NoiseConfig& cfg) {
   for (const auto& kv : cfg.sites) {
     if (kv.second.adc_bits > 0) return true;
     for (const auto& s : kv.second.noise) {
-      if (s.scale != SigmaScale::kAbsolute && !s.is_zero()) return true;
+      // rel= scales only the additive part.
+      if (s.scale != SigmaScale::kAbsolute && s.sigma_add > 0.0) return true;
     }
   }
   return false;

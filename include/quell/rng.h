@@ -1,7 +1,8 @@
 // Fast, counter-based Gaussian noise kernels.
 //
-// Every element's random number is a pure function of (key, stream, element index): a Philox
-// 4x32-10 counter-based generator turned into standard normals by Box-Muller. So results are
+// Every element's random number is a pure function of (key, stream, element index): a SplitMix64
+// counter hash turned into standard normals by a polynomial inverse normal CDF (accuracy and
+// speed: the header comment of src/rng.cpp). So results are
 // identical for any number of threads and any chunking, and a caller names a fresh, independent
 // stream for each (site, forward pass, repetition) without keeping generator state.
 #pragma once
@@ -23,8 +24,8 @@ struct RngStream {
 uint64_t mix_seed(uint64_t a, uint64_t b);
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c);
 
-/// x: any float32/float64 contiguous CPU tensor (other devices: falls back to torch ops with a
-/// generator seeded from the stream, still deterministic per device).
+/// x: float32/float64 CPU tensors run in place; other dtypes, non-contiguous tensors and other
+/// devices go through a contiguous CPU copy and get exactly the values of the CPU path.
 /// Fills x with N(mean, std^2) in place.
 void normal_fill_(torch::Tensor& x, RngStream s, double mean = 0.0, double std = 1.0);
 /// x += sigma * n, n ~ N(0, 1) i.i.d. per element, in place (one pass, no temporary).

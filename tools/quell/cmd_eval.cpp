@@ -31,6 +31,9 @@ Json summary_json(const Summary& s) {
 void run(EvalArgs& a) {
   a.runtime.apply();
   for (const auto& p : {a.json_out, a.csv_out}) check_writable(p);
+  if (a.json_out == "-" && a.csv_out == "-") {
+    throw std::invalid_argument("--json and --csv cannot both write to stdout ('-')");
+  }
   CheckpointMeta meta;
   Model model = load_checked(a.checkpoint, a.model, &meta);
   model->to(a.runtime.torch_device());
@@ -126,7 +129,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--model", a->model, "Expected model name (checked against the checkpoint)");
   cmd->add_option("--split", a->split, "train or test")
       ->check(CLI::IsMember({"train", "test"}))->capture_default_str();
-  cmd->add_option("--draws", a->opts.draws, "Dynamic-noise draws per chip")
+  cmd->add_option("--draws", a->opts.draws, "Dynamic-noise draws per chip (ignored without dynamic noise)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--chips", a->opts.chips,
                   "Chip instances (static/aging/weight noise; ignored without them)")

@@ -23,6 +23,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 
 void run(const SitesArgs& a, bool model_given) {
+  check_writable(a.out);
   Model model{nullptr};
   if (!a.checkpoint.empty()) {
     model = load_checked(a.checkpoint, model_given ? a.model : "", nullptr);

@@ -23,6 +23,7 @@ struct TrainArgs {
 
 void run(TrainArgs& a) {
   a.runtime.apply();
+  if (a.out == "-") throw std::invalid_argument("--out must be a file path, not '-'");
   check_writable(a.out);
   if (!a.metrics_out.empty() && a.metrics_out != "-") check_writable(a.metrics_out);
   const torch::Device device = a.runtime.torch_device();

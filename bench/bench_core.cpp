@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
   // 2. Training.
   std::printf("## Training lenet5-bn: quell train vs a plain LibTorch loop (Adam, batch 128)\n\n");
   const quell::Dataset train_set =
-      load_data(data_dir, quell::Split::kTrain, quick ? 6000 : 20000);
+      load_data(data_dir, quell::Split::kTrain, quick ? 6000 : 0);  // full: one whole epoch
   const int64_t bs = 128;
   auto plain = [&] {
     torch::manual_seed(1);

@@ -23,7 +23,7 @@ using ProgressFn = std::function<void(const Progress&)>;
 struct EvalOptions {
   int draws = 5;             ///< dynamic-noise draws per chip instance
   int chips = 1;             ///< chip instances (static / aging noise, weight noise)
-  int64_t batch_size = 1000;
+  int64_t batch_size = 256;  // measured fastest on CPU (docs/bench.md)
   ProgressFn progress;
 };
 

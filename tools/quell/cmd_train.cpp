@@ -55,7 +55,7 @@ void run(TrainArgs& a) {
   meta.metrics = {{"epochs", epochs}, {"seconds", result.seconds}};
   if (a.eval_test) {
     Dataset test_set = a.data.load(Split::kTest);
-    const DrawResult clean = run_pass(*model, test_set, 1000);
+    const DrawResult clean = run_pass(*model, test_set, EvalOptions{}.batch_size);
     meta.metrics["test_accuracy"] = clean.accuracy;
     meta.metrics["test_loss"] = clean.loss;
     meta.metrics["test_samples"] = test_set.size();

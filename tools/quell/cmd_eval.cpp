@@ -28,6 +28,18 @@ Json summary_json(const Summary& s) {
               {"max", s.max}};
 }
 
+// The configuration as the user gave it, for the table's title; sigmas scale with the level.
+std::string describe(const NoiseArgs& n, const NoiseConfig& resolved) {
+  if (resolved.empty()) return "none";
+  std::string s;
+  for (const auto& r : n.noise) s += (s.empty() ? "" : " ") + r;
+  for (const auto& r : n.adc) s += (s.empty() ? "adc " : " adc ") + r;
+  for (const auto& r : n.repeat) s += (s.empty() ? "repeat " : " repeat ") + r;
+  if (!n.weight_noise.empty()) s += (s.empty() ? "weights " : " weights ") + n.weight_noise;
+  if (!n.config_file.empty()) s += (s.empty() ? "" : " + ") + n.config_file;
+  return s + " (sigma x level)";
+}
+
 void run(EvalArgs& a) {
   a.runtime.apply();
   for (const auto& p : {a.json_out, a.csv_out}) check_writable(p);
@@ -71,7 +83,7 @@ void run(EvalArgs& a) {
   std::snprintf(line, sizeof line, "%-10s %10s %10s %22s %6s\n", "level", "accuracy", "+-95%CI",
                 "CI", "n");
   table << "model " << spec.name << " on " << data.name << " " << a.split << " ("
-        << data.size() << " samples); noise " << (base.empty() ? "none" : "as configured")
+        << data.size() << " samples); noise " << describe(a.noise, base)
         << ", chance " << fmt_double(data.chance(), 3) << "\n" << line;
   std::snprintf(line, sizeof line, "%-10s %10.4f %10s %22s %6d\n", "clean",
                 clean.accuracy.mean, "-", "-", 1);

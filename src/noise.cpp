@@ -205,6 +205,20 @@ NoiseSpec NoiseSpec::from_json(const Json& j) {
     else if (s.kind == NoiseKind::kMultiplicative) s.sigma_mul = v;
     else throw std::invalid_argument("mixed noise takes amplitude/ratio or sigma_add/sigma_mul");
   }
+  const bool mixed_kind = s.kind == NoiseKind::kMulAdd || s.kind == NoiseKind::kAddMul;
+  if ((j.contains("amplitude") || j.contains("ratio")) && !mixed_kind) {
+    throw std::invalid_argument("noise component: amplitude/ratio apply to mixed noise only "
+                                "(muladd, addmul), not '" + std::string(kind_str(s.kind)) + "'");
+  }
+  if (j.contains("ratio") && !j.contains("amplitude")) {
+    throw std::invalid_argument("noise component: 'ratio' needs 'amplitude'");
+  }
+  if ((s.kind == NoiseKind::kAdditive && j.contains("sigma_mul")) ||
+      (s.kind == NoiseKind::kMultiplicative && j.contains("sigma_add"))) {
+    throw std::invalid_argument(std::string("noise component: '") + kind_str(s.kind) +
+                                "' noise has no " +
+                                (s.kind == NoiseKind::kAdditive ? "sigma_mul" : "sigma_add"));
+  }
   if (j.contains("amplitude")) {
     const NoiseSpec m = mixed(j.at("amplitude").get<double>(), j.value("ratio", 0.5),
                               s.kind != NoiseKind::kAddMul);
@@ -533,7 +547,11 @@ NoiseConfig noise_config_from_json(const Json& j, const std::vector<std::string>
   if (j.contains("rules")) {
     for (const auto& r : j.at("rules")) {
       const SiteConfig sc = SiteConfig::from_json(r);
-      for (int s : select_sites(r.value("sites", std::string("all")), site_names)) {
+      if (!r.contains("sites")) {
+        throw std::invalid_argument("noise rule " + r.dump() +
+                                    " has no \"sites\" (use \"all\" for every site)");
+      }
+      for (int s : select_sites(r.at("sites").get<std::string>(), site_names)) {
         SiteConfig& dst = cfg.sites[s];
         if (r.contains("noise")) dst.noise = sc.noise;
         if (r.contains("adc_bits")) dst.adc_bits = sc.adc_bits;

@@ -99,6 +99,12 @@ TEST(NoiseSpecJson, AmplitudeAndSigmaForms) {
   EXPECT_DOUBLE_EQ(a.sigma_add, 0.7);
   EXPECT_THROW(NoiseSpec::from_json(Json::parse(R"({"kind":"add","sigma":-1})")),
                std::invalid_argument);
+  // Keys that do not belong to the kind are errors, not silently dropped or misread.
+  for (const char* bad : {R"({"kind":"add","amplitude":0.2})", R"({"kind":"muladd","ratio":0.2})",
+                          R"({"kind":"add","sigma_mul":0.2})", R"({"kind":"mul","sigma_add":0.2})",
+                          R"({"kind":"add","sigmaa":0.2})"}) {
+    EXPECT_THROW(NoiseSpec::from_json(Json::parse(bad)), std::invalid_argument) << bad;
+  }
 }
 
 TEST(SelectSites, AllNamesIndicesRanges) {
@@ -173,6 +179,15 @@ TEST(NoiseConfigJson, ReadsRules) {
   EXPECT_EQ(c.sites.at(0).noise[0].scale, SigmaScale::kStd);
   EXPECT_THROW(noise_config_from_json(Json::parse(R"({"rules":[{"sites":"zz"}]})"), kNames),
                std::invalid_argument);
+  EXPECT_THROW(noise_config_from_json(Json::parse(R"({"rules":[{"adc_bits":4}]})"), kNames),
+               std::invalid_argument);
+}
+
+TEST(NoiseConfigJson, ResolvedOutputReadsBack) {
+  const NoiseConfig c = build_noise_config({"conv1=muladd:0.5/0.2:static+add:0.1:rel=std"},
+                                           {"fc=6"}, {"relu1=3"}, "0.02:mul", 7, kNames);
+  const NoiseConfig back = noise_config_from_json(c.to_json(kNames), kNames);
+  EXPECT_EQ(back.to_json(kNames), c.to_json(kNames));
 }
 
 }  // namespace

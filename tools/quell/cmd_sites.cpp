@@ -22,7 +22,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out;
 }
 
-void run(const SitesArgs& a, bool model_given) {
+void run(const SitesArgs& a, bool model_given, const std::string& device) {
   check_writable(a.out);
   Model model{nullptr};
   if (!a.checkpoint.empty()) {
@@ -52,6 +52,7 @@ void run(const SitesArgs& a, bool model_given) {
     }
     Json j{{"model", model->spec().to_json()}, {"total_params", model->num_params()},
            {"sites", rows}, {"provenance", provenance()}};
+    j["provenance"]["device"] = device;
     os << j.dump(2) << "\n";
   } else if (a.format == "csv") {
     CsvTable t({"index", "name", "op", "shape", "numel", "params"});
@@ -95,7 +96,7 @@ void add_sites_command(CLI::App& app) {
   runtime->add(*cmd);
   cmd->callback([args, runtime, model_opt] {
     runtime->apply();
-    run(*args, model_opt->count() > 0);
+    run(*args, model_opt->count() > 0, runtime->device);
   });
 }
 

@@ -155,6 +155,9 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--json", a->json_out, "Write results as JSON ('-' = stdout)");
   cmd->add_option("--csv", a->csv_out, "Write per-draw results as CSV ('-' = stdout)");
   a->data.add(*cmd);
+  a->data.dataset_option->description("Dataset (default: the one the checkpoint was trained on): " +
+                                      join(dataset_names()))
+      ->default_str("");
   a->noise.add(*cmd);
   a->runtime.add(*cmd);
   cmd->callback([a] { run(*a); });

@@ -10,18 +10,11 @@
 //                   [--models a,b (inference)] [--data-dir DIR]
 //   Uses Fashion-MNIST from /usr/share/datasets/fashion-mnist when present (else synthetic).
 
-#include "quell/data.h"
-#include "quell/eval.h"
-#include "quell/models.h"
-#include "quell/rng.h"
-#include "quell/runtime.h"
-#include "quell/train.h"
-
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,6 +23,13 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "quell/data.h"
+#include "quell/eval.h"
+#include "quell/models.h"
+#include "quell/rng.h"
+#include "quell/runtime.h"
+#include "quell/train.h"
 
 namespace {
 
@@ -109,13 +109,20 @@ int main(int argc, char** argv) {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--data-dir") && i + 1 < argc) data_dir = argv[++i];
-    else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoll(argv[++i]);
-    else if (!std::strcmp(argv[i], "--models") && i + 1 < argc) only = argv[++i];
+    if (!std::strcmp(argv[i], "--quick"))
+      quick = true;
+    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--data-dir") && i + 1 < argc)
+      data_dir = argv[++i];
+    else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc)
+      batch = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--models") && i + 1 < argc)
+      only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench_core [--quick] [--threads N] [--batch B] [--models a,b] [--data-dir DIR]\n");
+      std::fprintf(stderr,
+                   "usage: bench_core [--quick] [--threads N] [--batch B] [--models a,b] "
+                   "[--data-dir DIR]\n");
       return 2;
     }
   }
@@ -132,8 +139,9 @@ int main(int argc, char** argv) {
 
   // 1. Inference.
   std::printf("## Inference: clean vs additive dynamic noise (sigma 0.1) on every site\n\n");
-  std::printf("| model | sites | batch | clean img/s | noisy img/s | noisy/clean time | "
-              "noise kernel alone / clean time |\n");
+  std::printf(
+      "| model | sites | batch | clean img/s | noisy img/s | noisy/clean time | "
+      "noise kernel alone / clean time |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
   const quell::Dataset test28 = load_data(data_dir, quell::Split::kTest, quick ? 2000 : 10000);
   double worst = 0.0;

@@ -45,7 +45,7 @@ void save_checkpoint(const std::string& path, ModelImpl& model, const Checkpoint
 }
 
 Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     throw std::runtime_error(path + ": cannot open checkpoint: No such file or directory");
   }

@@ -45,9 +45,10 @@ DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size) {
     const torch::Tensor y = data.labels.narrow(0, b, m).to(device);
     const torch::Tensor logits = model.forward(x);
     correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
+    loss_sum +=
+        torch::nn::functional::cross_entropy(
+            logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .item<double>();
   }
   DrawResult r;
   r.accuracy = n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;

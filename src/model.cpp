@@ -1,7 +1,7 @@
-#include "quell/models.h"
-
 #include <algorithm>
 #include <stdexcept>
+
+#include "quell/models.h"
 
 namespace quell {
 
@@ -36,15 +36,24 @@ ModelSpec ModelSpec::for_dataset(const std::string& name, const Dataset& data) {
 
 const char* op_name(OpType op) {
   switch (op) {
-    case OpType::kInput: return "input";
-    case OpType::kConv: return "conv";
-    case OpType::kLinear: return "linear";
-    case OpType::kBatchNorm: return "batchnorm";
-    case OpType::kReLU: return "relu";
-    case OpType::kMaxPool: return "maxpool";
-    case OpType::kAvgPool: return "avgpool";
-    case OpType::kAdd: return "add";
-    case OpType::kShortcut: return "shortcut";
+    case OpType::kInput:
+      return "input";
+    case OpType::kConv:
+      return "conv";
+    case OpType::kLinear:
+      return "linear";
+    case OpType::kBatchNorm:
+      return "batchnorm";
+    case OpType::kReLU:
+      return "relu";
+    case OpType::kMaxPool:
+      return "maxpool";
+    case OpType::kAvgPool:
+      return "avgpool";
+    case OpType::kAdd:
+      return "add";
+    case OpType::kShortcut:
+      return "shortcut";
   }
   return "?";
 }
@@ -104,21 +113,27 @@ int64_t ModelImpl::num_params() const {
 torch::Tensor ModelImpl::run_node(const Node& node, std::vector<torch::Tensor>& values) {
   auto in = [&](size_t k) -> const torch::Tensor& { return values[node.inputs[k]]; };
   switch (node.op) {
-    case OpType::kInput: return values[0];
-    case OpType::kConv: return node.conv.ptr()->forward(in(0));
-    case OpType::kLinear: return node.linear.ptr()->forward(in(0).flatten(1));
+    case OpType::kInput:
+      return values[0];
+    case OpType::kConv:
+      return node.conv.ptr()->forward(in(0));
+    case OpType::kLinear:
+      return node.linear.ptr()->forward(in(0).flatten(1));
     case OpType::kBatchNorm:
       return node.bn2d ? node.bn2d.ptr()->forward(in(0)) : node.bn1d.ptr()->forward(in(0));
-    case OpType::kReLU: return torch::relu(in(0));
+    case OpType::kReLU:
+      return torch::relu(in(0));
     case OpType::kMaxPool:
       return torch::max_pool2d(in(0), node.kernel, node.stride);
-    case OpType::kAvgPool: return torch::adaptive_avg_pool2d(in(0), {1, 1}).flatten(1);
-    case OpType::kAdd: return in(0) + in(1);
+    case OpType::kAvgPool:
+      return torch::adaptive_avg_pool2d(in(0), {1, 1}).flatten(1);
+    case OpType::kAdd:
+      return in(0) + in(1);
     case OpType::kShortcut: {
       using torch::indexing::None;
       using torch::indexing::Slice;
-      torch::Tensor y = in(0).index({Slice(), Slice(), Slice(None, None, node.stride),
-                                     Slice(None, None, node.stride)});
+      torch::Tensor y = in(0).index(
+          {Slice(), Slice(), Slice(None, None, node.stride), Slice(None, None, node.stride)});
       return torch::constant_pad_nd(y, {0, 0, 0, 0, node.pad_channels, node.pad_channels});
     }
   }
@@ -271,7 +286,9 @@ int GraphBuilder::conv(const std::string& name, int from, int64_t out_channels, 
   n.inputs = {from};
   n.conv = model_.register_module(
       module_key(name), torch::nn::Conv2d(torch::nn::Conv2dOptions(in[0], out_channels, kernel)
-                                  .stride(stride).padding(padding).bias(bias)));
+                                              .stride(stride)
+                                              .padding(padding)
+                                              .bias(bias)));
   n.shape = {out_channels, h, w};
   return push(std::move(n));
 }
@@ -284,7 +301,8 @@ int GraphBuilder::linear(const std::string& name, int from, int64_t out_features
   n.name = name;
   n.inputs = {from};
   n.linear = model_.register_module(
-      module_key(name), torch::nn::Linear(torch::nn::LinearOptions(in_features, out_features).bias(bias)));
+      module_key(name),
+      torch::nn::Linear(torch::nn::LinearOptions(in_features, out_features).bias(bias)));
   n.shape = {out_features};
   return push(std::move(n));
 }

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
-#include <initializer_list>
 #include <cmath>
+#include <initializer_list>
 #include <sstream>
 #include <stdexcept>
 
@@ -65,26 +65,36 @@ void check_sigma(double s, const char* what) {
 
 const char* kind_str(NoiseKind k) {
   switch (k) {
-    case NoiseKind::kAdditive: return "add";
-    case NoiseKind::kMultiplicative: return "mul";
-    case NoiseKind::kMulAdd: return "muladd";
-    case NoiseKind::kAddMul: return "addmul";
+    case NoiseKind::kAdditive:
+      return "add";
+    case NoiseKind::kMultiplicative:
+      return "mul";
+    case NoiseKind::kMulAdd:
+      return "muladd";
+    case NoiseKind::kAddMul:
+      return "addmul";
   }
   return "?";
 }
 const char* scale_str(SigmaScale s) {
   switch (s) {
-    case SigmaScale::kAbsolute: return "abs";
-    case SigmaScale::kStd: return "std";
-    case SigmaScale::kRange: return "range";
+    case SigmaScale::kAbsolute:
+      return "abs";
+    case SigmaScale::kStd:
+      return "std";
+    case SigmaScale::kRange:
+      return "range";
   }
   return "?";
 }
 const char* temporal_str(Temporal t) {
   switch (t) {
-    case Temporal::kDynamic: return "dynamic";
-    case Temporal::kStatic: return "static";
-    case Temporal::kAging: return "aging";
+    case Temporal::kDynamic:
+      return "dynamic";
+    case Temporal::kStatic:
+      return "static";
+    case Temporal::kAging:
+      return "aging";
   }
   return "?";
 }
@@ -106,8 +116,7 @@ Temporal temporal_from(const std::string& s) {
   if (s == "dynamic") return Temporal::kDynamic;
   if (s == "static") return Temporal::kStatic;
   if (s == "aging") return Temporal::kAging;
-  throw std::invalid_argument("unknown temporal mode '" + s +
-                              "' (known: dynamic, static, aging)");
+  throw std::invalid_argument("unknown temporal mode '" + s + "' (known: dynamic, static, aging)");
 }
 
 // Rejects keys a JSON object should not have: a typo must not silently leave σ at 0.
@@ -167,8 +176,7 @@ void NoiseSpec::validate() const {
   check_sigma(sigma_mul, "multiplicative sigma");
   if (temporal == Temporal::kAging) {
     if (!(age >= 0.0) || std::isinf(age)) {
-      throw std::invalid_argument("aging: age must be finite and >= 0, got " +
-                                  std::to_string(age));
+      throw std::invalid_argument("aging: age must be finite and >= 0, got " + std::to_string(age));
     }
     if (!(age_ref > 0.0) || std::isinf(age_ref)) {
       throw std::invalid_argument("aging: reference age must be > 0, got " +
@@ -182,7 +190,8 @@ void NoiseSpec::validate() const {
 }
 
 Json NoiseSpec::to_json() const {
-  Json j{{"kind", kind_str(kind)}, {"scale", scale_str(scale)}, {"temporal", temporal_str(temporal)}};
+  Json j{
+      {"kind", kind_str(kind)}, {"scale", scale_str(scale)}, {"temporal", temporal_str(temporal)}};
   if (kind != NoiseKind::kMultiplicative) j["sigma_add"] = sigma_add;
   if (kind != NoiseKind::kAdditive) j["sigma_mul"] = sigma_mul;
   if (temporal == Temporal::kAging) {
@@ -194,21 +203,27 @@ Json NoiseSpec::to_json() const {
 }
 
 NoiseSpec NoiseSpec::from_json(const Json& j) {
-  check_keys(j, {"kind", "sigma", "sigma_add", "sigma_mul", "amplitude", "ratio", "scale",
-                 "temporal", "age", "age_ref", "age_exponent"},
+  check_keys(j,
+             {"kind", "sigma", "sigma_add", "sigma_mul", "amplitude", "ratio", "scale", "temporal",
+              "age", "age_ref", "age_exponent"},
              "noise component");
   NoiseSpec s;
   s.kind = kind_from(j.value("kind", std::string("add")));
   if (j.contains("sigma")) {
     const double v = j.at("sigma").get<double>();
-    if (s.kind == NoiseKind::kAdditive) s.sigma_add = v;
-    else if (s.kind == NoiseKind::kMultiplicative) s.sigma_mul = v;
-    else throw std::invalid_argument("mixed noise takes amplitude/ratio or sigma_add/sigma_mul");
+    if (s.kind == NoiseKind::kAdditive)
+      s.sigma_add = v;
+    else if (s.kind == NoiseKind::kMultiplicative)
+      s.sigma_mul = v;
+    else
+      throw std::invalid_argument("mixed noise takes amplitude/ratio or sigma_add/sigma_mul");
   }
   const bool mixed_kind = s.kind == NoiseKind::kMulAdd || s.kind == NoiseKind::kAddMul;
   if ((j.contains("amplitude") || j.contains("ratio")) && !mixed_kind) {
-    throw std::invalid_argument("noise component: amplitude/ratio apply to mixed noise only "
-                                "(muladd, addmul), not '" + std::string(kind_str(s.kind)) + "'");
+    throw std::invalid_argument(
+        "noise component: amplitude/ratio apply to mixed noise only "
+        "(muladd, addmul), not '" +
+        std::string(kind_str(s.kind)) + "'");
   }
   if (j.contains("ratio") && !j.contains("amplitude")) {
     throw std::invalid_argument("noise component: 'ratio' needs 'amplitude'");
@@ -220,8 +235,8 @@ NoiseSpec NoiseSpec::from_json(const Json& j) {
                                 (s.kind == NoiseKind::kAdditive ? "sigma_mul" : "sigma_add"));
   }
   if (j.contains("amplitude")) {
-    const NoiseSpec m = mixed(j.at("amplitude").get<double>(), j.value("ratio", 0.5),
-                              s.kind != NoiseKind::kAddMul);
+    const NoiseSpec m =
+        mixed(j.at("amplitude").get<double>(), j.value("ratio", 0.5), s.kind != NoiseKind::kAddMul);
     s.sigma_add = m.sigma_add;
     s.sigma_mul = m.sigma_mul;
   }
@@ -256,8 +271,8 @@ NoiseSpec NoiseSpec::parse(const std::string& text) {
                                   kind_str(s.kind) + ":0.5/0.3");
     }
     check_sigma(parse_number(ar[0], what), "mixed-noise amplitude A");
-    const NoiseSpec m = mixed(parse_number(ar[0], what), parse_number(ar[1], what),
-                              s.kind == NoiseKind::kMulAdd);
+    const NoiseSpec m =
+        mixed(parse_number(ar[0], what), parse_number(ar[1], what), s.kind == NoiseKind::kMulAdd);
     s.sigma_add = m.sigma_add;
     s.sigma_mul = m.sigma_mul;
   }
@@ -295,12 +310,17 @@ NoiseSpec NoiseSpec::parse(const std::string& text) {
 std::string NoiseSpec::str() const {
   std::ostringstream os;
   os << kind_str(kind) << ':';
-  if (kind == NoiseKind::kAdditive) os << sigma_add;
-  else if (kind == NoiseKind::kMultiplicative) os << sigma_mul;
-  else os << (sigma_add + sigma_mul) << '/' << (sigma_add + sigma_mul > 0 ? sigma_add / (sigma_add + sigma_mul) : 0.0);
+  if (kind == NoiseKind::kAdditive)
+    os << sigma_add;
+  else if (kind == NoiseKind::kMultiplicative)
+    os << sigma_mul;
+  else
+    os << (sigma_add + sigma_mul) << '/'
+       << (sigma_add + sigma_mul > 0 ? sigma_add / (sigma_add + sigma_mul) : 0.0);
   if (scale != SigmaScale::kAbsolute) os << ":rel=" << scale_str(scale);
   if (temporal != Temporal::kDynamic) os << ':' << temporal_str(temporal);
-  if (temporal == Temporal::kAging) os << ":age=" << age << ":ref=" << age_ref << ":nu=" << age_exponent;
+  if (temporal == Temporal::kAging)
+    os << ":age=" << age << ":ref=" << age_ref << ":nu=" << age_exponent;
   return os.str();
 }
 
@@ -389,11 +409,17 @@ WeightNoise WeightNoise::parse(const std::string& text) {
   w.sigma = parse_number(parts[0], what);
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string opt = trim(parts[i]);
-    if (opt == "abs") w.relative = false;
-    else if (opt == "range" || opt == "rel") w.relative = true;
-    else if (opt == "mul") w.multiplicative = true;
-    else if (opt == "add") w.multiplicative = false;
-    else throw std::invalid_argument(what + ": unknown option '" + opt + "' (known: abs, range, rel, mul, add)");
+    if (opt == "abs")
+      w.relative = false;
+    else if (opt == "range" || opt == "rel")
+      w.relative = true;
+    else if (opt == "mul")
+      w.multiplicative = true;
+    else if (opt == "add")
+      w.multiplicative = false;
+    else
+      throw std::invalid_argument(what + ": unknown option '" + opt +
+                                  "' (known: abs, range, rel, mul, add)");
   }
   try {
     w.validate();
@@ -405,13 +431,15 @@ WeightNoise WeightNoise::parse(const std::string& text) {
 
 bool NoiseConfig::empty() const {
   if (weight.enabled()) return false;
-  return std::all_of(sites.begin(), sites.end(),
-                     [](const auto& kv) { return kv.second.is_identity() && kv.second.repeats == 1; });
+  return std::all_of(sites.begin(), sites.end(), [](const auto& kv) {
+    return kv.second.is_identity() && kv.second.repeats == 1;
+  });
 }
 
 bool NoiseConfig::has_static() const {
   if (weight.enabled()) return true;
-  return std::any_of(sites.begin(), sites.end(), [](const auto& kv) { return kv.second.has_static(); });
+  return std::any_of(sites.begin(), sites.end(),
+                     [](const auto& kv) { return kv.second.has_static(); });
 }
 
 bool NoiseConfig::has_dynamic() const {
@@ -464,7 +492,8 @@ std::vector<int> select_sites(const std::string& selector, const std::vector<std
   }
   for (const std::string& raw : split(sel, ',')) {
     const std::string item = trim(raw);
-    if (item.empty()) throw std::invalid_argument("site selector '" + selector + "' has an empty item");
+    if (item.empty())
+      throw std::invalid_argument("site selector '" + selector + "' has an empty item");
     const auto it = std::find(names.begin(), names.end(), item);
     if (it != names.end()) {
       out.push_back(static_cast<int>(it - names.begin()));

@@ -8,7 +8,8 @@
 namespace quell {
 
 int set_threads(int threads) {
-  const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int n =
+      threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
   // Looked up at run time: the BLAS behind LibTorch is chosen by Debian's alternatives and need
   // not be OpenBLAS.

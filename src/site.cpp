@@ -1,9 +1,9 @@
 #include "quell/site.h"
 
-#include "quell/rng.h"
-
 #include <cmath>
 #include <stdexcept>
+
+#include "quell/rng.h"
 
 namespace quell {
 namespace {
@@ -77,7 +77,8 @@ double SiteEngine::effective_sigma(double sigma, const NoiseSpec& spec, int site
   return s;
 }
 
-const torch::Tensor& SiteEngine::static_pattern(int site, int component, const torch::Tensor& like) {
+const torch::Tensor& SiteEngine::static_pattern(int site, int component,
+                                                const torch::Tensor& like) {
   auto& slot = static_cache_[{site, component}];
   const auto sample_shape = like.sizes().slice(1);
   if (!slot.defined() || slot.sizes() != sample_shape || slot.device() != like.device() ||
@@ -107,9 +108,12 @@ torch::Tensor SiteEngine::apply(torch::Tensor x, int site, bool owned) {
     one.repeats = 1;
     return apply_once(fresh(), site, one, 0, differentiable);
   }
-  torch::Tensor acc = apply_once(x.clone(), site, cfg, 0, differentiable);
+  // k noisy copies of the same clean value. The differentiable path never writes in place, and
+  // the last copy may reuse x when it is ours: only the other copies need a clone.
+  auto copy_of_x = [&](int r) { return (differentiable || (owned && r == k - 1)) ? x : x.clone(); };
+  torch::Tensor acc = apply_once(copy_of_x(0), site, cfg, 0, differentiable);
   for (int r = 1; r < k; ++r) {
-    torch::Tensor copy = apply_once(x.clone(), site, cfg, r, differentiable);
+    torch::Tensor copy = apply_once(copy_of_x(r), site, cfg, r, differentiable);
     acc = differentiable ? acc + copy : acc.add_(copy);
   }
   return differentiable ? acc / static_cast<double>(k) : acc.div_(static_cast<double>(k));
@@ -133,10 +137,18 @@ torch::Tensor SiteEngine::apply_once(torch::Tensor x, int site, const SiteConfig
       const RngStream s{dyn_base.key, mix_seed(dyn_base.stream, repetition, c)};
       if (!differentiable) {
         switch (spec.kind) {
-          case NoiseKind::kAdditive: add_normal_(x, s, sa); break;
-          case NoiseKind::kMultiplicative: mul_normal_(x, s, sm); break;
-          case NoiseKind::kMulAdd: mul_add_normal_(x, s, sm, sa); break;
-          case NoiseKind::kAddMul: add_mul_normal_(x, s, sm, sa); break;
+          case NoiseKind::kAdditive:
+            add_normal_(x, s, sa);
+            break;
+          case NoiseKind::kMultiplicative:
+            mul_normal_(x, s, sm);
+            break;
+          case NoiseKind::kMulAdd:
+            mul_add_normal_(x, s, sm, sa);
+            break;
+          case NoiseKind::kAddMul:
+            add_mul_normal_(x, s, sm, sa);
+            break;
         }
         continue;
       }

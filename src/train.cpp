@@ -1,19 +1,24 @@
 #include "quell/train.h"
 
-#include "quell/rng.h"
-
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
 
+#include "quell/rng.h"
+
 namespace quell {
 
 Json TrainOptions::to_json(const std::vector<std::string>& site_names) const {
-  return Json{{"epochs", epochs},       {"batch_size", batch_size},
-              {"optimizer", optimizer}, {"lr", lr},
-              {"momentum", momentum},   {"weight_decay", weight_decay},
-              {"cosine", cosine},       {"seed", seed},
-              {"calib_samples", calib_samples}, {"noise", noise.to_json(site_names)}};
+  return Json{{"epochs", epochs},
+              {"batch_size", batch_size},
+              {"optimizer", optimizer},
+              {"lr", lr},
+              {"momentum", momentum},
+              {"weight_decay", weight_decay},
+              {"cosine", cosine},
+              {"seed", seed},
+              {"calib_samples", calib_samples},
+              {"noise", noise.to_json(site_names)}};
 }
 
 namespace {

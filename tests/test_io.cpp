@@ -1,6 +1,7 @@
 // Tests for quell/io.h: atomic writes, provenance, CSV and number formatting.
 
 #include "quell_test_paths.h"
+#include "test_util.h"
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/version.h>
@@ -29,16 +30,8 @@ namespace {
 namespace fs = std::filesystem;
 using quell::write_file_atomic;
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-void write_plain(const fs::path& path, const std::string& content) {
-  std::ofstream(path, std::ios::binary) << content;
-}
+using quell::testing::read_file;
+using quell::testing::write_file;
 
 std::set<std::string> list_dir(const fs::path& dir) {
   std::set<std::string> names;
@@ -102,7 +95,7 @@ TEST_F(AtomicWrite, CreatesFileWithExactContent) {
 
 TEST_F(AtomicWrite, OverwritesExistingFile) {
   const fs::path path = dir_ / "result.json";
-  write_plain(path, "an old and much longer content\n");
+  write_file(path, "an old and much longer content\n");
   write_file_atomic(path.string(), "new\n");
   EXPECT_EQ(read_file(path), "new\n");
   write_file_atomic(path.string(), "newer\n");
@@ -119,7 +112,7 @@ TEST_F(AtomicWrite, MissingDirectoryThrowsNamingPath) {
 
 TEST_F(AtomicWrite, ParentIsRegularFileThrowsAndLeavesItUntouched) {
   const fs::path plain = dir_ / "plain";
-  write_plain(plain, "keep me");
+  write_file(plain, "keep me");
   const fs::path path = plain / "result.csv";
   const std::string msg = failure_message(path, "data");
   expect_one_line_naming(msg, path, ENOTDIR);
@@ -134,7 +127,7 @@ TEST_F(AtomicWrite, ExistingFileUntouchedWhenTemporaryCannotBeCreated) {
   const long name_max = ::pathconf(dir_.c_str(), _PC_NAME_MAX);
   if (name_max <= 3 || name_max > 4096) GTEST_SKIP() << "NAME_MAX is " << name_max;
   const fs::path path = dir_ / std::string(static_cast<size_t>(name_max) - 3, 'r');
-  write_plain(path, "precious");
+  write_file(path, "precious");
   const std::string msg = failure_message(path, "replacement");
   expect_one_line_naming(msg, path, ENAMETOOLONG);
   EXPECT_EQ(read_file(path), "precious");
@@ -146,7 +139,7 @@ TEST_F(AtomicWrite, FailedRenameRemovesTemporary) {
   // temporary must be removed and the directory left as it was.
   const fs::path target = dir_ / "target";
   fs::create_directory(target);
-  write_plain(target / "inside.txt", "inside");
+  write_file(target / "inside.txt", "inside");
   const std::string msg = failure_message(target, "data");
   expect_one_line_naming(msg, target, EISDIR);
   EXPECT_EQ(list_dir(dir_), std::set<std::string>{"target"});

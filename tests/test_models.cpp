@@ -2,14 +2,13 @@
 // (site table matches the real activations, forward shape, noise at every site is finite and
 // differentiable, same seed same result, forward-from-a-site equals the full forward), plus the
 // exact site numbering of the paper's models and checkpoint round trips.
-#include "quell/checkpoint.h"
-#include "quell/models.h"
-
-#include "test_util.h"
-
 #include <gtest/gtest.h>
 
 #include <fstream>
+
+#include "quell/checkpoint.h"
+#include "quell/models.h"
+#include "test_util.h"
 
 namespace quell {
 namespace {
@@ -35,9 +34,8 @@ TEST_P(ModelContract, SiteTableMatchesTheActivations) {
   const auto sites = m->sites();
   ASSERT_EQ(static_cast<int>(sites.size()), m->num_sites());
   std::vector<std::vector<int64_t>> seen(sites.size());
-  m->engine().set_observer([&](int site, const torch::Tensor& x) {
-    seen[site] = x.sizes().slice(1).vec();
-  });
+  m->engine().set_observer(
+      [&](int site, const torch::Tensor& x) { seen[site] = x.sizes().slice(1).vec(); });
   const auto& s = m->spec();
   torch::NoGradGuard g;
   const torch::Tensor y = m->forward(torch::randn({3, s.in_channels, s.height, s.width}));
@@ -148,8 +146,8 @@ INSTANTIATE_TEST_SUITE_P(Registry, ModelContract, ::testing::ValuesIn(model_name
 
 TEST(ModelSites, Lenet5BnHasTheWalkingNoiseNumbering) {
   Model m = make_model(spec_for("lenet5-bn"));
-  const std::vector<std::string> expected = {"input", "conv1", "bn1",  "relu1", "pool1", "conv2",
-                                             "bn2",   "relu2", "pool2", "fc1",  "bn3",   "relu3",
+  const std::vector<std::string> expected = {"input", "conv1", "bn1",   "relu1", "pool1", "conv2",
+                                             "bn2",   "relu2", "pool2", "fc1",   "bn3",   "relu3",
                                              "fc2",   "bn4",   "relu4", "fc3"};
   EXPECT_EQ(m->site_names(), expected);
   const auto sites = m->sites();

@@ -1,12 +1,12 @@
 // Noise specifications: parsing of the rule grammar, JSON round trips, site selection, and the
 // errors a user gets for bad input.
-#include "quell/noise.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <string>
 #include <vector>
+
+#include "quell/noise.h"
 
 namespace quell {
 namespace {
@@ -81,9 +81,8 @@ TEST(NoiseSpecParse, BadInputNamesTheProblem) {
 }
 
 TEST(NoiseSpecJson, RoundTripsEveryKindAndMode) {
-  for (const std::string text :
-       {"add:0.3", "mul:0.2:static", "muladd:0.5/0.3:rel=std", "addmul:0.4/0.6:rel=range",
-        "add:0.1:aging:age=9:ref=2:nu=1"}) {
+  for (const std::string text : {"add:0.3", "mul:0.2:static", "muladd:0.5/0.3:rel=std",
+                                 "addmul:0.4/0.6:rel=range", "add:0.1:aging:age=9:ref=2:nu=1"}) {
     const NoiseSpec a = NoiseSpec::parse(text);
     const NoiseSpec b = NoiseSpec::from_json(a.to_json());
     EXPECT_EQ(a.to_json(), b.to_json()) << text;
@@ -92,7 +91,8 @@ TEST(NoiseSpecJson, RoundTripsEveryKindAndMode) {
 }
 
 TEST(NoiseSpecJson, AmplitudeAndSigmaForms) {
-  const NoiseSpec m = NoiseSpec::from_json(Json::parse(R"({"kind":"muladd","amplitude":2,"ratio":0.25})"));
+  const NoiseSpec m =
+      NoiseSpec::from_json(Json::parse(R"({"kind":"muladd","amplitude":2,"ratio":0.25})"));
   EXPECT_DOUBLE_EQ(m.sigma_add, 0.5);
   EXPECT_DOUBLE_EQ(m.sigma_mul, 1.5);
   const NoiseSpec a = NoiseSpec::from_json(Json::parse(R"({"kind":"add","sigma":0.7})"));

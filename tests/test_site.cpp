@@ -1,8 +1,6 @@
 // The site logic: noise moments (statistical, with bounds from the sample size), identity at
 // sigma 0, determinism, static patterns shared by every input, aging growth, relative sigma,
 // ADC quantisation, multi-execution variance reduction, and gradients.
-#include "quell/site.h"
-
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -10,14 +8,22 @@
 #include <string>
 #include <vector>
 
+#include "quell/site.h"
+
 namespace quell {
 namespace {
 
 // The contract every noise kind and temporal mode shares.
-const std::vector<std::string> kAllComponents = {
-    "add:0.3",        "mul:0.3",        "muladd:0.4/0.5",         "addmul:0.4/0.5",
-    "add:0.3:static", "mul:0.3:static", "muladd:0.4/0.5:static", "addmul:0.4/0.5:aging:age=4",
-    "add:0.3:rel=std", "add:0.3:rel=range:static"};
+const std::vector<std::string> kAllComponents = {"add:0.3",
+                                                 "mul:0.3",
+                                                 "muladd:0.4/0.5",
+                                                 "addmul:0.4/0.5",
+                                                 "add:0.3:static",
+                                                 "mul:0.3:static",
+                                                 "muladd:0.4/0.5:static",
+                                                 "addmul:0.4/0.5:aging:age=4",
+                                                 "add:0.3:rel=std",
+                                                 "add:0.3:rel=range:static"};
 
 SiteEngine engine_for(const std::string& component, int site = 1, uint64_t seed = 11) {
   NoiseConfig cfg;

@@ -1,12 +1,11 @@
 // Training and Monte-Carlo evaluation on small in-memory data: learning happens, seeds
 // reproduce, evaluation statistics have the right shape, weight noise is undone, and noise
 // hurts in the expected direction.
+#include <gtest/gtest.h>
+
 #include "quell/eval.h"
 #include "quell/train.h"
-
 #include "test_util.h"
-
-#include <gtest/gtest.h>
 
 namespace quell {
 namespace {
@@ -54,9 +53,8 @@ TEST(Train, NoiseAwareTrainingRunsWithRelativeNoise) {
   const Dataset data = blob_dataset(600, 1, 28, 28, 10, 4);
   torch::manual_seed(1);
   Model probe = make_model(ModelSpec::for_dataset("mlp-bn", data));
-  const NoiseConfig noise =
-      build_noise_config({"all=add:0.3:rel=std+mul:0.1:static"}, {"relu1=6"}, {}, "", 1,
-                         probe->site_names());
+  const NoiseConfig noise = build_noise_config({"all=add:0.3:rel=std+mul:0.1:static"}, {"relu1=6"},
+                                               {}, "", 1, probe->site_names());
   Model m = trained_mlp(data, 1, noise);
   EXPECT_GT(run_pass(*m, data, 128).accuracy, 0.8);
 }

@@ -1,16 +1,18 @@
 // Shared test helpers: scratch directories and small in-memory datasets.
 #pragma once
 
-#include "quell_test_paths.h"
-#include "quell/data.h"
-
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
+
+#include "quell/data.h"
+#include "quell_test_paths.h"
 
 namespace quell::testing {
 
@@ -30,9 +32,9 @@ class ScratchDir {
     for (char& c : name) {
       if (c == '/') c = '_';
     }
-    path_ = std::filesystem::path(kTmpRoot) /
-            (prefix + "-" + name + "-" + std::to_string(::getpid()) + "-" +
-             std::to_string(counter++));
+    path_ =
+        std::filesystem::path(kTmpRoot) /
+        (prefix + "-" + name + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
@@ -49,6 +51,19 @@ class ScratchDir {
  private:
   std::filesystem::path path_;
 };
+
+/// The whole content of a file ("" if it cannot be read).
+inline std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+/// Writes `content` to `path` directly (not atomically: tests use it to plant files).
+inline void write_file(const std::filesystem::path& path, const std::string& content) {
+  std::ofstream(path, std::ios::binary) << content;
+}
 
 /// A learnable in-memory dataset of n samples [n, c, h, w] with `classes` classes: each class
 /// adds a bright square at its own position to Gaussian background noise.

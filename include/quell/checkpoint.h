@@ -1,10 +1,10 @@
 // Checkpoints: architecture, weights, calibration and the full configuration in one file.
 #pragma once
 
+#include <string>
+
 #include "quell/io.h"
 #include "quell/models.h"
-
-#include <string>
 
 namespace quell {
 

@@ -11,12 +11,12 @@ namespace quell {
 
 /// A labelled image dataset held in memory.
 struct Dataset {
-  std::string name;             ///< registry name, e.g. "fashion-mnist"
-  torch::Tensor images;         ///< [N, C, H, W] float32, normalised
-  torch::Tensor labels;         ///< [N] int64 in [0, num_classes)
+  std::string name;      ///< registry name, e.g. "fashion-mnist"
+  torch::Tensor images;  ///< [N, C, H, W] float32, normalised
+  torch::Tensor labels;  ///< [N] int64 in [0, num_classes)
   int64_t num_classes = 0;
-  std::vector<double> mean;     ///< per-channel mean subtracted (in [0,1] pixel units)
-  std::vector<double> stddev;   ///< per-channel std divided by
+  std::vector<double> mean;    ///< per-channel mean subtracted (in [0,1] pixel units)
+  std::vector<double> stddev;  ///< per-channel std divided by
 
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
   /// Accuracy of guessing: 1 / num_classes.
@@ -32,9 +32,9 @@ struct DataOptions {
   std::string name = "fashion-mnist";  ///< fashion-mnist | mnist | cifar10 | cifar100
   std::string dir;                     ///< empty: default_data_dir(name)
   Split split = Split::kTrain;
-  int64_t limit = 0;                   ///< keep the first `limit` samples after shuffling; 0 = all
-  uint64_t shuffle_seed = 0;           ///< 0 = keep file order; otherwise a seeded permutation
-  bool normalise = true;               ///< subtract per-dataset mean, divide by std
+  int64_t limit = 0;          ///< keep the first `limit` samples after shuffling; 0 = all
+  uint64_t shuffle_seed = 0;  ///< 0 = keep file order; otherwise a seeded permutation
+  bool normalise = true;      ///< subtract per-dataset mean, divide by std
 };
 
 /// Names of the datasets load_dataset() understands.

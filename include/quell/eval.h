@@ -1,12 +1,12 @@
 // Monte-Carlo evaluation of a model under a noise configuration.
 #pragma once
 
+#include <functional>
+#include <vector>
+
 #include "quell/data.h"
 #include "quell/models.h"
 #include "quell/stats.h"
-
-#include <functional>
-#include <vector>
 
 namespace quell {
 
@@ -37,8 +37,8 @@ struct DrawResult {
 
 struct EvalResult {
   std::vector<DrawResult> draws;
-  Summary accuracy;       ///< over all draws (n = chips × draws)
-  Summary chip_accuracy;  ///< over per-chip mean accuracies (n = chips)
+  Summary accuracy;            ///< over all draws (n = chips × draws)
+  Summary chip_accuracy;       ///< over per-chip mean accuracies (n = chips)
   bool deterministic = false;  ///< no random noise (none, or ADC only): one pass is exact
   /// The CI a reader should quote: over chips when the noise has per-chip parts and chips > 1,
   /// over all draws otherwise.

@@ -1,14 +1,14 @@
 // Models as graphs of ops whose every output is a noise site.
 #pragma once
 
-#include "quell/data.h"
-#include "quell/site.h"
-
 #include <torch/torch.h>
 
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "quell/data.h"
+#include "quell/site.h"
 
 namespace quell {
 
@@ -26,7 +26,17 @@ struct ModelSpec {
 };
 
 /// Ops a node can perform.
-enum class OpType { kInput, kConv, kLinear, kBatchNorm, kReLU, kMaxPool, kAvgPool, kAdd, kShortcut };
+enum class OpType {
+  kInput,
+  kConv,
+  kLinear,
+  kBatchNorm,
+  kReLU,
+  kMaxPool,
+  kAvgPool,
+  kAdd,
+  kShortcut
+};
 const char* op_name(OpType op);
 
 /// One row of the site table.
@@ -43,14 +53,14 @@ struct SiteInfo {
 struct Node {
   OpType op = OpType::kInput;
   std::string name;
-  std::vector<int> inputs;       ///< indices of earlier nodes
+  std::vector<int> inputs;  ///< indices of earlier nodes
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::Linear linear{nullptr};   ///< flattens its input first
+  torch::nn::Linear linear{nullptr};  ///< flattens its input first
   torch::nn::BatchNorm2d bn2d{nullptr};
   torch::nn::BatchNorm1d bn1d{nullptr};
-  int64_t kernel = 0, stride = 0;     ///< pooling; shortcut stride
-  int64_t pad_channels = 0;           ///< shortcut: zero channels added on each side
-  std::vector<int64_t> shape;         ///< per-sample output shape
+  int64_t kernel = 0, stride = 0;  ///< pooling; shortcut stride
+  int64_t pad_channels = 0;        ///< shortcut: zero channels added on each side
+  std::vector<int64_t> shape;      ///< per-sample output shape
 };
 
 /// The live values at one point of the forward pass: enough to continue from there.

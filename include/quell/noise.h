@@ -1,12 +1,12 @@
 // Noise specifications: what happens to a value at a site. Semantics: docs/noise.md.
 #pragma once
 
-#include "quell/io.h"
-
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "quell/io.h"
 
 namespace quell {
 
@@ -40,8 +40,8 @@ struct NoiseSpec {
   double sigma_mul = 0.0;  ///< σ of the multiplicative part (kMultiplicative, kMulAdd, kAddMul)
   SigmaScale scale = SigmaScale::kAbsolute;
   Temporal temporal = Temporal::kDynamic;
-  double age = 1.0;        ///< device age t (kAging), in the units of age_ref
-  double age_ref = 1.0;    ///< age at which the deviation has size σ
+  double age = 1.0;           ///< device age t (kAging), in the units of age_ref
+  double age_ref = 1.0;       ///< age at which the deviation has size σ
   double age_exponent = 0.5;  ///< ν: 0.5 = random-walk (diffusive) growth; 1 = linear drift
 
   /// Mixed noise from amplitude A and ratio r: σ_add = A·r, σ_mul = A·(1−r).

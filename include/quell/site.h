@@ -3,8 +3,6 @@
 // and imported ones share it.
 #pragma once
 
-#include "quell/noise.h"
-
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -12,6 +10,8 @@
 #include <map>
 #include <utility>
 #include <vector>
+
+#include "quell/noise.h"
 
 namespace quell {
 

@@ -10,8 +10,8 @@ namespace quell {
 struct Summary {
   int64_t n = 0;
   double mean = 0.0;
-  double std = 0.0;       ///< sample standard deviation (n - 1 in the denominator); 0 for n < 2
-  double ci_low = 0.0;    ///< mean - t_{0.975, n-1} * std / sqrt(n); equals mean for n < 2
+  double std = 0.0;     ///< sample standard deviation (n - 1 in the denominator); 0 for n < 2
+  double ci_low = 0.0;  ///< mean - t_{0.975, n-1} * std / sqrt(n); equals mean for n < 2
   double ci_high = 0.0;
   double min = 0.0;
   double max = 0.0;

@@ -10,13 +10,13 @@ struct TrainOptions {
   int64_t batch_size = 128;
   std::string optimizer = "adam";  ///< adam | sgd
   double lr = 1e-3;
-  double momentum = 0.9;           ///< sgd only
+  double momentum = 0.9;  ///< sgd only
   double weight_decay = 0.0;
-  bool cosine = true;              ///< cosine annealing of lr to 0 over all steps
-  uint64_t seed = 1;               ///< initialisation (done by the caller) and shuffling
-  NoiseConfig noise;               ///< noise during training; empty = clean training
-  int64_t calib_samples = 2048;    ///< training images used to calibrate the sites
-  ProgressFn progress;             ///< called after every step
+  bool cosine = true;            ///< cosine annealing of lr to 0 over all steps
+  uint64_t seed = 1;             ///< initialisation (done by the caller) and shuffling
+  NoiseConfig noise;             ///< noise during training; empty = clean training
+  int64_t calib_samples = 2048;  ///< training images used to calibrate the sites
+  ProgressFn progress;           ///< called after every step
   Json to_json(const std::vector<std::string>& site_names) const;
 };
 

@@ -1,10 +1,10 @@
 // The model registry. Site numbering follows the Walking Noise paper for mlp and lenet5
 // (docs/models.md lists every model's sites).
-#include "quell/models.h"
-
 #include <functional>
 #include <map>
 #include <stdexcept>
+
+#include "quell/models.h"
 
 namespace quell {
 namespace {
@@ -126,8 +126,7 @@ Model make_model(const ModelSpec& spec) {
     throw std::invalid_argument("unknown model '" + spec.name + "' (known: " + known + ")");
   }
   if (spec.in_channels < 1 || spec.height < 1 || spec.width < 1 || spec.num_classes < 2) {
-    throw std::invalid_argument("model " + spec.name + ": bad geometry " +
-                                spec.to_json().dump());
+    throw std::invalid_argument("model " + spec.name + ": bad geometry " + spec.to_json().dump());
   }
   Model model(spec);
   GraphBuilder builder(*model);

@@ -1,11 +1,10 @@
 // quell eval: accuracy under a noise configuration, over noise draws and chip instances.
-#include "common.h"
-
-#include "quell/checkpoint.h"
-
 #include <cstdio>
 #include <iostream>
 #include <sstream>
+
+#include "common.h"
+#include "quell/checkpoint.h"
 
 namespace quell::cli {
 namespace {
@@ -23,8 +22,12 @@ struct EvalArgs {
 };
 
 Json summary_json(const Summary& s) {
-  return Json{{"n", s.n},           {"mean", s.mean},       {"std", s.std},
-              {"ci95_low", s.ci_low}, {"ci95_high", s.ci_high}, {"min", s.min},
+  return Json{{"n", s.n},
+              {"mean", s.mean},
+              {"std", s.std},
+              {"ci95_low", s.ci_low},
+              {"ci95_high", s.ci_high},
+              {"min", s.min},
               {"max", s.max}};
 }
 
@@ -60,11 +63,10 @@ void run(EvalArgs& a) {
   const auto shape = data.sample_shape();
   if (shape != std::vector<int64_t>{spec.in_channels, spec.height, spec.width} ||
       data.num_classes != spec.num_classes) {
-    throw std::invalid_argument(a.checkpoint + ": model expects " + spec.to_json().dump() +
-                                " but dataset " + data.name + " has samples " +
-                                std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +
-                                std::to_string(shape[2]) + " and " +
-                                std::to_string(data.num_classes) + " classes");
+    throw std::invalid_argument(
+        a.checkpoint + ": model expects " + spec.to_json().dump() + " but dataset " + data.name +
+        " has samples " + std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +
+        std::to_string(shape[2]) + " and " + std::to_string(data.num_classes) + " classes");
   }
   const auto names = model->site_names();
   const NoiseConfig base = a.noise.build(names);
@@ -82,11 +84,12 @@ void run(EvalArgs& a) {
   char line[256];
   std::snprintf(line, sizeof line, "%-10s %10s %10s %22s %6s\n", "level", "accuracy", "+-95%CI",
                 "CI", "n");
-  table << "model " << spec.name << " on " << data.name << " " << a.split << " ("
-        << data.size() << " samples); noise " << describe(a.noise, base)
-        << ", chance " << fmt_double(data.chance(), 3) << "\n" << line;
-  std::snprintf(line, sizeof line, "%-10s %10.4f %10s %22s %6d\n", "clean",
-                clean.accuracy.mean, "-", "-", 1);
+  table << "model " << spec.name << " on " << data.name << " " << a.split << " (" << data.size()
+        << " samples); noise " << describe(a.noise, base) << ", chance "
+        << fmt_double(data.chance(), 3) << "\n"
+        << line;
+  std::snprintf(line, sizeof line, "%-10s %10.4f %10s %22s %6d\n", "clean", clean.accuracy.mean,
+                "-", "-", 1);
   table << line;
   for (size_t i = 0; i < configs.size(); ++i) {
     EvalOptions opts = a.opts;
@@ -99,8 +102,8 @@ void run(EvalArgs& a) {
     table << line;
     Json draws = Json::array();
     for (const auto& d : r.draws) {
-      draws.push_back({{"chip", d.chip}, {"draw", d.draw}, {"accuracy", d.accuracy},
-                       {"loss", d.loss}});
+      draws.push_back(
+          {{"chip", d.chip}, {"draw", d.draw}, {"accuracy", d.accuracy}, {"loss", d.loss}});
       csv.add_row({fmt_double(a.levels[i]), std::to_string(d.chip), std::to_string(d.draw),
                    fmt_double(d.accuracy, 8), fmt_double(d.loss, 8)});
     }
@@ -119,11 +122,18 @@ void run(EvalArgs& a) {
   Json j{{"provenance", prov},
          {"checkpoint", a.checkpoint},
          {"model", spec.to_json()},
-         {"dataset", {{"name", data.name}, {"split", a.split}, {"samples", data.size()},
-                      {"limit", a.data.limit}, {"shuffle_seed", a.data.shuffle_seed},
-                      {"chance", data.chance()}}},
-         {"options", {{"draws", a.opts.draws}, {"chips", a.opts.chips},
-                      {"batch_size", a.opts.batch_size}, {"noise_seed", base.seed}}},
+         {"dataset",
+          {{"name", data.name},
+           {"split", a.split},
+           {"samples", data.size()},
+           {"limit", a.data.limit},
+           {"shuffle_seed", a.data.shuffle_seed},
+           {"chance", data.chance()}}},
+         {"options",
+          {{"draws", a.opts.draws},
+           {"chips", a.opts.chips},
+           {"batch_size", a.opts.batch_size},
+           {"noise_seed", base.seed}}},
          {"noise", base.to_json(names)},
          {"clean", {{"accuracy", clean.accuracy.mean}, {"loss", clean.draws.at(0).loss}}},
          {"levels", levels}};
@@ -140,14 +150,19 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--checkpoint,-c", a->checkpoint, "Checkpoint to evaluate")->required();
   cmd->add_option("--model", a->model, "Expected model name (checked against the checkpoint)");
   cmd->add_option("--split", a->split, "train or test")
-      ->check(CLI::IsMember({"train", "test"}))->capture_default_str();
-  cmd->add_option("--draws", a->opts.draws, "Dynamic-noise draws per chip (ignored without dynamic noise)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::IsMember({"train", "test"}))
+      ->capture_default_str();
+  cmd->add_option("--draws", a->opts.draws,
+                  "Dynamic-noise draws per chip (ignored without dynamic noise)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--chips", a->opts.chips,
                   "Chip instances (static/aging/weight noise; ignored without them)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--batch-size", a->opts.batch_size, "Evaluation batch size")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--levels", a->levels,
                   "Noise levels: evaluate the configuration with every sigma multiplied by each "
                   "level (comma-separated; default 1)")
@@ -155,8 +170,9 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--json", a->json_out, "Write results as JSON ('-' = stdout)");
   cmd->add_option("--csv", a->csv_out, "Write per-draw results as CSV ('-' = stdout)");
   a->data.add(*cmd);
-  a->data.dataset_option->description("Dataset (default: the one the checkpoint was trained on): " +
-                                      join(dataset_names()))
+  a->data.dataset_option
+      ->description("Dataset (default: the one the checkpoint was trained on): " +
+                    join(dataset_names()))
       ->default_str("");
   a->noise.add(*cmd);
   a->runtime.add(*cmd);

@@ -1,8 +1,8 @@
 // quell sites: the table of noise sites of a model or checkpoint.
-#include "common.h"
-
 #include <iomanip>
 #include <sstream>
+
+#include "common.h"
 
 namespace quell::cli {
 namespace {
@@ -47,11 +47,17 @@ void run(const SitesArgs& a, bool model_given, const std::string& device) {
   if (a.format == "json") {
     Json rows = Json::array();
     for (const auto& s : sites) {
-      rows.push_back({{"index", s.index}, {"name", s.name}, {"op", s.op}, {"shape", s.shape},
-                      {"numel", s.numel()}, {"params", s.params}});
+      rows.push_back({{"index", s.index},
+                      {"name", s.name},
+                      {"op", s.op},
+                      {"shape", s.shape},
+                      {"numel", s.numel()},
+                      {"params", s.params}});
     }
-    Json j{{"model", model->spec().to_json()}, {"total_params", model->num_params()},
-           {"sites", rows}, {"provenance", provenance()}};
+    Json j{{"model", model->spec().to_json()},
+           {"total_params", model->num_params()},
+           {"sites", rows},
+           {"provenance", provenance()}};
     j["provenance"]["device"] = device;
     os << j.dump(2) << "\n";
   } else if (a.format == "csv") {
@@ -65,11 +71,11 @@ void run(const SitesArgs& a, bool model_given, const std::string& device) {
     os << "model " << model->spec().name << " (" << sites.size() << " sites, "
        << model->num_params() << " parameters)\n";
     os << std::left << std::setw(6) << "index" << std::setw(22) << "name" << std::setw(11) << "op"
-       << std::setw(12) << "shape" << std::right << std::setw(9) << "params" << "\n";
+       << std::setw(12) << "shape" << std::right << std::setw(9) << "params"
+       << "\n";
     for (const auto& s : sites) {
-      os << std::left << std::setw(6) << s.index << std::setw(22) << s.name << std::setw(11)
-         << s.op << std::setw(12) << shape_str(s.shape) << std::right << std::setw(9) << s.params
-         << "\n";
+      os << std::left << std::setw(6) << s.index << std::setw(22) << s.name << std::setw(11) << s.op
+         << std::setw(12) << shape_str(s.shape) << std::right << std::setw(9) << s.params << "\n";
     }
   }
   emit(a.out, os.str());
@@ -81,17 +87,21 @@ void add_sites_command(CLI::App& app) {
   auto args = std::make_shared<SitesArgs>();
   auto runtime = std::make_shared<RuntimeArgs>();
   CLI::App* cmd = app.add_subcommand("sites", "List the noise sites of a model or checkpoint");
-  auto* model_opt = cmd->add_option("--model", args->model, "Model name: " + join(model_names()))->capture_default_str();
+  auto* model_opt = cmd->add_option("--model", args->model, "Model name: " + join(model_names()))
+                        ->capture_default_str();
   cmd->add_option("--checkpoint", args->checkpoint, "Checkpoint file (overrides --model)");
   cmd->add_option("--dataset", args->data.dataset,
                   "Input geometry of this dataset (fashion-mnist, mnist: 1x28x28; cifar10/100: "
-                  "3x32x32)")->check(CLI::IsMember(dataset_names()))->capture_default_str();
+                  "3x32x32)")
+      ->check(CLI::IsMember(dataset_names()))
+      ->capture_default_str();
   cmd->add_option("--channels", args->channels, "Override input channels");
   cmd->add_option("--height", args->height, "Override input height");
   cmd->add_option("--width", args->width, "Override input width");
   cmd->add_option("--classes", args->classes, "Override number of classes");
   cmd->add_option("--format", args->format, "table, csv or json")
-      ->check(CLI::IsMember({"table", "csv", "json"}))->capture_default_str();
+      ->check(CLI::IsMember({"table", "csv", "json"}))
+      ->capture_default_str();
   cmd->add_option("--out", args->out, "Output file ('-' = stdout)")->capture_default_str();
   runtime->add(*cmd);
   cmd->callback([args, runtime, model_opt] {

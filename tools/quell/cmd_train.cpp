@@ -1,10 +1,9 @@
 // quell train: clean or noise-aware training; writes a checkpoint.
-#include "common.h"
+#include <iostream>
 
+#include "common.h"
 #include "quell/checkpoint.h"
 #include "quell/train.h"
-
-#include <iostream>
 
 namespace quell::cli {
 namespace {
@@ -36,8 +35,7 @@ void run(TrainArgs& a) {
   opts.noise = a.noise.build(model->site_names());
   opts.progress = progress_bar("train");
   std::cerr << "training " << a.model << " on " << train_set.name << " (" << train_set.size()
-            << " samples, " << opts.epochs << " epochs, " << at::get_num_threads()
-            << " threads)\n";
+            << " samples, " << opts.epochs << " epochs, " << at::get_num_threads() << " threads)\n";
   const TrainResult result = train(*model, train_set, opts);
 
   CheckpointMeta meta;
@@ -49,7 +47,9 @@ void run(TrainArgs& a) {
   meta.provenance["device"] = a.runtime.device;
   Json epochs = Json::array();
   for (const auto& e : result.epochs) {
-    epochs.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.accuracy},
+    epochs.push_back({{"epoch", e.epoch},
+                      {"loss", e.loss},
+                      {"train_accuracy", e.accuracy},
                       {"seconds", e.seconds}});
   }
   meta.metrics = {{"epochs", epochs}, {"seconds", result.seconds}};
@@ -60,8 +60,9 @@ void run(TrainArgs& a) {
     meta.metrics["test_loss"] = clean.loss;
     meta.metrics["test_samples"] = test_set.size();
     // stdout carries the metrics JSON when --metrics is '-'.
-    (a.metrics_out == "-" ? std::cerr : std::cout) << "test accuracy " << fmt_double(clean.accuracy, 4) << " (" << test_set.size()
-              << " samples), training took " << fmt_double(result.seconds, 3) << " s\n";
+    (a.metrics_out == "-" ? std::cerr : std::cout)
+        << "test accuracy " << fmt_double(clean.accuracy, 4) << " (" << test_set.size()
+        << " samples), training took " << fmt_double(result.seconds, 3) << " s\n";
   }
   save_checkpoint(a.out, *model, meta);
   std::cerr << "wrote " << a.out << "\n";
@@ -81,23 +82,29 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--model", a->model, "Model name: " + join(model_names()))->capture_default_str();
   cmd->add_option("--out,-o", a->out, "Checkpoint file to write")->required();
   cmd->add_option("--metrics", a->metrics_out, "Also write training metrics as JSON here");
-  cmd->add_option("--epochs", a->opts.epochs, "Epochs")->check(CLI::NonNegativeNumber)
+  cmd->add_option("--epochs", a->opts.epochs, "Epochs")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  cmd->add_option("--batch-size", a->opts.batch_size, "Batch size")->check(CLI::PositiveNumber)
+  cmd->add_option("--batch-size", a->opts.batch_size, "Batch size")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--optimizer", a->opts.optimizer, "adam or sgd")
-      ->check(CLI::IsMember({"adam", "sgd"}))->capture_default_str();
-  cmd->add_option("--lr", a->opts.lr, "Learning rate")->check(CLI::PositiveNumber)
+      ->check(CLI::IsMember({"adam", "sgd"}))
+      ->capture_default_str();
+  cmd->add_option("--lr", a->opts.lr, "Learning rate")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--momentum", a->opts.momentum, "SGD momentum")->capture_default_str();
   cmd->add_option("--weight-decay", a->opts.weight_decay, "Weight decay")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_flag("--no-cosine", a->no_cosine, "Constant learning rate (default: cosine annealing)");
   cmd->add_option("--seed", a->opts.seed, "Seed of initialisation and shuffling")
       ->capture_default_str();
   cmd->add_option("--calib-samples", a->opts.calib_samples,
                   "Training images used to calibrate site statistics")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_flag("!--no-test", a->eval_test, "Skip the clean test-set evaluation at the end");
   a->data.add(*cmd);
   a->noise.add(*cmd);

@@ -1,16 +1,15 @@
 #include "common.h"
 
-#include "quell/runtime.h"
-
 #include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <thread>
+
+#include "quell/runtime.h"
 
 namespace quell::cli {
 
@@ -21,13 +20,16 @@ std::string join(const std::vector<std::string>& names) {
 }
 
 void DataArgs::add(CLI::App& app) {
-  dataset_option = app.add_option("--dataset", dataset, "Dataset: " + join(dataset_names()))->check(CLI::IsMember(dataset_names()))->capture_default_str();
+  dataset_option = app.add_option("--dataset", dataset, "Dataset: " + join(dataset_names()))
+                       ->check(CLI::IsMember(dataset_names()))
+                       ->capture_default_str();
   app.add_option("--data-dir", data_dir,
                  "Directory of the dataset files (default: $QUELL_DATA_DIR/<dataset> if set, else "
                  "/usr/share/datasets/fashion-mnist for fashion-mnist and data/<dataset> for the "
                  "others)");
   app.add_option("--limit", limit, "Use only the first N samples (after shuffling); 0 = all")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--shuffle-seed", shuffle_seed,
                  "Shuffle the samples with this seed before --limit (0 = file order)")
       ->capture_default_str();
@@ -44,11 +46,12 @@ Dataset DataArgs::load(Split split) const {
 }
 
 void NoiseArgs::add(CLI::App& app) {
-  app.add_option("--noise", noise,
-                 "Noise rule SITES=COMPONENT[+COMPONENT...], repeatable. SITES: all | names, "
-                 "indices, ranges a-b, comma-separated. COMPONENT: KIND:SIGMA[:OPTION...] with "
-                 "KIND add|mul|muladd|addmul (mixed: A/r), OPTIONS static|dynamic|aging, "
-                 "rel=std|range, age=T, ref=T0, nu=V. Example: 'all=add:0.1:rel=std+mul:0.05:static'")
+  app.add_option(
+         "--noise", noise,
+         "Noise rule SITES=COMPONENT[+COMPONENT...], repeatable. SITES: all | names, "
+         "indices, ranges a-b, comma-separated. COMPONENT: KIND:SIGMA[:OPTION...] with "
+         "KIND add|mul|muladd|addmul (mixed: A/r), OPTIONS static|dynamic|aging, "
+         "rel=std|range, age=T, ref=T0, nu=V. Example: 'all=add:0.1:rel=std+mul:0.05:static'")
       ->type_name("RULE");
   app.add_option("--adc", adc, "ADC quantisation rule SITES=BITS, repeatable (needs calibration)")
       ->type_name("RULE");
@@ -63,9 +66,9 @@ void NoiseArgs::add(CLI::App& app) {
                  "JSON noise configuration (see docs/noise.md); --noise/--adc/--repeat rules "
                  "apply on top of it")
       ->check(CLI::ExistingFile);
-  auto* seed_opt = app.add_option("--noise-seed", seed,
-                                  "Seed of all noise draws (overrides the config file's)")
-                       ->capture_default_str();
+  auto* seed_opt =
+      app.add_option("--noise-seed", seed, "Seed of all noise draws (overrides the config file's)")
+          ->capture_default_str();
   // Whether the seed was given is known only after parsing.
   seed_opt->each([this](const std::string&) { seed_given = true; });
 }
@@ -94,7 +97,8 @@ NoiseConfig NoiseArgs::build(const std::vector<std::string>& site_names) const {
 
 void RuntimeArgs::add(CLI::App& app) {
   app.add_option("--threads", threads, "Threads for LibTorch (0 = all cores)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--device", device, "Device: cpu or cuda[:N]")->capture_default_str();
 }
 
@@ -116,11 +120,13 @@ torch::Device RuntimeArgs::torch_device() const {
 
 ProgressFn progress_bar(const std::string& label) {
   const bool tty = ::isatty(2);
-  auto start = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  auto start =
+      std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
   auto last_pct = std::make_shared<int>(-1);
   return [=](const Progress& p) {
     const double frac = p.total > 0 ? static_cast<double>(p.done) / p.total : 1.0;
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - *start).count();
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - *start).count();
     const double eta = frac > 0 ? elapsed * (1.0 - frac) / frac : 0.0;
     char line[256];
     if (tty) {
@@ -129,7 +135,8 @@ ProgressFn progress_bar(const std::string& label) {
       std::string bar(filled, '#');
       bar += std::string(width - filled, '.');
       std::snprintf(line, sizeof line, "\r%s %s [%s] %3.0f%% loss %.4f acc %.4f ETA %5.0fs ",
-                    label.c_str(), p.what.c_str(), bar.c_str(), 100 * frac, p.loss, p.accuracy, eta);
+                    label.c_str(), p.what.c_str(), bar.c_str(), 100 * frac, p.loss, p.accuracy,
+                    eta);
       std::fputs(line, stderr);
       if (p.done >= p.total) std::fputs("\n", stderr);
     } else {
@@ -150,7 +157,8 @@ void check_writable(const std::string& path) {
     throw std::runtime_error(path + ": is a directory, expected a file path");
   }
   const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   if (::access(dir.c_str(), W_OK) != 0) {
     throw std::runtime_error(path + ": cannot write here: directory '" + dir +
                              "' does not exist or is not writable");

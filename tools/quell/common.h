@@ -1,16 +1,15 @@
 // Shared pieces of the quell subcommands: option groups, progress bar, output files.
 #pragma once
 
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
 #include "quell/checkpoint.h"
 #include "quell/data.h"
 #include "quell/eval.h"
 #include "quell/io.h"
 #include "quell/models.h"
-
-#include <CLI/CLI.hpp>
-
-#include <string>
-#include <vector>
 
 namespace quell::cli {
 
@@ -56,7 +55,6 @@ void check_writable(const std::string& path);
 
 /// Writes `content` atomically to `path`, or to stdout when path is "-".
 void emit(const std::string& path, const std::string& content);
-
 
 }  // namespace quell::cli
 

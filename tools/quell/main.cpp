@@ -1,7 +1,7 @@
 // quell: how much analog noise hurts a neural network, where, and how to make it stop.
-#include "common.h"
-
 #include <iostream>
+
+#include "common.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"quell: noise sensitivity of neural networks on analog / mixed-signal hardware"};
@@ -15,8 +15,13 @@ int main(int argc, char** argv) {
     try {
       app.get_subcommand_ptr(argv[1]);
     } catch (const CLI::OptionNotFound&) {
-      std::cerr << "quell: error: unknown command '" << argv[1]
-                << "' (known: sites, train, eval; see --help)\n";
+      std::string known;
+      const CLI::App& all = app;  // the const overload lists every defined command
+      for (const CLI::App* sub : all.get_subcommands(nullptr)) {
+        known += (known.empty() ? "" : ", ") + sub->get_name();
+      }
+      std::cerr << "quell: error: unknown command '" << argv[1] << "' (known: " << known
+                << "; see --help)\n";
       return 2;
     }
   }

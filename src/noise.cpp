@@ -7,53 +7,14 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "text.h"
+
 namespace quell {
 namespace {
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == sep) {
-      out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  out.push_back(cur);
-  return out;
-}
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t");
-  if (b == std::string::npos) return "";
-  const auto e = s.find_last_not_of(" \t");
-  return s.substr(b, e - b + 1);
-}
-
-double parse_number(const std::string& text, const std::string& what) {
-  const std::string t = trim(text);
-  size_t used = 0;
-  double v = 0.0;
-  try {
-    v = std::stod(t, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (t.empty() || used != t.size()) {
-    throw std::invalid_argument(what + ": '" + text + "' is not a number");
-  }
-  return v;
-}
-
-int parse_int(const std::string& text, const std::string& what) {
-  const double v = parse_number(text, what);
-  if (v != std::floor(v) || std::fabs(v) > 1e9) {
-    throw std::invalid_argument(what + ": '" + text + "' is not an integer");
-  }
-  return static_cast<int>(v);
-}
+using text::parse_int;
+using text::parse_number;
+using text::split;
+using text::trim;
 
 void check_sigma(double s, const char* what) {
   if (std::isnan(s)) throw std::invalid_argument(std::string(what) + " is NaN");

@@ -60,14 +60,7 @@ void run(EvalArgs& a) {
   }
   const Dataset data = a.data.load(a.split == "train" ? Split::kTrain : Split::kTest);
   const auto& spec = model->spec();
-  const auto shape = data.sample_shape();
-  if (shape != std::vector<int64_t>{spec.in_channels, spec.height, spec.width} ||
-      data.num_classes != spec.num_classes) {
-    throw std::invalid_argument(
-        a.checkpoint + ": model expects " + spec.to_json().dump() + " but dataset " + data.name +
-        " has samples " + std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +
-        std::to_string(shape[2]) + " and " + std::to_string(data.num_classes) + " classes");
-  }
+  check_model_fits(spec, data, a.checkpoint);
   const auto names = model->site_names();
   const NoiseConfig base = a.noise.build(names);
   if (a.levels.empty()) a.levels = {1.0};

@@ -118,6 +118,16 @@ torch::Device RuntimeArgs::torch_device() const {
   return d;
 }
 
+namespace {
+// Evaluations without a loss (sweeps) leave it at 0: show it only when there is one.
+std::string loss_str(const Progress& p) {
+  if (p.loss == 0.0) return "";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "loss %.4f ", p.loss);
+  return buf;
+}
+}  // namespace
+
 ProgressFn progress_bar(const std::string& label) {
   const bool tty = ::isatty(2);
   auto start =
@@ -134,21 +144,33 @@ ProgressFn progress_bar(const std::string& label) {
       const int filled = static_cast<int>(frac * width);
       std::string bar(filled, '#');
       bar += std::string(width - filled, '.');
-      std::snprintf(line, sizeof line, "\r%s %s [%s] %3.0f%% loss %.4f acc %.4f ETA %5.0fs ",
-                    label.c_str(), p.what.c_str(), bar.c_str(), 100 * frac, p.loss, p.accuracy,
-                    eta);
+      std::snprintf(line, sizeof line, "\r%s %s [%s] %3.0f%% %sacc %.4f ETA %5.0fs ",
+                    label.c_str(), p.what.c_str(), bar.c_str(), 100 * frac, loss_str(p).c_str(),
+                    p.accuracy, eta);
       std::fputs(line, stderr);
       if (p.done >= p.total) std::fputs("\n", stderr);
     } else {
       const int pct = static_cast<int>(frac * 10) * 10;  // a plain line every 10%
       if (pct == *last_pct && p.done < p.total) return;
       *last_pct = pct;
-      std::snprintf(line, sizeof line, "%s %s %3d%% loss %.4f acc %.4f elapsed %.0fs ETA %.0fs\n",
-                    label.c_str(), p.what.c_str(), pct, p.loss, p.accuracy, elapsed, eta);
+      std::snprintf(line, sizeof line, "%s %s %3d%% %sacc %.4f elapsed %.0fs ETA %.0fs\n",
+                    label.c_str(), p.what.c_str(), pct, loss_str(p).c_str(), p.accuracy, elapsed,
+                    eta);
       std::fputs(line, stderr);
     }
     std::fflush(stderr);
   };
+}
+
+void check_model_fits(const ModelSpec& spec, const Dataset& data, const std::string& what) {
+  const auto shape = data.sample_shape();
+  if (shape != std::vector<int64_t>{spec.in_channels, spec.height, spec.width} ||
+      data.num_classes != spec.num_classes) {
+    throw std::invalid_argument(
+        what + ": model expects " + spec.to_json().dump() + " but dataset " + data.name +
+        " has samples " + std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +
+        std::to_string(shape[2]) + " and " + std::to_string(data.num_classes) + " classes");
+  }
 }
 
 void check_writable(const std::string& path) {

@@ -50,6 +50,10 @@ std::string join(const std::vector<std::string>& names);
 /// A progress callback drawing a bar on stderr when it is a terminal, plain lines otherwise.
 ProgressFn progress_bar(const std::string& label);
 
+/// Throws std::invalid_argument naming `what` if `data` does not fit the model's input and
+/// classes.
+void check_model_fits(const ModelSpec& spec, const Dataset& data, const std::string& what);
+
 /// Throws if `path`'s directory does not exist, so a long run fails before it starts.
 void check_writable(const std::string& path);
 
@@ -63,6 +67,8 @@ namespace quell::cli {
 void add_sites_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_walk_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
 /// Loads a model: from --checkpoint, or built fresh (random init) by --model for the dataset.
 /// Loads a checkpoint; if `model_name` is non-empty it must match the checkpoint's model.
 Model load_checked(const std::string& checkpoint, const std::string& model_name,

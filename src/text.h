@@ -1,0 +1,57 @@
+// Internal text helpers for parsers of command-line grammars (not part of the public API).
+#pragma once
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace quell::text {
+
+/// Splits at every `sep` (empty fields kept).
+inline std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == sep) {
+      out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
+inline std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t");
+  if (b == std::string::npos) return "";
+  const auto e = s.find_last_not_of(" \t");
+  return s.substr(b, e - b + 1);
+}
+
+inline double parse_number(const std::string& text, const std::string& what) {
+  const std::string t = trim(text);
+  size_t used = 0;
+  double v = 0.0;
+  try {
+    v = std::stod(t, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (t.empty() || used != t.size()) {
+    throw std::invalid_argument(what + ": '" + text + "' is not a number");
+  }
+  return v;
+}
+
+inline int parse_int(const std::string& text, const std::string& what) {
+  const double v = parse_number(text, what);
+  if (v != std::floor(v) || std::fabs(v) > 1e9) {
+    throw std::invalid_argument(what + ": '" + text + "' is not an integer");
+  }
+  return static_cast<int>(v);
+}
+
+}  // namespace quell::text

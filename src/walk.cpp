@@ -1,0 +1,978 @@
+#include "quell/walk.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+#include "quell/checkpoint.h"
+#include "quell/inspect.h"
+#include "quell/rng.h"
+#include "text.h"
+
+namespace quell {
+namespace {
+
+using text::parse_number;
+using text::split;
+using text::trim;
+
+constexpr uint64_t kWalkTag = 0x57414c4b4e4f4953ULL;  // noise streams of walk evaluations
+constexpr uint64_t kInitTag = 0x494e495457414c4bULL;  // noisy training: initialisation
+constexpr int kJournalVersion = 1;
+
+uint64_t bits_of(double v) {
+  uint64_t b = 0;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+
+/// The (chip, draw) of one evaluation: a function of σ and the repeat only, so the same point
+/// gets the same noise whatever grid, order or shard evaluates it.
+uint64_t draw_id(double sigma, int repeat) {
+  return mix_seed(bits_of(sigma), static_cast<uint64_t>(repeat), kWalkTag);
+}
+
+std::string num(double v) { return fmt_double(v, 6); }
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0.0;
+  for (double x : v) s += x;
+  return v.empty() ? std::numeric_limits<double>::quiet_NaN() : s / static_cast<double>(v.size());
+}
+
+double quantile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  const double pos = p * static_cast<double>(v.size() - 1);
+  const auto i = static_cast<size_t>(std::floor(pos));
+  const size_t j = std::min(i + 1, v.size() - 1);
+  return v[i] + (pos - static_cast<double>(i)) * (v[j] - v[i]);
+}
+
+Json nan_to_null(double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Grid and noise
+
+SigmaGrid SigmaGrid::parse(const std::string& text_in, int per_decade) {
+  SigmaGrid g;
+  g.text = text_in;
+  const std::string t = trim(text_in);
+  const std::string what = "sigma grid '" + text_in + "'";
+  if (t.empty()) throw std::invalid_argument("sigma grid is empty");
+  auto value = [&](const std::string& s) {
+    const double v = parse_number(s, what);
+    if (!std::isfinite(v)) throw std::invalid_argument(what + ": '" + s + "' is not finite");
+    if (v < 0) throw std::invalid_argument(what + ": '" + s + "' is negative");
+    return v;
+  };
+  if (t.find(',') != std::string::npos || t.find(':') == std::string::npos) {
+    g.spacing = Spacing::kList;
+    for (const auto& s : split(t, ',')) g.values.push_back(value(s));
+    std::sort(g.values.begin(), g.values.end());
+    g.values.erase(std::unique(g.values.begin(), g.values.end()), g.values.end());
+    return g;
+  }
+  const auto parts = split(t, ':');
+  if (parts.size() == 2) {
+    if (per_decade < 1) {
+      throw std::invalid_argument("points per decade must be >= 1, got " +
+                                  std::to_string(per_decade));
+    }
+    const double lo = value(parts[0]), hi = value(parts[1]);
+    if (lo <= 0) {
+      throw std::invalid_argument(what + ": a log grid MIN:MAX needs MIN > 0 (for a grid from 0 "
+                                         "use a linear one, MIN:MAX:STEP)");
+    }
+    if (hi <= lo) throw std::invalid_argument(what + ": MAX must be larger than MIN");
+    const double points = std::floor(std::log10(hi / lo) * per_decade + 1e-9);
+    if (points > 10000) throw std::invalid_argument(what + ": more than 10000 points");
+    g.spacing = Spacing::kLog;
+    g.step = std::pow(10.0, 1.0 / per_decade);
+    for (int i = 0; i <= static_cast<int>(points); ++i) {
+      g.values.push_back(lo * std::pow(10.0, static_cast<double>(i) / per_decade));
+    }
+    return g;
+  }
+  if (parts.size() == 3) {
+    const double lo = value(parts[0]), hi = value(parts[1]), step = value(parts[2]);
+    if (step <= 0) throw std::invalid_argument(what + ": STEP must be positive");
+    if (hi <= lo) throw std::invalid_argument(what + ": MAX must be larger than MIN");
+    const double points = std::floor((hi - lo) / step + 1e-9);
+    if (points > 10000) throw std::invalid_argument(what + ": more than 10000 points");
+    g.spacing = Spacing::kLinear;
+    g.step = step;
+    for (int i = 0; i <= static_cast<int>(points); ++i) g.values.push_back(lo + i * step);
+    return g;
+  }
+  throw std::invalid_argument(what + ": expected MIN:MAX (log), MIN:MAX:STEP (linear) or a "
+                                     "comma-separated list");
+}
+
+double SigmaGrid::beyond(int k) const {
+  if (values.empty()) return std::numeric_limits<double>::quiet_NaN();
+  switch (spacing) {
+    case Spacing::kLog:
+      return values.back() * std::pow(step, k);
+    case Spacing::kLinear:
+      return values.back() + k * step;
+    case Spacing::kList:
+      return k == 0 ? values.back() : std::numeric_limits<double>::quiet_NaN();
+  }
+  return std::numeric_limits<double>::quiet_NaN();
+}
+
+Json SigmaGrid::to_json() const {
+  const char* sp = spacing == Spacing::kLog ? "log" : spacing == Spacing::kLinear ? "linear" : "list";
+  return Json{{"text", text}, {"spacing", sp}, {"step", step}, {"values", values}};
+}
+
+WalkNoise WalkNoise::parse(const std::string& text_in) {
+  const std::string what = "walked noise '" + text_in + "'";
+  auto parts = split(trim(text_in), ':');
+  const std::string kind = trim(parts[0]);
+  const bool mixed = kind == "muladd" || kind == "addmul";
+  WalkNoise w;
+  std::string rest;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string opt = trim(parts[i]);
+    if (opt.rfind("r=", 0) == 0) {
+      if (!mixed) throw std::invalid_argument(what + ": r= applies to mixed noise only");
+      w.ratio = parse_number(opt.substr(2), what);
+      continue;
+    }
+    if (!opt.empty() && (std::isdigit(static_cast<unsigned char>(opt[0])) || opt[0] == '.')) {
+      throw std::invalid_argument(what + ": give no sigma here; the grid (--grid) sets it");
+    }
+    rest += ":" + opt;
+  }
+  if (mixed && !(w.ratio >= 0.0 && w.ratio <= 1.0)) {
+    throw std::invalid_argument(what + ": the ratio r must lie in [0, 1]");
+  }
+  // Reuse the component grammar (kinds and options) with a placeholder level.
+  const std::string level = mixed ? "1/" + fmt_double(w.ratio, 17) : "1";
+  w.base = NoiseSpec::parse(kind + ":" + level + rest);
+  return w;
+}
+
+NoiseSpec WalkNoise::at(double sigma) const {
+  NoiseSpec s = base;
+  switch (base.kind) {
+    case NoiseKind::kAdditive:
+      s.sigma_add = sigma;
+      s.sigma_mul = 0.0;
+      break;
+    case NoiseKind::kMultiplicative:
+      s.sigma_add = 0.0;
+      s.sigma_mul = sigma;
+      break;
+    case NoiseKind::kMulAdd:
+    case NoiseKind::kAddMul: {
+      const NoiseSpec m = NoiseSpec::mixed(sigma, ratio, base.kind == NoiseKind::kMulAdd);
+      s.sigma_add = m.sigma_add;
+      s.sigma_mul = m.sigma_mul;
+      break;
+    }
+  }
+  return s;
+}
+
+Json WalkNoise::to_json() const {
+  Json j = base.to_json();
+  j.erase("sigma_add");
+  j.erase("sigma_mul");
+  if (base.kind == NoiseKind::kMulAdd || base.kind == NoiseKind::kAddMul) j["ratio"] = ratio;
+  return j;
+}
+
+std::string WalkNoise::str() const {
+  // "add:σ:opts" with the level dropped.
+  std::string s = at(1.0).str();
+  const auto parts = split(s, ':');
+  std::string out = parts[0];
+  if (base.kind == NoiseKind::kMulAdd || base.kind == NoiseKind::kAddMul) {
+    out += ":r=" + fmt_double(ratio, 6);
+  }
+  for (size_t i = 2; i < parts.size(); ++i) out += ":" + parts[i];
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records and midpoints
+
+Json WalkRecord::to_json() const {
+  Json j{{"site", site}, {"sigma", sigma}, {"repeat", repeat}, {"accuracy", accuracy},
+         {"loss", loss}};
+  if (!extra.is_null()) j["extra"] = extra;
+  return j;
+}
+
+WalkRecord WalkRecord::from_json(const Json& j) {
+  WalkRecord r;
+  r.site = j.at("site").get<int>();
+  r.sigma = j.at("sigma").get<double>();
+  r.repeat = j.at("repeat").get<int>();
+  r.accuracy = j.at("accuracy").get<double>();
+  r.loss = j.at("loss").is_null() ? std::numeric_limits<double>::quiet_NaN()
+                                  : j.at("loss").get<double>();
+  if (j.contains("extra")) r.extra = j.at("extra");
+  return r;
+}
+
+const char* crossing_str(CrossingStatus s) {
+  switch (s) {
+    case CrossingStatus::kCrossed:
+      return "crossed";
+    case CrossingStatus::kNotCrossed:
+      return "not crossed";
+    case CrossingStatus::kBelowGrid:
+      return "below grid";
+  }
+  return "?";
+}
+
+Json Midpoint::to_json() const {
+  return Json{{"status", crossing_str(status)},
+              {"value", nan_to_null(value)},
+              {"ci_low", nan_to_null(lo)},
+              {"ci_high", nan_to_null(hi)},
+              {"bootstrap_crossed_fraction", crossed_fraction}};
+}
+
+double crossing_point(const std::vector<double>& sigma, const std::vector<double>& mean,
+                      double threshold, CrossingStatus* status) {
+  TORCH_CHECK(sigma.size() == mean.size(), "crossing_point: sizes differ");
+  auto set = [&](CrossingStatus s) {
+    if (status) *status = s;
+  };
+  set(CrossingStatus::kNotCrossed);
+  if (sigma.empty() || !std::isfinite(threshold)) return std::numeric_limits<double>::quiet_NaN();
+  if (mean[0] < threshold) {
+    set(CrossingStatus::kBelowGrid);
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  for (size_t i = 0; i + 1 < sigma.size(); ++i) {
+    if (mean[i] >= threshold && mean[i + 1] < threshold) {
+      set(CrossingStatus::kCrossed);
+      const double t = (mean[i] - threshold) / (mean[i] - mean[i + 1]);
+      if (sigma[i] <= 0.0) return sigma[i] + t * (sigma[i + 1] - sigma[i]);
+      const double a = std::log(sigma[i]), b = std::log(sigma[i + 1]);
+      return std::exp(a + t * (b - a));
+    }
+  }
+  return std::numeric_limits<double>::quiet_NaN();
+}
+
+Midpoint estimate_midpoint(const std::vector<double>& sigma,
+                           const std::vector<std::vector<double>>& samples, double threshold,
+                           int resamples, uint64_t seed) {
+  TORCH_CHECK(sigma.size() == samples.size(), "estimate_midpoint: sizes differ");
+  Midpoint m;
+  std::vector<double> means;
+  bool spread = false;
+  for (const auto& s : samples) {
+    means.push_back(mean_of(s));
+    spread = spread || s.size() > 1;
+  }
+  m.value = crossing_point(sigma, means, threshold, &m.status);
+  m.crossed_fraction = m.crossed() ? 1.0 : 0.0;
+  if (!spread || resamples < 1 || !std::isfinite(threshold)) return m;
+  std::mt19937_64 gen(seed);
+  std::vector<double> found;
+  std::vector<double> boot(means.size());
+  for (int b = 0; b < resamples; ++b) {
+    for (size_t i = 0; i < samples.size(); ++i) {
+      const auto& s = samples[i];
+      if (s.empty()) {
+        boot[i] = means[i];
+        continue;
+      }
+      std::uniform_int_distribution<size_t> pick(0, s.size() - 1);
+      double acc = 0.0;
+      for (size_t k = 0; k < s.size(); ++k) acc += s[pick(gen)];
+      boot[i] = acc / static_cast<double>(s.size());
+    }
+    const double v = crossing_point(sigma, boot, threshold);
+    if (std::isfinite(v)) found.push_back(v);
+  }
+  m.crossed_fraction = static_cast<double>(found.size()) / resamples;
+  if (!found.empty() && m.crossed()) {
+    m.lo = quantile(found, 0.025);
+    m.hi = quantile(found, 0.975);
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+double WalkOptions::margin_for(double chance_level, int64_t n_test) const {
+  if (chance_margin >= 0.0) return chance_margin;
+  const double n = static_cast<double>(std::max<int64_t>(n_test, 1));
+  return std::max(0.02, 3.0 * std::sqrt(chance_level * (1.0 - chance_level) / n));
+}
+
+Json WalkOptions::fingerprint() const {
+  Json j{{"sites", sites},         {"global", global},
+         {"noise", noise.to_json()}, {"grid", grid.to_json()},
+         {"repeats", repeats},     {"early_stop", early_stop},
+         {"chance", chance},       {"chance_margin", chance_margin},
+         {"max_extend", max_extend}, {"seed", seed},
+         {"batch_size", batch_size}, {"adaptive", adaptive}};
+  if (adaptive) j["tolerance"] = tolerance;
+  return j;
+}
+
+void WalkOptions::validate(int num_sites) const {
+  if (sites.empty() && !global) throw std::invalid_argument("no sites to walk");
+  for (int s : sites) {
+    if (s < 0 || s >= num_sites) {
+      throw std::invalid_argument("site " + std::to_string(s) + " is outside 0-" +
+                                  std::to_string(num_sites - 1));
+    }
+  }
+  if (repeats < 1) throw std::invalid_argument("repeats must be >= 1");
+  if (batch_size < 1) throw std::invalid_argument("batch size must be >= 1");
+  if (grid.values.empty()) throw std::invalid_argument("the sigma grid is empty");
+  if (max_extend < 0) throw std::invalid_argument("max-extend must be >= 0");
+  if (!(chance >= 0.0 && chance < 1.0)) throw std::invalid_argument("chance must lie in [0, 1)");
+  if (std::isnan(chance_margin)) throw std::invalid_argument("chance margin is NaN");
+  if (shard_count < 1 || shard_index < 0 || shard_index >= shard_count) {
+    throw std::invalid_argument("shard " + std::to_string(shard_index + 1) + "/" +
+                                std::to_string(shard_count) + " is not valid");
+  }
+  if (adaptive) {
+    if (!(tolerance > 0.0 && tolerance < 1.0)) {
+      throw std::invalid_argument("tolerance must lie in (0, 1)");
+    }
+    if (grid.values.back() <= 0.0) {
+      throw std::invalid_argument("adaptive search needs a grid with a value above 0");
+    }
+  }
+  noise.base.validate();
+}
+
+Json NoisyTrainingOptions::fingerprint() const {
+  Json j = train.to_json({});
+  j.erase("noise");
+  j.erase("seed");
+  return Json{{"model", spec.to_json()}, {"train", j}, {"eval_draws", eval_draws}};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Journal
+
+namespace {
+
+std::string first_difference(const Json& a, const Json& b, const std::string& at = "") {
+  if (a.is_object() && b.is_object()) {
+    for (const auto& [k, v] : a.items()) {
+      const std::string path = at.empty() ? k : at + "." + k;
+      if (!b.contains(k)) return path + " (missing in one)";
+      if (v != b.at(k)) return first_difference(v, b.at(k), path);
+    }
+    for (const auto& [k, v] : b.items()) {
+      if (!a.contains(k)) return (at.empty() ? k : at + "." + k) + " (missing in one)";
+    }
+  }
+  std::string sa = a.dump(), sb = b.dump();
+  if (sa.size() > 60) sa = sa.substr(0, 57) + "...";
+  if (sb.size() > 60) sb = sb.substr(0, 57) + "...";
+  return (at.empty() ? std::string("value") : at) + ": " + sa + " vs " + sb;
+}
+
+struct JournalContent {
+  Json fingerprint;
+  std::vector<WalkRecord> records;
+  std::uintmax_t good_bytes = 0;  ///< length of the well-formed prefix
+};
+
+JournalContent read_journal(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path + ": cannot open walk journal");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string all = ss.str();
+  JournalContent c;
+  size_t pos = 0;
+  int line_no = 0;
+  while (pos < all.size()) {
+    const size_t nl = all.find('\n', pos);
+    ++line_no;
+    if (nl == std::string::npos) break;  // torn last line: written partly when killed
+    const std::string line = all.substr(pos, nl - pos);
+    Json j;
+    try {
+      j = Json::parse(line);
+    } catch (const Json::exception&) {
+      throw std::runtime_error(path + ": line " + std::to_string(line_no) +
+                               " is not valid JSON (corrupt walk journal)");
+    }
+    if (line_no == 1) {
+      if (!j.is_object() || j.value("quell_walk_journal", 0) != kJournalVersion ||
+          !j.contains("fingerprint")) {
+        throw std::runtime_error(path + ": not a quell walk journal (version " +
+                                 std::to_string(kJournalVersion) + ")");
+      }
+      c.fingerprint = j.at("fingerprint");
+    } else {
+      try {
+        c.records.push_back(WalkRecord::from_json(j));
+      } catch (const Json::exception& e) {
+        throw std::runtime_error(path + ": line " + std::to_string(line_no) +
+                                 " is not a walk record (" + e.what() + ")");
+      }
+    }
+    pos = nl + 1;
+    c.good_bytes = pos;
+  }
+  if (line_no == 0 || c.fingerprint.is_null()) {
+    throw std::runtime_error(path + ": empty or truncated walk journal");
+  }
+  return c;
+}
+
+std::string header_line(const Json& fingerprint) {
+  return Json{{"quell_walk_journal", kJournalVersion}, {"fingerprint", fingerprint}}.dump() + "\n";
+}
+
+void append_durably(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
+  if (fd < 0) throw std::runtime_error(path + ": cannot open for appending");
+  size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t w = ::write(fd, text.data() + off, text.size() - off);
+    if (w < 0) {
+      ::close(fd);
+      throw std::runtime_error(path + ": write failed");
+    }
+    off += static_cast<size_t>(w);
+  }
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+WalkJournal::WalkJournal(std::string path, Json fingerprint)
+    : path_(std::move(path)), fingerprint_(std::move(fingerprint)) {
+  if (std::filesystem::exists(path_)) {
+    JournalContent c = read_journal(path_);
+    if (c.fingerprint != fingerprint_) {
+      throw std::runtime_error(path_ + " holds a different sweep (" +
+                               first_difference(c.fingerprint, fingerprint_) +
+                               "); use another output directory or --restart");
+    }
+    if (std::filesystem::file_size(path_) != c.good_bytes) {
+      std::filesystem::resize_file(path_, c.good_bytes);  // drop a torn last line
+    }
+    for (auto& r : c.records) {
+      const auto key = std::make_tuple(r.site, r.sigma, r.repeat);
+      if (index_.count(key)) continue;
+      index_[key] = records_.size();
+      records_.push_back(std::move(r));
+    }
+  } else {
+    write_file_atomic(path_, header_line(fingerprint_));
+  }
+}
+
+const WalkRecord* WalkJournal::find(int site, double sigma, int repeat) const {
+  const auto it = index_.find(std::make_tuple(site, sigma, repeat));
+  return it == index_.end() ? nullptr : &records_[it->second];
+}
+
+void WalkJournal::append(const std::vector<WalkRecord>& records) {
+  std::string text;
+  for (const auto& r : records) {
+    const auto key = std::make_tuple(r.site, r.sigma, r.repeat);
+    if (index_.count(key)) continue;
+    text += r.to_json().dump() + "\n";
+    index_[key] = records_.size();
+    records_.push_back(r);
+  }
+  if (!text.empty()) append_durably(path_, text);
+}
+
+std::pair<Json, std::vector<WalkRecord>> WalkJournal::read(const std::string& path) {
+  JournalContent c = read_journal(path);
+  return {c.fingerprint, c.records};
+}
+
+size_t merge_journals(const std::vector<std::string>& inputs, const std::string& out) {
+  if (inputs.empty()) throw std::invalid_argument("nothing to merge");
+  Json fingerprint;
+  std::string first;
+  std::map<std::tuple<int, double, int>, std::pair<WalkRecord, std::string>> merged;
+  std::vector<std::tuple<int, double, int>> order;
+  for (const auto& path : inputs) {
+    JournalContent c = read_journal(path);
+    if (first.empty()) {
+      fingerprint = c.fingerprint;
+      first = path;
+    } else if (c.fingerprint != fingerprint) {
+      throw std::runtime_error(path + " is from a different sweep than " + first + " (" +
+                               first_difference(fingerprint, c.fingerprint) + ")");
+    }
+    for (auto& r : c.records) {
+      const auto key = std::make_tuple(r.site, r.sigma, r.repeat);
+      const auto it = merged.find(key);
+      if (it == merged.end()) {
+        order.push_back(key);
+        merged.emplace(key, std::make_pair(std::move(r), path));
+      } else if (it->second.first.accuracy != r.accuracy) {
+        throw std::runtime_error("conflicting results for site " + std::to_string(r.site) +
+                                 ", sigma " + num(r.sigma) + ", repeat " +
+                                 std::to_string(r.repeat) + " in " + it->second.second +
+                                 " and " + path);
+      }
+    }
+  }
+  std::string text = header_line(fingerprint);
+  for (const auto& key : order) text += merged.at(key).first.to_json().dump() + "\n";
+  write_file_atomic(out, text);
+  return order.size();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sweep
+
+namespace {
+
+using EvalFn = std::function<WalkRecord(int site, double sigma, int repeat)>;
+
+/// One independently walkable part of the sweep: a site (or the global reference) with the
+/// repeats it evaluates at each σ. Noisy training walks each repeat as its own unit.
+struct Unit {
+  int site = 0;
+  std::vector<int> repeats;
+  bool single_point = false;  ///< clean reference: σ = 0 only
+};
+
+class Walker {
+ public:
+  Walker(const WalkOptions& o, double chance_line, double threshold, WalkJournal* journal,
+         ProgressFn progress, int64_t total)
+      : o_(o), chance_line_(chance_line), threshold_(threshold), journal_(journal),
+        progress_fn_(std::move(progress)) {
+    progress_.total = total;
+    progress_.what = "walk";
+  }
+
+  /// Walks one unit; `eval` null = only read the journal. Returns false if the journal lacked
+  /// a record needed to go on (dry mode).
+  bool walk(const Unit& u, const EvalFn* eval, std::vector<WalkRecord>& out) {
+    eval_ = eval;
+    out_ = &out;
+    progress_.what = u.site >= 0 ? "site " + std::to_string(u.site)
+                                 : (u.site == WalkRecord::kGlobalSite ? "global" : "clean");
+    const int64_t budget = unit_budget(u);
+    const int64_t done_before = progress_.done;
+    bool ok = true;
+    if (u.single_point) {
+      std::vector<double> accs;
+      ok = point(u, 0.0, &accs);
+    } else if (o_.adaptive) {
+      ok = adaptive(u);
+    } else {
+      ok = grid(u);
+    }
+    if (ok) advance(done_before + budget - progress_.done);
+    return ok;
+  }
+
+  int64_t unit_budget(const Unit& u) const {
+    const int64_t reps = static_cast<int64_t>(u.repeats.size());
+    return u.single_point ? reps : reps * static_cast<int64_t>(o_.grid.values.size());
+  }
+  int64_t evaluations() const { return evaluations_; }
+
+ private:
+  void advance(int64_t n) {
+    progress_.done += std::max<int64_t>(n, 0);
+    progress_.total = std::max(progress_.total, progress_.done);  // grids may be extended
+    if (progress_fn_ && n > 0) progress_fn_(progress_);
+  }
+
+  bool point(const Unit& u, double sigma, std::vector<double>* accs) {
+    std::vector<WalkRecord> fresh;
+    for (int r : u.repeats) {
+      const WalkRecord* have = journal_ ? journal_->find(u.site, sigma, r) : nullptr;
+      if (have) {
+        out_->push_back(*have);
+      } else {
+        if (!eval_) return false;
+        fresh.push_back((*eval_)(u.site, sigma, r));
+        out_->push_back(fresh.back());
+        ++evaluations_;
+      }
+      accs->push_back(out_->back().accuracy);
+    }
+    if (journal_ && !fresh.empty()) journal_->append(fresh);
+    progress_.accuracy = mean_of(*accs);
+    advance(static_cast<int64_t>(u.repeats.size()));
+    return true;
+  }
+
+  bool grid(const Unit& u) {
+    const auto& g = o_.grid.values;
+    const int n = static_cast<int>(g.size());
+    int at_chance = 0;
+    for (int k = 0;; ++k) {
+      double sigma = 0.0;
+      if (k < n) {
+        sigma = g[k];
+      } else {
+        // Past the grid: go on until two points are at chance, so every site can cross.
+        if (at_chance >= 2 || !o_.grid.extendable() || k - n >= o_.max_extend) break;
+        sigma = o_.grid.beyond(k - n + 1);
+      }
+      std::vector<double> accs;
+      if (!point(u, sigma, &accs)) return false;
+      at_chance = mean_of(accs) <= chance_line_ ? at_chance + 1 : 0;
+      if (o_.early_stop && at_chance >= 2 && k < n - 1) break;
+    }
+    return true;
+  }
+
+  bool adaptive(const Unit& u) {
+    const auto& g = o_.grid.values;
+    double lo = 0.0;
+    for (double v : g) {
+      if (v > 0.0) {
+        lo = v;
+        break;
+      }
+    }
+    std::vector<double> accs;
+    if (!point(u, lo, &accs)) return false;
+    if (mean_of(accs) < threshold_) return true;  // below the grid
+    const double limit = o_.grid.extendable() ? o_.grid.beyond(o_.max_extend) : g.back();
+    double hi = 0.0;
+    // Coarse: a decade at a time until the accuracy is below the threshold.
+    for (double s = lo * 10.0; s <= limit * (1.0 + 1e-12); s *= 10.0) {
+      accs.clear();
+      if (!point(u, s, &accs)) return false;
+      if (mean_of(accs) < threshold_) {
+        hi = s;
+        break;
+      }
+      lo = s;
+    }
+    if (hi == 0.0) return true;  // not crossed within the limit
+    // Bisection in log σ until the bracket is within the tolerance.
+    while (hi / lo > 1.0 + o_.tolerance) {
+      const double mid = std::sqrt(lo * hi);
+      accs.clear();
+      if (!point(u, mid, &accs)) return false;
+      (mean_of(accs) >= threshold_ ? lo : hi) = mid;
+    }
+    return true;
+  }
+
+  const WalkOptions& o_;
+  double chance_line_, threshold_;
+  WalkJournal* journal_;
+  const EvalFn* eval_ = nullptr;
+  std::vector<WalkRecord>* out_ = nullptr;
+  ProgressFn progress_fn_;
+  Progress progress_;
+  int64_t evaluations_ = 0;
+};
+
+/// Evaluations of a trained model with the walked noise at one site: the clean prefix up to the
+/// site is computed once per batch and reused for every σ and repeat when it fits the budget.
+class CleanModelEvaluator {
+ public:
+  CleanModelEvaluator(ModelImpl& model, const Dataset& test, const WalkOptions& o)
+      : model_(model), o_(o) {
+    const torch::Device device = model.parameters().empty() ? torch::Device(torch::kCPU)
+                                                            : model.parameters().front().device();
+    for (int64_t b = 0; b < test.size(); b += o.batch_size) {
+      const int64_t m = std::min(o.batch_size, test.size() - b);
+      xs_.push_back(test.images.narrow(0, b, m).to(device));
+      ys_.push_back(test.labels.narrow(0, b, m).to(device));
+    }
+    n_ = test.size();
+  }
+
+  WalkRecord operator()(int site, double sigma, int repeat) {
+    torch::NoGradGuard no_grad;
+    NoiseConfig cfg;
+    cfg.seed = o_.seed;
+    SiteConfig sc;
+    sc.noise = {o_.noise.at(sigma)};
+    if (site == WalkRecord::kGlobalSite) {
+      for (int s : o_.sites) cfg.sites[s] = sc;
+    } else {
+      cfg.sites[site] = sc;
+    }
+    SiteEngine& engine = model_.engine();
+    engine.configure(std::move(cfg));
+    const uint64_t d = draw_id(sigma, repeat);
+    engine.set_draw(d, d);
+    const bool cached = site >= 0 && o_.prefix_cache;
+    if (cached) prepare(site);
+    int64_t correct = 0;
+    double loss = 0.0;
+    for (size_t b = 0; b < xs_.size(); ++b) {
+      torch::Tensor logits;
+      if (!cached) {
+        logits = model_.forward(xs_[b]);
+      } else if (cache_[b].site >= 0) {
+        ForwardState s = cache_[b];  // shares the tensors; only the walked value is written
+        if (s.site > 0) s.values[s.site] = s.values[s.site].clone();
+        engine.begin_forward();
+        logits = model_.run_from(std::move(s));
+      } else {
+        logits = model_.run_from(model_.run_until(xs_[b], site));
+      }
+      correct += logits.argmax(1).eq(ys_[b]).sum().item<int64_t>();
+      loss += torch::nn::functional::cross_entropy(
+                  logits, ys_[b],
+                  torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                  .item<double>();
+    }
+    WalkRecord r;
+    r.site = site;
+    r.sigma = sigma;
+    r.repeat = repeat;
+    r.accuracy = n_ > 0 ? static_cast<double>(correct) / static_cast<double>(n_) : 0.0;
+    r.loss = n_ > 0 ? loss / static_cast<double>(n_) : 0.0;
+    return r;
+  }
+
+ private:
+  void prepare(int site) {
+    if (site == cached_site_) return;
+    cache_.clear();
+    cached_site_ = site;
+    model_.engine().configure(NoiseConfig{});
+    int64_t bytes = 0;
+    for (const auto& x : xs_) {
+      ForwardState s = model_.run_until(x, site);
+      int64_t need = 0;
+      for (size_t i = 1; i < s.values.size(); ++i) {
+        if (s.values[i].defined()) need += s.values[i].numel() * s.values[i].element_size();
+      }
+      if (bytes + need <= o_.cache_bytes) {
+        bytes += need;
+        cache_.push_back(std::move(s));
+      } else {
+        cache_.push_back(ForwardState{});  // recomputed on every evaluation
+      }
+    }
+  }
+
+  ModelImpl& model_;
+  const WalkOptions& o_;
+  std::vector<torch::Tensor> xs_, ys_;
+  int64_t n_ = 0;
+  int cached_site_ = -1000;
+  std::vector<ForwardState> cache_;
+};
+
+SiteCurveSummary summarize_unit(int site, const std::string& name,
+                                const std::vector<WalkRecord>& records, const WalkOptions& o,
+                                double chance_line, double threshold, int expected_repeats) {
+  SiteCurveSummary c;
+  c.site = site;
+  c.name = name;
+  c.expected_repeats = expected_repeats;
+  std::map<double, std::vector<double>> by_sigma;
+  for (const auto& r : records) {
+    if (r.site == site) by_sigma[r.sigma].push_back(r.accuracy);
+  }
+  std::vector<std::vector<double>> samples;
+  for (const auto& [s, accs] : by_sigma) {
+    c.sigma.push_back(s);
+    c.accuracy.push_back(summarize(accs));
+    samples.push_back(accs);
+    if (static_cast<int>(accs.size()) < expected_repeats) c.complete = false;
+  }
+  c.midpoint = estimate_midpoint(c.sigma, samples, threshold, 2000,
+                                 mix_seed(o.seed, static_cast<uint64_t>(site + 3)));
+  const double last_grid = o.grid.values.back();
+  for (double s : c.sigma) {
+    if (s > last_grid * (1.0 + 1e-12)) ++c.extended;
+  }
+  const size_t n = c.sigma.size();
+  c.early_stopped = !o.adaptive && n >= 2 && c.sigma.back() < last_grid &&
+                    c.accuracy[n - 1].mean <= chance_line && c.accuracy[n - 2].mean <= chance_line;
+  return c;
+}
+
+/// Runs the units (this shard's with `eval`, the others dry) and summarises.
+WalkResult run_units(const std::vector<Unit>& units, const WalkOptions& o, const EvalFn& eval,
+                     WalkJournal* journal, const std::vector<std::string>& names,
+                     double clean_accuracy, double chance, double margin, int expected_repeats,
+                     bool clean_from_records) {
+  const auto t0 = std::chrono::steady_clock::now();
+  WalkResult res;
+  res.chance = chance;
+  res.margin = margin;
+  res.clean_accuracy = clean_accuracy;
+  res.threshold = 0.5 * (clean_accuracy + chance);
+  res.units_total = static_cast<int>(units.size());
+  int64_t total = 0;
+  {
+    Walker probe(o, chance + margin, res.threshold, nullptr, nullptr, 0);
+    for (size_t u = 0; u < units.size(); ++u) {
+      if (static_cast<int>(u) % o.shard_count == o.shard_index) total += probe.unit_budget(units[u]);
+    }
+  }
+  // Clean references first (noisy training): the threshold needs them.
+  Walker walker(o, chance + margin, res.threshold, journal, o.progress, total);
+  std::vector<std::vector<WalkRecord>> per_unit(units.size());
+  for (size_t u = 0; u < units.size(); ++u) {
+    const bool mine = static_cast<int>(u) % o.shard_count == o.shard_index && o.evaluate;
+    if (walker.walk(units[u], mine ? &eval : nullptr, per_unit[u])) ++res.units_done;
+  }
+  for (auto& recs : per_unit) {
+    for (auto& r : recs) res.records.push_back(std::move(r));
+  }
+  if (clean_from_records) {
+    std::vector<double> clean;
+    for (const auto& r : res.records) {
+      if (r.site == WalkRecord::kCleanSite) clean.push_back(r.accuracy);
+    }
+    res.clean_accuracy = mean_of(clean);
+    res.threshold = 0.5 * (res.clean_accuracy + chance);
+  }
+  for (int s : o.sites) {
+    res.sites.push_back(summarize_unit(s, names.at(s), res.records, o, chance + margin,
+                                       res.threshold, expected_repeats));
+  }
+  if (o.global) {
+    res.global = summarize_unit(WalkRecord::kGlobalSite, "global", res.records, o,
+                                chance + margin, res.threshold, expected_repeats);
+  }
+  res.evaluations = walker.evaluations();
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return res;
+}
+
+}  // namespace
+
+WalkResult walk_clean_model(ModelImpl& model, const Dataset& test, const WalkOptions& opts,
+                            WalkJournal* journal) {
+  opts.validate(model.num_sites());
+  if (test.size() == 0) throw std::invalid_argument("the test set is empty");
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  const NoiseConfig saved = model.engine().config();
+
+  const double chance = opts.chance > 0.0 ? opts.chance : test.chance();
+  const double margin = opts.margin_for(chance, test.size());
+  model.engine().configure(NoiseConfig{});
+  const double clean = run_pass(model, test, opts.batch_size).accuracy;
+
+  std::vector<Unit> units;
+  std::vector<int> reps(opts.repeats);
+  for (int r = 0; r < opts.repeats; ++r) reps[r] = r;
+  for (int s : opts.sites) units.push_back(Unit{s, reps, false});
+  if (opts.global) units.push_back(Unit{WalkRecord::kGlobalSite, reps, false});
+
+  CleanModelEvaluator evaluator(model, test, opts);
+  const EvalFn eval = [&](int site, double sigma, int r) { return evaluator(site, sigma, r); };
+  WalkResult res;
+  try {
+    res = run_units(units, opts, eval, journal, model.site_names(), clean, chance, margin,
+                    opts.repeats, false);
+  } catch (...) {
+    model.engine().configure(saved);
+    if (was_training) model.train();
+    throw;
+  }
+  model.engine().configure(saved);
+  if (was_training) model.train();
+  return res;
+}
+
+WalkResult walk_noisy_training(const Dataset& train_data, const Dataset& test,
+                               const NoisyTrainingOptions& nt, const WalkOptions& opts,
+                               const std::vector<std::string>& site_names,
+                               WalkJournal* journal) {
+  opts.validate(static_cast<int>(site_names.size()));
+  if (opts.adaptive) {
+    throw std::invalid_argument("adaptive midpoint search is not available with noisy training");
+  }
+  if (nt.eval_draws < 1) throw std::invalid_argument("eval draws must be >= 1");
+  const double chance = opts.chance > 0.0 ? opts.chance : test.chance();
+  const double margin = opts.margin_for(chance, test.size());
+
+  std::vector<Unit> units;
+  for (int r = 0; r < opts.repeats; ++r) units.push_back(Unit{WalkRecord::kCleanSite, {r}, true});
+  for (int s : opts.sites) {
+    for (int r = 0; r < opts.repeats; ++r) units.push_back(Unit{s, {r}, false});
+  }
+  if (opts.global) {
+    for (int r = 0; r < opts.repeats; ++r) {
+      units.push_back(Unit{WalkRecord::kGlobalSite, {r}, false});
+    }
+  }
+  const EvalFn eval = [&](int site, double sigma, int r) {
+    NoiseConfig cfg;
+    cfg.seed = mix_seed(opts.seed, static_cast<uint64_t>(r));
+    if (site != WalkRecord::kCleanSite) {
+      SiteConfig sc;
+      sc.noise = {opts.noise.at(sigma)};
+      if (site == WalkRecord::kGlobalSite) {
+        for (int s : opts.sites) cfg.sites[s] = sc;
+      } else {
+        cfg.sites[site] = sc;
+      }
+    }
+    // The same initialisation for every site and σ of a repeat (common random numbers).
+    const uint64_t init = mix_seed(opts.seed, static_cast<uint64_t>(r), kInitTag);
+    torch::manual_seed(init);
+    Model model = make_model(nt.spec);
+    TrainOptions t = nt.train;
+    t.seed = init;
+    t.noise = cfg;
+    t.progress = nullptr;
+    train(*model, train_data, t);
+    EvalOptions e;
+    e.draws = nt.eval_draws;
+    e.batch_size = opts.batch_size;
+    const EvalResult er = evaluate(*model, test, cfg, e);
+    WalkRecord rec;
+    rec.site = site;
+    rec.sigma = sigma;
+    rec.repeat = r;
+    rec.accuracy = er.accuracy.mean;
+    double loss = 0.0;
+    for (const auto& d : er.draws) loss += d.loss;
+    rec.loss = er.draws.empty() ? 0.0 : loss / static_cast<double>(er.draws.size());
+    Json layers = Json::array();
+    for (const auto& w : weight_stats(*model)) layers.push_back(w.to_json());
+    rec.extra = Json{{"weights", layers}, {"all", aggregate_weight_stats(*model).to_json()}};
+    if (!nt.save_dir.empty()) {
+      CheckpointMeta meta;
+      meta.spec = nt.spec;
+      meta.dataset = train_data.name;
+      meta.train_config = t.to_json(site_names);
+      meta.metrics = Json{{"noisy_accuracy", rec.accuracy}};
+      meta.provenance = provenance();
+      const std::string file = "site" + std::to_string(site) + "-sigma" + fmt_double(sigma, 6) +
+                               "-rep" + std::to_string(r) + ".pt";
+      save_checkpoint((std::filesystem::path(nt.save_dir) / file).string(), *model, meta);
+    }
+    return rec;
+  };
+  return run_units(units, opts, eval, journal, site_names, std::nan(""), chance, margin,
+                   1 * opts.repeats, true);
+}
+
+}  // namespace quell

@@ -708,6 +708,8 @@ class CleanModelEvaluator {
 
   WalkRecord operator()(int site, double sigma, int repeat) {
     torch::NoGradGuard no_grad;
+    const bool cached = site >= 0 && o_.prefix_cache;
+    if (cached) prepare(site);  // clean prefixes: run_until applies no site logic
     NoiseConfig cfg;
     cfg.seed = o_.seed;
     SiteConfig sc;
@@ -721,8 +723,6 @@ class CleanModelEvaluator {
     engine.configure(std::move(cfg));
     const uint64_t d = draw_id(sigma, repeat);
     engine.set_draw(d, d);
-    const bool cached = site >= 0 && o_.prefix_cache;
-    if (cached) prepare(site);
     int64_t correct = 0;
     double loss = 0.0;
     for (size_t b = 0; b < xs_.size(); ++b) {
@@ -757,7 +757,6 @@ class CleanModelEvaluator {
     if (site == cached_site_) return;
     cache_.clear();
     cached_site_ = site;
-    model_.engine().configure(NoiseConfig{});
     int64_t bytes = 0;
     for (const auto& x : xs_) {
       ForwardState s = model_.run_until(x, site);

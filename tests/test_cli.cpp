@@ -893,4 +893,160 @@ TEST_F(Cli, EvalHelpExitsZeroAndListsOptions) {
   EXPECT_EQ(none.err.rfind("quell: error:", 0), 0u) << none;
 }
 
+// ---------------------------------------------------------------------------------------------
+// quell walk
+
+// `quell walk` on the shared checkpoint and data, writing into `out`, with `extra` options.
+RunResult walk_run(const fs::path& out, const std::vector<std::string>& extra,
+                   const fs::path& checkpoint, const fs::path& data) {
+  std::vector<std::string> args = {"walk", checkpoint.string(), "--data-dir", data.string(),
+                                   "--out", out.string(), "--threads", kThreads};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return run_quell(args);
+}
+
+// A small sweep: three sites, 2 points per decade, 2 repeats.
+const std::vector<std::string> kSmallWalk = {"--sites", "input,conv1,fc3", "--grid", "1e-2:1e3",
+                                             "--per-decade", "2", "--repeats", "2"};
+
+// CSV rows below the header, sorted (order-independent comparison of sweeps).
+std::vector<std::string> sorted_rows(const std::string& csv) {
+  auto lines = lines_of(csv);
+  if (!lines.empty()) lines.erase(lines.begin());
+  std::sort(lines.begin(), lines.end());
+  return lines;
+}
+
+TEST_F(Cli, WalkWritesCsvJsonFiguresAndTable) {
+  const RunResult r = walk_run(dir_ / "w", kSmallWalk, checkpoint(), data_dir());
+  ASSERT_EQ(r.exit_code, 0) << r;
+  // The table: one row per site with a midpoint, the threshold line, the files written.
+  EXPECT_NE(r.out.find("threshold"), std::string::npos) << r;
+  for (const char* name : {"input", "conv1", "fc3"}) {
+    EXPECT_TRUE(std::regex_search(r.out, std::regex(std::string(R"(\n\s+\d+\s+)") + name +
+                                                    R"(\s+[0-9.e+-]+\s+\[)")))
+        << name << r;
+  }
+  const std::string csv = read_file(dir_ / "w" / "walk.csv");
+  const auto lines = lines_of(csv);
+  ASSERT_GT(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "site,name,noise,sigma,repeat,accuracy,loss");
+  const Json j = parse_json_file(dir_ / "w" / "walk.json");
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j.at("sites").size(), 3u);
+  EXPECT_TRUE(j.at("complete").get<bool>());
+  EXPECT_NEAR(j.at("threshold").get<double>(),
+              0.5 * (j.at("clean_accuracy").get<double>() + j.at("chance").get<double>()), 1e-12);
+  size_t points = 0;
+  for (const auto& site : j.at("sites")) {
+    const Json& m = site.at("midpoint");
+    EXPECT_EQ(m.at("status"), "crossed") << site.dump();
+    EXPECT_LE(m.at("ci_low").get<double>(), m.at("value").get<double>());
+    EXPECT_GE(m.at("ci_high").get<double>(), m.at("value").get<double>());
+    for (const auto& p : site.at("points")) points += p.at("n").get<size_t>();
+  }
+  EXPECT_EQ(points, lines.size() - 1) << "every CSV row is one evaluation of the summary";
+  EXPECT_EQ(j.at("evaluations_run").get<size_t>(), lines.size() - 1);
+  for (const char* f : {"curves.png", "curves.svg", "midpoints.png", "midpoints.svg",
+                        "heatmap.png", "heatmap.svg", "journal.jsonl"}) {
+    EXPECT_TRUE(fs::exists(dir_ / "w" / f)) << f << r;
+  }
+}
+
+TEST_F(Cli, WalkResumesFromATornJournalWithTheSameResult) {
+  const fs::path out = dir_ / "w";
+  std::vector<std::string> opts = kSmallWalk;
+  opts.insert(opts.end(), {"--figures", "none"});
+  const RunResult first = walk_run(out, opts, checkpoint(), data_dir());
+  ASSERT_EQ(first.exit_code, 0) << first;
+  const std::string csv = read_file(out / "walk.csv");
+  // Simulate a kill: keep the header and the first few records, plus half a line.
+  const auto journal = lines_of(read_file(out / "journal.jsonl"));
+  ASSERT_GT(journal.size(), 8u);
+  std::string cut;
+  for (size_t i = 0; i < 6; ++i) cut += journal[i] + "\n";
+  write_file(out / "journal.jsonl", cut + journal[6].substr(0, journal[6].size() / 2));
+  const RunResult resumed = walk_run(out, opts, checkpoint(), data_dir());
+  ASSERT_EQ(resumed.exit_code, 0) << resumed;
+  EXPECT_NE(resumed.err.find("resuming: 5 evaluations"), std::string::npos) << resumed;
+  EXPECT_EQ(read_file(out / "walk.csv"), csv) << "resumed sweep differs";
+  EXPECT_EQ(lines_of(read_file(out / "journal.jsonl")).size(), journal.size());
+  // A finished sweep reruns from the journal without evaluating.
+  const RunResult again = walk_run(out, opts, checkpoint(), data_dir());
+  ASSERT_EQ(again.exit_code, 0) << again;
+  EXPECT_NE(again.out.find("\n0 evaluations in"), std::string::npos) << again;
+  // Another sweep in the same directory is refused, naming the difference; nothing changes.
+  std::vector<std::string> other = opts;
+  other.insert(other.end(), {"--seed", "9"});
+  const RunResult refused = walk_run(out, other, checkpoint(), data_dir());
+  expect_one_line_error(refused, {"different sweep", "seed"});
+  EXPECT_EQ(read_file(out / "walk.csv"), csv);
+}
+
+TEST_F(Cli, WalkShardsMergeIntoTheWholeSweep) {
+  std::vector<std::string> opts = kSmallWalk;
+  opts.insert(opts.end(), {"--figures", "none", "--global"});
+  const RunResult whole = walk_run(dir_ / "whole", opts, checkpoint(), data_dir());
+  ASSERT_EQ(whole.exit_code, 0) << whole;
+  for (const char* shard : {"1/2", "2/2"}) {
+    std::vector<std::string> o = opts;
+    o.insert(o.end(), {"--shard", shard});
+    const std::string name = std::string("s") + shard[0];
+    const RunResult r = walk_run(dir_ / name, o, checkpoint(), data_dir());
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_NE(r.out.find("INCOMPLETE"), std::string::npos) << r;
+  }
+  std::vector<std::string> m = opts;
+  m.insert(m.end(), {"--merge", (dir_ / "s1").string(), (dir_ / "s2").string()});
+  const RunResult merged = walk_run(dir_ / "merged", m, checkpoint(), data_dir());
+  ASSERT_EQ(merged.exit_code, 0) << merged;
+  EXPECT_EQ(merged.out.find("INCOMPLETE"), std::string::npos) << merged;
+  EXPECT_EQ(sorted_rows(read_file(dir_ / "merged" / "walk.csv")),
+            sorted_rows(read_file(dir_ / "whole" / "walk.csv")));
+  const Json a = parse_json_file(dir_ / "merged" / "walk.json");
+  const Json b = parse_json_file(dir_ / "whole" / "walk.json");
+  ASSERT_TRUE(a.is_object() && b.is_object());
+  EXPECT_EQ(a.at("sites"), b.at("sites"));
+  EXPECT_EQ(a.at("global"), b.at("global"));
+}
+
+TEST_F(Cli, WalkNoisyTrainingRecordsWeightStatistics) {
+  const RunResult r = run_quell(
+      {"walk", "--train", "--model", "mlp", "--data-dir", data_dir().string(), "--out",
+       (dir_ / "nt").string(), "--sites", "fc1", "--grid", "0.01,1000", "--repeats", "1",
+       "--epochs", "1", "--train-limit", "300", "--figures", "none", "--threads", kThreads});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const auto lines = lines_of(read_file(dir_ / "nt" / "walk.csv"));
+  ASSERT_EQ(lines.size(), 4u);  // header, clean reference, two sigmas
+  EXPECT_EQ(lines[0], "site,name,noise,sigma,repeat,accuracy,loss,mean_abs,rms,max_abs,binarization");
+  EXPECT_EQ(lines[1].rfind("-2,clean,", 0), 0u);
+  const Json j = parse_json_file(dir_ / "nt" / "walk.json");
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j.at("setting"), "noisy training");
+  const Json& w = j.at("sites").at(0).at("points").at(0).at("weights");
+  EXPECT_GT(w.at("rms").get<double>(), 0.0);
+  EXPECT_GE(w.at("binarization").get<double>(), 0.0);
+  EXPECT_LE(w.at("binarization").get<double>(), 1.0);
+}
+
+TEST_F(Cli, WalkBadInputIsAOneLineError) {
+  const fs::path out = dir_ / "w";
+  expect_one_line_error(walk_run(out, {"--grid", "0:1"}, checkpoint(), data_dir()),
+                        {"grid", "MIN > 0"});
+  expect_one_line_error(walk_run(out, {"--grid", "nan:1"}, checkpoint(), data_dir()),
+                        {"grid", "nan"});
+  expect_one_line_error(walk_run(out, {"--sites", "conv9"}, checkpoint(), data_dir()),
+                        {"conv9"});
+  expect_one_line_error(walk_run(out, {"--noise", "add:0.5"}, checkpoint(), data_dir()),
+                        {"add:0.5", "grid"});
+  expect_one_line_error(walk_run(out, {"--shard", "3/2"}, checkpoint(), data_dir()),
+                        {"--shard", "3/2"});
+  expect_one_line_error(walk_run(out, {"--merge", (dir_ / "nowhere").string()}, checkpoint(),
+                                 data_dir()),
+                        {"nowhere", "journal"});
+  expect_one_line_error(walk_run(out, {}, dir_ / "missing.pt", data_dir()), {"missing.pt"});
+  // Nothing was written by the failed runs.
+  EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out)) << list_dir(out).size();
+}
+
 }  // namespace

@@ -48,7 +48,9 @@ bool gnuplot_available();
 /// chance lines, midpoints marked), midpoints.{png,svg} (midpoint per site as bars in network
 /// order with uncertainty; sites not crossed marked), heatmap.{png,svg} (site × σ accuracy).
 /// Returns the paths written. Throws std::runtime_error naming the problem if gnuplot is
-/// missing or fails; files are written atomically (no half-written figure is left behind).
+/// missing or fails, if `dir` is not a directory, or if there are no sites; files are written
+/// atomically (no half-written figure or temporary is left behind). With both formats off it
+/// writes nothing and returns {}. The figures are described in docs/figures.md.
 std::vector<std::string> write_walk_figures(const WalkPlotData& data, const std::string& dir,
                                             const PlotFormats& formats = {});
 

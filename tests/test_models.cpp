@@ -223,3 +223,39 @@ TEST(Checkpoint, MissingCorruptAndMismatchedFilesAreNamedErrors) {
 
 }  // namespace
 }  // namespace quell
+
+namespace quell {
+namespace {
+
+// The inference max pooling must give exactly torch's values: odd sizes (floor mode drops the
+// last row/column), NaN propagation, kernel 2 and 3, float and double, and a gradient path.
+TEST(MaxPool, MatchesTorchExactly) {
+  torch::manual_seed(4);
+  torch::NoGradGuard no_grad;
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    for (int64_t k : {2, 3}) {
+      torch::Tensor x = torch::randn({3, 5, 13, 11}, torch::TensorOptions().dtype(dtype));
+      x[1][2][4][3] = std::nan("");
+      x[2][0][0][0] = -std::numeric_limits<double>::infinity();
+      const torch::Tensor want = torch::max_pool2d(x, k, k);
+      const torch::Tensor got = max_pool_2d(x, k, k);
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_TRUE(torch::equal(got.isnan(), want.isnan()));
+      EXPECT_TRUE(torch::equal(got.nan_to_num(0.0), want.nan_to_num(0.0))) << k;
+      // Non-contiguous input (a channel slice of a permuted tensor).
+      const torch::Tensor nc = x.transpose(2, 3);
+      EXPECT_TRUE(torch::equal(max_pool_2d(nc, k, k).nan_to_num(0.0),
+                               torch::max_pool2d(nc, k, k).nan_to_num(0.0)));
+    }
+  }
+}
+
+TEST(MaxPool, GradientsFlowThroughTorchsKernel) {
+  torch::Tensor x = torch::randn({2, 3, 8, 8}, torch::requires_grad());
+  max_pool_2d(x, 2, 2).sum().backward();
+  // Each 2x2 window passes the gradient to exactly one element.
+  EXPECT_EQ(x.grad().sum().item<double>(), 2.0 * 3 * 4 * 4);
+}
+
+}  // namespace
+}  // namespace quell

@@ -138,6 +138,11 @@ class GraphBuilder {
   ModelImpl& model_;
 };
 
+/// max_pool2d(x, kernel, stride) without padding. On CPU with kernel == stride and no gradient
+/// needed, a direct loop (same values, NaN propagates; several times faster than LibTorch
+/// 1.13's kernel); otherwise torch::max_pool2d.
+torch::Tensor max_pool_2d(const torch::Tensor& x, int64_t kernel, int64_t stride);
+
 /// Names of the registered models.
 std::vector<std::string> model_names();
 /// Builds a registered model (random init from the current torch seed). Unknown names throw

@@ -275,4 +275,185 @@ TEST(Plot, GnuplotWritingNothingIsAnError) {
   EXPECT_TRUE(entries(dir.str()).empty());
 }
 
+// ---------------------------------------------------------------------------------------------
+// Learning dynamics (write_dynamics_figures).
+
+// Weight statistics of a noisy-training sweep on a log grid 1e-2..1e2 (4 per decade) with a
+// σ = 0 point first, or on the linear grid 0:2:0.1: the RMS of every other site grows from 0.1
+// towards 1, the binarisation index of every third site rises from 0.05 towards 0.9.
+quell::DynamicsPlotData dynamics(int sites, bool log_sigma = true) {
+  quell::DynamicsPlotData data;
+  data.title = "test net, multiplicative noise";
+  data.log_sigma = log_sigma;
+  data.clean_rms = 0.11;
+  data.clean_binarization = 0.06;
+  for (int i = 0; i < sites; ++i) {
+    quell::DynamicsSeries series;
+    series.site = i;
+    series.label = std::to_string(i) + " layer" + std::to_string(i);
+    const double mid = log_sigma ? std::pow(10.0, -1.0 + 0.5 * (i % 5)) : 0.3 + 0.3 * (i % 5);
+    const int count = log_sigma ? 17 : 21;
+    if (log_sigma) {
+      series.sigma.push_back(0.0);
+      series.rms.push_back(0.1);
+      series.binarization.push_back(0.05);
+    }
+    for (int k = 0; k < count; ++k) {
+      const double sigma = log_sigma ? std::pow(10.0, -2.0 + 0.25 * k) : 0.1 * k;
+      const double x = log_sigma ? 3.0 * std::log10(sigma / mid) : (sigma - mid) / 0.15;
+      const double f = 1.0 / (1.0 + std::exp(-x));
+      series.sigma.push_back(sigma);
+      series.rms.push_back(i % 2 == 0 ? 0.1 + 0.9 * f : 0.1);
+      series.binarization.push_back(i % 3 == 0 ? 0.05 + 0.85 * f : 0.05);
+    }
+    data.series.push_back(series);
+  }
+  return data;
+}
+
+TEST(Plot, DynamicsFigureInBothFormats) {
+  SKIP_WITHOUT_GNUPLOT();
+  ScratchDir dir("plot");
+  auto data = dynamics(16);
+  data.series[3].label = "3 a_b.c@d";
+  const auto paths = quell::write_dynamics_figures(data, dir.str());
+  ASSERT_EQ(paths.size(), 2u);
+  EXPECT_EQ(fs::path(paths[0]).filename(), "dynamics.png");
+  EXPECT_EQ(fs::path(paths[1]).filename(), "dynamics.svg");
+  // Nothing else is left in the directory: no scripts, data or temporary outputs.
+  EXPECT_EQ(entries(dir.str()), (std::set<std::string>{"dynamics.png", "dynamics.svg"}));
+  EXPECT_TRUE(is_png(paths[0]));
+  const std::string svg = read_file(paths[1]);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  // Every site in the legend, labels literal, the clean reference explained.
+  for (const auto& series : data.series) {
+    EXPECT_NE(svg.find(series.label), std::string::npos) << series.label;
+  }
+  EXPECT_NE(svg.find("clean-trained models"), std::string::npos);
+  EXPECT_NE(svg.find("site (network order)"), std::string::npos);
+}
+
+TEST(Plot, DynamicsFormatsRespected) {
+  {
+    ScratchDir dir("plot");
+    EXPECT_TRUE(quell::write_dynamics_figures(dynamics(3), dir.str(), {false, false}).empty());
+    EXPECT_TRUE(entries(dir.str()).empty());
+  }
+  SKIP_WITHOUT_GNUPLOT();
+  {
+    ScratchDir dir("plot");
+    const auto paths = quell::write_dynamics_figures(dynamics(3), dir.str(), {true, false});
+    ASSERT_EQ(paths.size(), 1u);
+    EXPECT_TRUE(is_png(paths[0]));
+    EXPECT_EQ(entries(dir.str()), (std::set<std::string>{"dynamics.png"}));
+  }
+  {
+    ScratchDir dir("plot");
+    const auto paths = quell::write_dynamics_figures(dynamics(3), dir.str(), {false, true});
+    ASSERT_EQ(paths.size(), 1u);
+    EXPECT_EQ(entries(dir.str()), (std::set<std::string>{"dynamics.svg"}));
+    EXPECT_NE(read_file(paths[0]).find("2 layer2"), std::string::npos);
+  }
+}
+
+TEST(Plot, DynamicsNanCleanReferencesAndSparseSeries) {
+  SKIP_WITHOUT_GNUPLOT();
+  for (const bool log_sigma : {true, false}) {
+    ScratchDir dir("plot");
+    auto data = dynamics(5, log_sigma);
+    data.clean_rms = NAN;
+    data.clean_binarization = NAN;
+    data.series[0].sigma = {0.0};  // nothing left on a log axis
+    data.series[0].rms = {0.1};
+    data.series[0].binarization = {0.05};
+    data.series[1].sigma.clear();  // no point at all
+    data.series[1].rms.clear();
+    data.series[1].binarization.clear();
+    for (double& b : data.series[2].binarization) b = NAN;  // one statistic missing
+    data.series[3].rms[4] = 0.0;                            // not on a log RMS axis
+    data.series[3].rms[5] = NAN;
+    const auto paths = quell::write_dynamics_figures(data, dir.str(), {true, true});
+    ASSERT_EQ(paths.size(), 2u) << "log_sigma=" << log_sigma;
+    EXPECT_TRUE(is_png(paths[0]));
+    const std::string svg = read_file(paths[1]);
+    EXPECT_EQ(svg.find("clean-trained models"), std::string::npos) << "log_sigma=" << log_sigma;
+    EXPECT_NE(svg.find("1 layer1 (no data)"), std::string::npos) << "log_sigma=" << log_sigma;
+  }
+}
+
+TEST(Plot, DynamicsManySitesGetAColourBox) {
+  SKIP_WITHOUT_GNUPLOT();
+  ScratchDir dir("plot");
+  const auto paths = quell::write_dynamics_figures(dynamics(71), dir.str(), {true, true});
+  ASSERT_EQ(paths.size(), 2u);
+  EXPECT_TRUE(is_png(paths[0]));
+  const std::string svg = read_file(paths[1]);
+  EXPECT_NE(svg.find("site (network order)"), std::string::npos);
+  EXPECT_NE(svg.find("0 layer0"), std::string::npos);  // colour box labels in network order
+}
+
+TEST(Plot, DynamicsEmptySeriesIsAnError) {
+  ScratchDir dir("plot");
+  quell::DynamicsPlotData data;
+  const std::string message = message_of([&] { quell::write_dynamics_figures(data, dir.str()); });
+  EXPECT_NE(message.find("no sites"), std::string::npos) << message;
+  EXPECT_TRUE(entries(dir.str()).empty());
+}
+
+TEST(Plot, DynamicsMismatchedLengthsIsAnError) {
+  ScratchDir dir("plot");
+  auto data = dynamics(3);
+  data.series[1].rms.pop_back();
+  const std::string message = message_of([&] { quell::write_dynamics_figures(data, dir.str()); });
+  EXPECT_NE(message.find("1 layer1"), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_TRUE(entries(dir.str()).empty());
+}
+
+TEST(Plot, DynamicsMissingGnuplotOrDirectoryThrows) {
+  ScratchDir dir("plot");
+  const std::string missing = dir.file("no-such-dir");
+  const std::string message =
+      message_of([&] { quell::write_dynamics_figures(dynamics(3), missing); });
+  EXPECT_NE(message, "<no exception>");
+  EXPECT_FALSE(fs::exists(missing));
+
+  ScratchDir empty_bin("plot-bin");
+  const ScopedPath path(empty_bin.str());
+  const std::string no_gnuplot =
+      message_of([&] { quell::write_dynamics_figures(dynamics(3), dir.str()); });
+  EXPECT_NE(no_gnuplot.find("gnuplot not found"), std::string::npos) << no_gnuplot;
+  EXPECT_TRUE(entries(dir.str()).empty());
+}
+
+TEST(Plot, DynamicsFailureLeavesNoTemporaries) {
+  ScratchDir dir("plot");
+  ScratchDir scratch("plot-bin");
+  // Writes half a figure next to the script (where the outputs go), then fails like gnuplot.
+  const std::string bin = fake_gnuplot(scratch,
+                                       "printf 'half' > \"$(dirname \"$2\")/dynamics.png\"\n"
+                                       "echo \"\\\"$2\\\" line 3: invalid command\" >&2\n"
+                                       "exit 1");
+  {
+    const ScopedPath path(bin);
+    const std::string message =
+        message_of([&] { quell::write_dynamics_figures(dynamics(4), dir.str()); });
+    EXPECT_NE(message.find("gnuplot failed"), std::string::npos) << message;
+    EXPECT_NE(message.find("\"figures.gp\" line 3: invalid command"), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    EXPECT_TRUE(entries(dir.str()).empty());
+  }
+  // An existing figure survives a failed run untouched.
+  write_file(dir.file("dynamics.png"), "old figure");
+  {
+    const ScopedPath path(fake_gnuplot(scratch, "exit 0"));
+    const std::string message = message_of([&] {
+      quell::write_dynamics_figures(dynamics(4), dir.str(), {true, false});
+    });
+    EXPECT_NE(message.find("did not write"), std::string::npos) << message;
+  }
+  EXPECT_EQ(read_file(dir.file("dynamics.png")), "old figure");
+  EXPECT_EQ(entries(dir.str()), (std::set<std::string>{"dynamics.png"}));
+}
+
 }  // namespace

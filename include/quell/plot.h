@@ -54,4 +54,35 @@ bool gnuplot_available();
 std::vector<std::string> write_walk_figures(const WalkPlotData& data, const std::string& dir,
                                             const PlotFormats& formats = {});
 
+/// Weight statistics of the models trained at each σ for one walked site (means over repeats).
+struct DynamicsSeries {
+  int site = 0;
+  std::string label;                 ///< e.g. "1 conv1"
+  std::vector<double> sigma;         ///< ascending
+  std::vector<double> rms;           ///< RMS of all analog weights of the trained model
+  std::vector<double> binarization;  ///< binarisation index in [0, 1]
+};
+
+/// The learning-dynamics figure of a noisy-training sweep.
+struct DynamicsPlotData {
+  std::string title;
+  std::string sigma_label = "noise level sigma";
+  bool log_sigma = true;
+  /// RMS and binarisation index of the clean-trained reference models (NaN: unknown).
+  double clean_rms = std::numeric_limits<double>::quiet_NaN();
+  double clean_binarization = std::numeric_limits<double>::quiet_NaN();
+  std::vector<DynamicsSeries> series;  ///< network order
+};
+
+/// Writes dynamics.{png,svg} into `dir`: two panels side by side: weight RMS vs σ (log y) and
+/// binarisation index vs σ (y in [0,1]), one line per site (a distinguishable colour/point type
+/// per site, legend with the labels; for many sites a colour gradient in network order with a
+/// legend or colour box), dashed horizontal reference lines for the clean models. σ ≤ 0 points
+/// are dropped on log axes, non-finite values everywhere. Same error/atomicity contract as
+/// write_walk_figures (also throws if there are no series or a series' sigma, rms and
+/// binarization differ in length). Returns the paths written. See docs/figures.md.
+std::vector<std::string> write_dynamics_figures(const DynamicsPlotData& data,
+                                                const std::string& dir,
+                                                const PlotFormats& formats = {});
+
 }  // namespace quell

@@ -178,6 +178,50 @@ WalkPlotData plot_data(const WalkResult& r, const std::string& title, bool log_s
   return d;
 }
 
+/// Learning dynamics of a noisy-training sweep: the trained models' weight statistics per σ.
+DynamicsPlotData dynamics_data(const WalkResult& r, const std::string& title, bool log_sigma) {
+  DynamicsPlotData d;
+  d.title = title;
+  d.log_sigma = log_sigma;
+  auto stat = [](const WalkRecord& rec, const char* key) {
+    const Json& all = rec.extra.at("all");
+    return all.contains(key) && all.at(key).is_number() ? all.at(key).get<double>()
+                                                        : std::nan("");
+  };
+  std::vector<double> clean_rms, clean_bin;
+  for (const auto& rec : r.records) {
+    if (rec.site != WalkRecord::kCleanSite || !rec.extra.contains("all")) continue;
+    clean_rms.push_back(stat(rec, "rms"));
+    clean_bin.push_back(stat(rec, "binarization"));
+  }
+  auto mean = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x;
+    return v.empty() ? std::nan("") : s / static_cast<double>(v.size());
+  };
+  d.clean_rms = mean(clean_rms);
+  d.clean_binarization = mean(clean_bin);
+  for (const auto& c : r.sites) {
+    DynamicsSeries s;
+    s.site = c.site;
+    s.label = std::to_string(c.site) + " " + c.name;
+    for (double sigma : c.sigma) {
+      std::vector<double> rms, bin;
+      for (const auto& rec : r.records) {
+        if (rec.site != c.site || rec.sigma != sigma || !rec.extra.contains("all")) continue;
+        rms.push_back(stat(rec, "rms"));
+        bin.push_back(stat(rec, "binarization"));
+      }
+      if (rms.empty()) continue;
+      s.sigma.push_back(sigma);
+      s.rms.push_back(mean(rms));
+      s.binarization.push_back(mean(bin));
+    }
+    d.series.push_back(std::move(s));
+  }
+  return d;
+}
+
 void run(WalkArgs& a) {
   a.runtime.apply();
   if (a.out.empty()) throw std::invalid_argument("--out DIR is required");
@@ -355,6 +399,12 @@ void run(WalkArgs& a) {
   if ((formats.png || formats.svg) && !result.sites.empty()) {
     for (const auto& f : write_walk_figures(plot_data(result, title, log_sigma), a.out, formats)) {
       written.push_back(fs::path(f).filename().string());
+    }
+    if (a.train) {
+      for (const auto& f : write_dynamics_figures(dynamics_data(result, title, log_sigma), a.out,
+                                                  formats)) {
+        written.push_back(fs::path(f).filename().string());
+      }
     }
   }
 

@@ -8,31 +8,43 @@ namespace quell {
 namespace {
 
 // Max pooling with kernel == stride, no padding, floor mode, on a contiguous CPU tensor:
-// LibTorch 1.13's CPU max_pool2d takes about 7 ns per input element here (it also computes
-// indices), more than the convolutions of lenet5. This plain loop over planes gives the same
-// values, NaN propagating like torch's, at a fraction of the cost.
+// LibTorch 1.13's CPU max_pool2d takes about 3 ms for a [256, 6, 28, 28] batch here, more than
+// all convolutions of lenet5; this loop gives the same values (NaN propagating like torch's) in
+// about 0.2 ms on one thread.
 template <typename T>
-void max_pool_planes(const T* in, T* out, int64_t planes, int64_t h, int64_t w, int64_t k) {
+inline T nan_max(T a, T b) {
+  return (a > b || a != a) ? a : b;  // NaN propagates, as in torch
+}
+
+// Planes [begin, end) of a [planes, h, w] block. A plain function taking values: inlined into
+// the OpenMP region, the same loops ran about 20x slower.
+template <typename T>
+__attribute__((noinline)) void max_pool_planes(const T* in, T* out, int64_t begin, int64_t end,
+                                               int64_t h, int64_t w, int64_t k) {
   const int64_t oh = h / k, ow = w / k;
-  at::parallel_for(0, planes, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const T* src = in + p * h * w;
-      T* dst = out + p * oh * ow;
-      for (int64_t y = 0; y < oh; ++y) {
+  for (int64_t p = begin; p < end; ++p) {
+    const T* src = in + p * h * w;
+    T* dst = out + p * oh * ow;
+    for (int64_t y = 0; y < oh; ++y) {
+      if (k == 2) {
+        const T* r0 = src + 2 * y * w;
+        const T* r1 = r0 + w;
         for (int64_t x = 0; x < ow; ++x) {
-          T m = src[(y * k) * w + x * k];
-          for (int64_t i = 0; i < k; ++i) {
-            const T* row = src + (y * k + i) * w + x * k;
-            for (int64_t j = 0; j < k; ++j) {
-              const T v = row[j];
-              m = (v > m || std::isnan(v)) ? v : m;
-            }
-          }
-          dst[y * ow + x] = m;
+          dst[y * ow + x] =
+              nan_max(nan_max(r0[2 * x], r0[2 * x + 1]), nan_max(r1[2 * x], r1[2 * x + 1]));
         }
+        continue;
+      }
+      for (int64_t x = 0; x < ow; ++x) {
+        T m = src[(y * k) * w + x * k];
+        for (int64_t i = 0; i < k; ++i) {
+          const T* row = src + (y * k + i) * w + x * k;
+          for (int64_t j = 0; j < k; ++j) m = nan_max(row[j], m);
+        }
+        dst[y * ow + x] = m;
       }
     }
-  });
+  }
 }
 
 }  // namespace
@@ -47,8 +59,11 @@ torch::Tensor max_pool_2d(const torch::Tensor& x, int64_t kernel, int64_t stride
   const int64_t n = in.size(0), c = in.size(1), h = in.size(2), w = in.size(3);
   torch::Tensor out = torch::empty({n, c, h / kernel, w / kernel}, in.options());
   AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "max_pool_2d", [&] {
-    max_pool_planes<scalar_t>(in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n * c, h, w,
-                              kernel);
+    const scalar_t* src = in.data_ptr<scalar_t>();
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n * c, 16, [=](int64_t begin, int64_t end) {
+      max_pool_planes<scalar_t>(src, dst, begin, end, h, w, kernel);
+    });
   });
   return out;
 }

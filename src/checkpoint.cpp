@@ -90,7 +90,8 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
   for (auto& p : model->named_parameters()) load_tensor(p.key(), p.value(), false);
   for (auto& b : model->named_buffers()) load_tensor(b.key(), b.value(), true);
 
-  if (j.contains("calibration") && j["calibration"].is_array()) {
+  // An empty list: the model was saved before it was ever calibrated.
+  if (j.contains("calibration") && j["calibration"].is_array() && !j["calibration"].empty()) {
     const auto& cj = j["calibration"];
     if (static_cast<int>(cj.size()) != model->num_sites()) {
       throw std::runtime_error(path + ": calibration has " + std::to_string(cj.size()) +

@@ -204,25 +204,26 @@ torch::Tensor ModelImpl::run_node(const Node& node, std::vector<torch::Tensor>& 
   return {};
 }
 
-torch::Tensor ModelImpl::forward(torch::Tensor x) {
-  engine_.begin_forward();
+torch::Tensor ModelImpl::forward(torch::Tensor x, SiteEngine& engine) {
+  engine.begin_forward();
   ForwardState state;
   state.site = 0;
   state.values.resize(nodes_.size());
   state.values[0] = std::move(x);
-  return run_from(std::move(state));
+  return run_from(std::move(state), engine);
 }
 
-ForwardState ModelImpl::run_until(const torch::Tensor& x, int site, bool with_site_logic) {
+ForwardState ModelImpl::run_until(const torch::Tensor& x, int site, bool with_site_logic,
+                                  SiteEngine& engine) {
   TORCH_CHECK(site >= 0 && site < num_sites(), "site ", site, " is outside 0-", num_sites() - 1);
-  engine_.begin_forward();
+  engine.begin_forward();
   ForwardState state;
   state.site = site;
   state.values.resize(nodes_.size());
   state.values[0] = x;
   for (int i = 0; i <= site; ++i) {
     if (i > 0) state.values[i] = run_node(nodes_[i], state.values);
-    if (i < site && with_site_logic) state.values[i] = engine_.apply(state.values[i], i, i > 0);
+    if (i < site && with_site_logic) state.values[i] = engine.apply(state.values[i], i, i > 0);
     // Free values whose last reader was node i (keep those a later node needs).
     for (int in : nodes_[i].inputs) {
       if (last_use_[in] <= i && in != site) state.values[in] = torch::Tensor();
@@ -231,13 +232,13 @@ ForwardState ModelImpl::run_until(const torch::Tensor& x, int site, bool with_si
   return state;
 }
 
-torch::Tensor ModelImpl::run_from(ForwardState state) {
+torch::Tensor ModelImpl::run_from(ForwardState state, SiteEngine& engine) {
   auto& values = state.values;
   const int n = num_sites();
   for (int i = state.site; i < n; ++i) {
     if (i > state.site) values[i] = run_node(nodes_[i], values);
     // The input site is not a fresh tensor: it may be a view of the caller's data.
-    values[i] = engine_.apply(std::move(values[i]), i, /*owned=*/i > 0);
+    values[i] = engine.apply(std::move(values[i]), i, /*owned=*/i > 0);
     for (int in : nodes_[i].inputs) {
       if (last_use_[in] == i) values[in] = torch::Tensor();
     }

@@ -1,6 +1,7 @@
 #include "quell/walk.h"
 
 #include <fcntl.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -645,37 +646,91 @@ class Walker {
     return true;
   }
 
+  // Adaptive search for the crossing of the mean accuracy with the threshold T, in log σ:
+  //  1. bracket: start at the geometric middle of the grid, step up (or down) by factors
+  //     growing 10^0.5, 10, 100, ... until the mean accuracy is on the other side of T;
+  //  2. refine: interpolate the crossing μ̂ linearly in log σ between the bracket ends and
+  //     evaluate the pair μ̂ / sqrt(1 + tol), μ̂ · sqrt(1 + tol); when the curve is close to
+  //     linear there (it is, near the midpoint) the pair is the new bracket, of ratio 1 + tol.
+  //     A step that does not halve the bracket (in log σ) is followed by a bisection.
+  // Every point depends only on the grid, the tolerance and the accuracies of the unit itself,
+  // so resumed and sharded runs evaluate the same points.
   bool adaptive(const Unit& u) {
     const auto& g = o_.grid.values;
-    double lo = 0.0;
+    double first = 0.0;
     for (double v : g) {
       if (v > 0.0) {
-        lo = v;
+        first = v;
         break;
       }
     }
-    std::vector<double> accs;
-    if (!point(u, lo, &accs)) return false;
-    if (mean_of(accs) < threshold_) return true;  // below the grid
     const double limit = o_.grid.extendable() ? o_.grid.beyond(o_.max_extend) : g.back();
-    double hi = 0.0;
-    // Coarse: a decade at a time until the accuracy is below the threshold.
-    for (double s = lo * 10.0; s <= limit * (1.0 + 1e-12); s *= 10.0) {
-      accs.clear();
-      if (!point(u, s, &accs)) return false;
-      if (mean_of(accs) < threshold_) {
-        hi = s;
-        break;
+    std::map<double, double> mean;  // σ -> mean accuracy
+    auto at = [&](double sigma, double* m) {
+      const auto it = mean.find(sigma);
+      if (it != mean.end()) {
+        *m = it->second;
+        return true;
       }
-      lo = s;
+      std::vector<double> accs;
+      if (!point(u, sigma, &accs)) return false;
+      *m = mean[sigma] = mean_of(accs);
+      return true;
+    };
+    double lo = 0.0, hi = 0.0, m_lo = 0.0, m_hi = 0.0, m = 0.0;
+    const double start = std::sqrt(first * std::max(first, g.back()));
+    if (!at(start, &m)) return false;
+    double factor = std::sqrt(10.0);
+    if (m >= threshold_) {
+      lo = start;
+      m_lo = m;
+      for (;;) {
+        if (lo >= limit * (1.0 - 1e-12)) return true;  // not crossed within the limit
+        const double s = std::min(lo * factor, limit);
+        if (!at(s, &m)) return false;
+        if (m < threshold_) {
+          hi = s;
+          m_hi = m;
+          break;
+        }
+        lo = s;
+        m_lo = m;
+        factor = factor < 10.0 ? 10.0 : factor * factor;
+      }
+    } else {
+      hi = start;
+      m_hi = m;
+      for (;;) {
+        if (hi <= first * (1.0 + 1e-12)) return true;  // below the grid
+        const double s = std::max(hi / factor, first);
+        if (!at(s, &m)) return false;
+        if (m >= threshold_) {
+          lo = s;
+          m_lo = m;
+          break;
+        }
+        hi = s;
+        m_hi = m;
+        factor = factor < 10.0 ? 10.0 : factor * factor;
+      }
     }
-    if (hi == 0.0) return true;  // not crossed within the limit
-    // Bisection in log σ until the bracket is within the tolerance.
-    while (hi / lo > 1.0 + o_.tolerance) {
-      const double mid = std::sqrt(lo * hi);
-      accs.clear();
-      if (!point(u, mid, &accs)) return false;
-      (mean_of(accs) >= threshold_ ? lo : hi) = mid;
+    const double half = std::sqrt(1.0 + o_.tolerance);
+    while (hi / lo > 1.0 + o_.tolerance * (1.0 + 1e-9)) {
+      const double width = std::log(hi / lo);
+      const double t = (m_lo - threshold_) / (m_lo - m_hi);
+      const double guess = std::exp(std::log(lo) + std::clamp(t, 0.0, 1.0) * width);
+      for (double s : {guess / half, guess * half}) {
+        if (s <= lo * (1.0 + 1e-12) || s >= hi * (1.0 - 1e-12)) continue;
+        if (!at(s, &m)) return false;
+        (m >= threshold_ ? lo : hi) = s;
+        (m >= threshold_ ? m_lo : m_hi) = m;
+      }
+      if (hi / lo > 1.0 + o_.tolerance * (1.0 + 1e-9) && std::log(hi / lo) > 0.5 * width) {
+        const double mid = std::sqrt(lo * hi);
+        if (!at(mid, &m)) return false;
+        (m >= threshold_ ? lo : hi) = mid;
+        (m >= threshold_ ? m_lo : m_hi) = m;
+      }
     }
     return true;
   }
@@ -719,36 +774,66 @@ class CleanModelEvaluator {
     } else {
       cfg.sites[site] = sc;
     }
-    SiteEngine& engine = model_.engine();
+    SiteEngine engine = model_.engine();  // calibration
     engine.configure(std::move(cfg));
     const uint64_t d = draw_id(sigma, repeat);
     engine.set_draw(d, d);
-    int64_t correct = 0;
-    double loss = 0.0;
-    for (size_t b = 0; b < xs_.size(); ++b) {
+    // Batches run in parallel, one thread each, every thread with its own engine: the ops of one
+    // batch are small, so this beats intra-op threads (no fork/join per op). Batch b is the
+    // (b+1)-th pass after set_draw whichever thread runs it, so the noise (and the result) is
+    // that of a sequential pass.
+    const int64_t batches = static_cast<int64_t>(xs_.size());
+    const int threads = static_cast<int>(std::max<int64_t>(
+        1, std::min<int64_t>(at::get_num_threads(), batches)));
+    std::vector<SiteEngine> engines(threads, engine);
+    std::vector<int64_t> correct(threads, 0);
+    std::vector<double> loss(threads, 0.0);
+    std::vector<std::exception_ptr> errors(threads);
+    const auto run_batch = [&](int t, int64_t b) {
+      SiteEngine& e = engines[t];
       torch::Tensor logits;
       if (!cached) {
-        logits = model_.forward(xs_[b]);
-      } else if (cache_[b].site >= 0) {
-        ForwardState s = cache_[b];  // shares the tensors; only the walked value is written
-        if (s.site > 0) s.values[s.site] = s.values[s.site].clone();
-        engine.begin_forward();
-        logits = model_.run_from(std::move(s));
+        e.set_forward_index(static_cast<uint64_t>(b));
+        logits = model_.forward(xs_[b], e);
       } else {
-        logits = model_.run_from(model_.run_until(xs_[b], site));
+        ForwardState s = cache_[b].site >= 0 ? cache_[b] : model_.run_until(xs_[b], site, false, e);
+        // Shares the cached tensors; only the walked value is written (run_from adds noise to
+        // it in place), so it gets its own copy.
+        if (cache_[b].site >= 0 && s.site > 0) s.values[s.site] = s.values[s.site].clone();
+        e.set_forward_index(static_cast<uint64_t>(b) + 1);
+        logits = model_.run_from(std::move(s), e);
       }
-      correct += logits.argmax(1).eq(ys_[b]).sum().item<int64_t>();
-      loss += torch::nn::functional::cross_entropy(
-                  logits, ys_[b],
-                  torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                  .item<double>();
+      correct[t] += logits.argmax(1).eq(ys_[b]).sum().item<int64_t>();
+      loss[t] += torch::nn::functional::cross_entropy(
+                     logits, ys_[b],
+                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                     .item<double>();
+    };
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num();
+      torch::NoGradGuard thread_no_grad;  // grad mode is thread-local
+      try {
+        for (int64_t b = t; b < batches; b += threads) run_batch(t, b);
+      } catch (...) {
+        errors[t] = std::current_exception();
+      }
+    }
+    for (const auto& e : errors) {
+      if (e) std::rethrow_exception(e);
+    }
+    int64_t right = 0;
+    double loss_sum = 0.0;
+    for (int t = 0; t < threads; ++t) {
+      right += correct[t];
+      loss_sum += loss[t];
     }
     WalkRecord r;
     r.site = site;
     r.sigma = sigma;
     r.repeat = repeat;
-    r.accuracy = n_ > 0 ? static_cast<double>(correct) / static_cast<double>(n_) : 0.0;
-    r.loss = n_ > 0 ? loss / static_cast<double>(n_) : 0.0;
+    r.accuracy = n_ > 0 ? static_cast<double>(right) / static_cast<double>(n_) : 0.0;
+    r.loss = n_ > 0 ? loss_sum / static_cast<double>(n_) : 0.0;
     return r;
   }
 

@@ -221,6 +221,17 @@ TEST(Checkpoint, MissingCorruptAndMismatchedFilesAreNamedErrors) {
   EXPECT_NE(msg.find("shape"), std::string::npos) << msg;
 }
 
+TEST(Checkpoint, UncalibratedModelRoundTrips) {
+  ScratchDir dir("ckpt");
+  Model fresh = make_model(spec_for("lenet5-bn"));  // never calibrated
+  CheckpointMeta meta;
+  meta.spec = spec_for("lenet5-bn");
+  save_checkpoint(dir.file("fresh.pt"), *fresh, meta);
+  Model loaded = load_checkpoint(dir.file("fresh.pt"));
+  EXPECT_TRUE(loaded->engine().calibration().empty());
+  EXPECT_TRUE(torch::equal(loaded->analog_weights().at(0).second, fresh->analog_weights().at(0).second));
+}
+
 }  // namespace
 }  // namespace quell
 

@@ -78,13 +78,21 @@ class ModelImpl : public torch::nn::Module {
   explicit ModelImpl(ModelSpec spec) : spec_(std::move(spec)) {}
 
   /// x: [N, C, H, W] -> logits [N, num_classes], with the site logic at every site.
-  torch::Tensor forward(torch::Tensor x);
+  torch::Tensor forward(torch::Tensor x) { return forward(std::move(x), engine_); }
+  /// The same with another engine (e.g. one per thread: the model's modules are only read
+  /// in eval mode without gradients, so threads with their own engines can share the model).
+  torch::Tensor forward(torch::Tensor x, SiteEngine& engine);
   /// Runs the network up to node `site` (clean: no site logic at any site) and returns the
   /// live values, with the raw output of `site` (before its site logic).
-  ForwardState run_until(const torch::Tensor& x, int site, bool with_site_logic = false);
+  ForwardState run_until(const torch::Tensor& x, int site, bool with_site_logic = false) {
+    return run_until(x, site, with_site_logic, engine_);
+  }
+  ForwardState run_until(const torch::Tensor& x, int site, bool with_site_logic,
+                         SiteEngine& engine);
   /// Continues from a state: applies the site logic at `state.site` and runs the rest.
   /// The state is consumed (its tensors may be modified in place).
-  torch::Tensor run_from(ForwardState state);
+  torch::Tensor run_from(ForwardState state) { return run_from(std::move(state), engine_); }
+  torch::Tensor run_from(ForwardState state, SiteEngine& engine);
 
   const ModelSpec& spec() const { return spec_; }
   const std::vector<Node>& nodes() const { return nodes_; }

@@ -44,6 +44,9 @@ class SiteEngine {
   void set_draw(uint64_t chip, uint64_t draw);
   /// Marks the start of a forward pass (advances the dynamic-noise counter).
   void begin_forward() { ++forward_index_; }
+  /// Sets the counter: the k-th pass after set_draw has index k (batch k-1 of a sequential
+  /// evaluation), so batches evaluated out of order or on several threads get their noise.
+  void set_forward_index(uint64_t index) { forward_index_ = index; }
   void set_observer(Observer observer) { observer_ = std::move(observer); }
 
   /// Applies site `site` to x: x [N, ...] (N = batch). Identity when the site has no config.

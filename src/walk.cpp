@@ -280,34 +280,42 @@ Midpoint estimate_midpoint(const std::vector<double>& sigma,
   TORCH_CHECK(sigma.size() == samples.size(), "estimate_midpoint: sizes differ");
   Midpoint m;
   std::vector<double> means;
-  bool spread = false;
-  for (const auto& s : samples) {
-    means.push_back(mean_of(s));
-    spread = spread || s.size() > 1;
-  }
+  for (const auto& s : samples) means.push_back(mean_of(s));
   m.value = crossing_point(sigma, means, threshold, &m.status);
   m.crossed_fraction = m.crossed() ? 1.0 : 0.0;
-  if (!spread || resamples < 1 || !std::isfinite(threshold)) return m;
+  if (!m.crossed() || resamples < 1) return m;
+  // The variance of a mean accuracy over R repeats, pooled over the points around the crossing
+  // (the bracketing pair and one neighbour on each side): with R = 3 a single point's sample
+  // variance has 2 degrees of freedom and is often far too small; pooling gives 6-8.
+  size_t k = 0;
+  while (!(means[k] >= threshold && means[k + 1] < threshold)) ++k;
+  double ss = 0.0;
+  int dof = 0;
+  for (size_t i = (k > 0 ? k - 1 : 0); i <= std::min(k + 2, samples.size() - 1); ++i) {
+    const auto& s = samples[i];
+    if (s.size() < 2) continue;
+    for (double x : s) ss += (x - means[i]) * (x - means[i]);
+    dof += static_cast<int>(s.size()) - 1;
+  }
+  if (dof == 0) return m;  // single repeats: no spread to go on
+  const double pooled_sd = std::sqrt(ss / dof);
+  // Parametric bootstrap: every point's mean redrawn as mean + sd / sqrt(n) · t_dof (Student's
+  // t accounts for the pooled variance being an estimate); μ of each redrawn curve; the 2.5%
+  // and 97.5% percentiles are the interval.
   std::mt19937_64 gen(seed);
+  std::student_t_distribution<double> t(dof);
   std::vector<double> found;
   std::vector<double> boot(means.size());
   for (int b = 0; b < resamples; ++b) {
     for (size_t i = 0; i < samples.size(); ++i) {
-      const auto& s = samples[i];
-      if (s.empty()) {
-        boot[i] = means[i];
-        continue;
-      }
-      std::uniform_int_distribution<size_t> pick(0, s.size() - 1);
-      double acc = 0.0;
-      for (size_t k = 0; k < s.size(); ++k) acc += s[pick(gen)];
-      boot[i] = acc / static_cast<double>(s.size());
+      const double n = static_cast<double>(std::max<size_t>(samples[i].size(), 1));
+      boot[i] = means[i] + pooled_sd / std::sqrt(n) * t(gen);
     }
     const double v = crossing_point(sigma, boot, threshold);
     if (std::isfinite(v)) found.push_back(v);
   }
   m.crossed_fraction = static_cast<double>(found.size()) / resamples;
-  if (!found.empty() && m.crossed()) {
+  if (!found.empty()) {
     m.lo = quantile(found, 0.025);
     m.hi = quantile(found, 0.975);
   }

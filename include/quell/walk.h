@@ -91,9 +91,11 @@ struct Midpoint {
 double crossing_point(const std::vector<double>& sigma, const std::vector<double>& mean,
                       double threshold, CrossingStatus* status = nullptr);
 
-/// μ from per-σ samples (samples[i] = accuracies of the repeats at sigma[i]) with a
-/// percentile bootstrap over repeats (`resamples` resamples, each σ resampled independently).
-/// With a single repeat everywhere, lo/hi stay NaN (no spread to resample).
+/// μ from per-σ samples (samples[i] = accuracies of the repeats at sigma[i]) with a 95%
+/// interval from a parametric bootstrap: each point's mean is redrawn as mean + s/√n · t_ν,
+/// with s the standard deviation over repeats pooled over the points around the crossing
+/// (ν its degrees of freedom), `resamples` times. Without repeats (ν = 0) or without a
+/// crossing, lo/hi stay NaN.
 Midpoint estimate_midpoint(const std::vector<double>& sigma,
                            const std::vector<std::vector<double>>& samples, double threshold,
                            int resamples = 2000, uint64_t seed = 1);

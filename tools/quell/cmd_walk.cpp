@@ -381,7 +381,8 @@ void run(WalkArgs& a) {
          {"threshold", result.threshold},
          {"midpoint_definition",
           "sigma where mean accuracy over repeats first falls below (clean + chance) / 2, "
-          "interpolated linearly in log sigma; 95% CI: percentile bootstrap over repeats"},
+          "interpolated linearly in log sigma; 95% CI: parametric bootstrap with the spread over "
+          "repeats pooled around the crossing (docs/walk.md)"},
          {"sites", sites},
          {"global", result.global ? curve_json(*result.global, result.records, a.train)
                                   : Json(nullptr)},

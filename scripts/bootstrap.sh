@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what quell needs from Debian's packages (only what is missing) and builds it.
 # Idempotent: a second run installs nothing and rebuilds only what changed.
-#   scripts/bootstrap.sh [BUILD_DIR]      (default: build; QUELL_BUILD_TYPE=Release)
+#   scripts/bootstrap.sh [BUILD_DIR [TARGET...]]   (default: build, all targets;
+#                                                  QUELL_BUILD_TYPE=Release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
+targets=("${@:2}")
 BUILD_TYPE=${QUELL_BUILD_TYPE:-Release}
 
 packages=(build-essential cmake ninja-build git pkg-config libtorch-dev libopenblas0-pthread
@@ -25,4 +27,8 @@ if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" >&2
 fi
 # Two cores and ~2 GB per torch translation unit: -j of the core count is fine.
-cmake --build "$BUILD_DIR" -j "$(nproc)" >&2
+if [ ${#targets[@]} -gt 0 ]; then
+  cmake --build "$BUILD_DIR" -j "$(nproc)" --target "${targets[@]}" >&2
+else
+  cmake --build "$BUILD_DIR" -j "$(nproc)" >&2
+fi

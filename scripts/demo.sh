@@ -5,7 +5,7 @@
 #   scripts/demo.sh            (QUELL_DEMO_EPOCHS, QUELL_DEMO_DIR to override)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh build
+scripts/bootstrap.sh build quell
 EPOCHS=${QUELL_DEMO_EPOCHS:-5}
 OUT=${QUELL_DEMO_DIR:-runs/demo}
 mkdir -p "$OUT"

@@ -41,6 +41,10 @@
 
 namespace {
 
+using quell::testing::lines_of;
+using quell::testing::shell_quote;
+using quell::testing::tokens_of;
+
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
@@ -75,25 +79,8 @@ std::ostream& operator<<(std::ostream& os, const RunResult& r) {
 using quell::testing::read_file;
 using quell::testing::write_file;
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
 
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
 
-std::vector<std::string> tokens_of(const std::string& line) {
-  std::vector<std::string> tokens;
-  std::istringstream in(line);
-  for (std::string t; in >> t;) tokens.push_back(t);
-  return tokens;
-}
 
 std::vector<std::string> split_csv_line(const std::string& line) {
   std::vector<std::string> fields;

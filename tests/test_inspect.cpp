@@ -26,6 +26,10 @@
 namespace quell {
 namespace {
 
+using quell::testing::lines_of;
+using quell::testing::shell_quote;
+using quell::testing::tokens_of;
+
 namespace fs = std::filesystem;
 constexpr double kPi = 3.14159265358979323846;
 
@@ -359,25 +363,8 @@ std::ostream& operator<<(std::ostream& os, const CliRun& r) {
             << r.err << "---";
 }
 
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
 
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
 
-std::vector<std::string> tokens_of(const std::string& line) {
-  std::vector<std::string> tokens;
-  std::istringstream in(line);
-  for (std::string t; in >> t;) tokens.push_back(t);
-  return tokens;
-}
 
 std::vector<std::string> csv_fields(const std::string& line) {
   std::vector<std::string> fields;
@@ -429,9 +416,9 @@ class InspectCli : public ::testing::Test {
     static int counter = 0;
     const std::string tag = std::to_string(::getpid()) + "_" + std::to_string(counter++);
     const std::string out = path("stdout_" + tag), err = path("stderr_" + tag);
-    std::string cmd = quote(QUELL_CLI_PATH);
-    for (const auto& a : args) cmd += " " + quote(a);
-    cmd += " </dev/null >" + quote(out) + " 2>" + quote(err);
+    std::string cmd = shell_quote(QUELL_CLI_PATH);
+    for (const auto& a : args) cmd += " " + shell_quote(a);
+    cmd += " </dev/null >" + shell_quote(out) + " 2>" + shell_quote(err);
     CliRun r;
     const int status = std::system(cmd.c_str());
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;

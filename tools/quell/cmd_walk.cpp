@@ -477,8 +477,8 @@ void add_walk_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_flag("--adaptive", a->opts.adaptive,
-                "Search each midpoint (decade steps, then bisection in log sigma) instead of "
-                "evaluating the whole grid");
+                "Search each midpoint instead of evaluating the whole grid: bracket it from the "
+                "grid's geometric middle, then refine around the crossing interpolated in log sigma");
   cmd->add_option("--tolerance", a->opts.tolerance,
                   "Adaptive: stop when the bracket around the midpoint is within this relative "
                   "width")

@@ -1,5 +1,9 @@
 #include "quell/eval.h"
 
+#include <omp.h>
+
+#include <exception>
+
 #include "quell/rng.h"
 
 namespace quell {
@@ -37,22 +41,59 @@ DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size) {
   const torch::Device device =
       model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters().front().device();
   const int64_t n = data.size();
-  int64_t correct = 0;
-  double loss_sum = 0.0;
-  for (int64_t b = 0; b < n; b += batch_size) {
-    const int64_t m = std::min(batch_size, n - b);
-    const torch::Tensor x = data.images.narrow(0, b, m).to(device);
-    const torch::Tensor y = data.labels.narrow(0, b, m).to(device);
-    const torch::Tensor logits = model.forward(x);
-    correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-    loss_sum +=
+  const int64_t batches = (n + batch_size - 1) / batch_size;
+  const int threads =
+      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), batches)));
+  std::vector<int64_t> correct(threads, 0);
+  std::vector<double> loss_sum(threads, 0.0);
+  auto run_batch = [&](int t, int64_t b, SiteEngine& engine) {
+    const int64_t m = std::min(batch_size, n - b * batch_size);
+    const torch::Tensor x = data.images.narrow(0, b * batch_size, m).to(device);
+    const torch::Tensor y = data.labels.narrow(0, b * batch_size, m).to(device);
+    const torch::Tensor logits = model.forward(x, engine);
+    correct[t] += logits.argmax(1).eq(y).sum().item<int64_t>();
+    loss_sum[t] +=
         torch::nn::functional::cross_entropy(
             logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
             .item<double>();
+  };
+  SiteEngine& engine = model.engine();
+  if (threads == 1 || !device.is_cpu() || engine.has_observer()) {
+    for (int64_t b = 0; b < batches; ++b) run_batch(0, b, engine);
+  } else {
+    // One batch per thread, each thread with its own engine (the ops of one batch are small:
+    // this beats splitting every op over the threads). Batch b gets the forward index it would
+    // get in a sequential pass, so the noise and the result are the same.
+    const uint64_t base = engine.forward_index();
+    std::vector<SiteEngine> engines(threads, engine);
+    std::vector<std::exception_ptr> errors(threads);
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num();
+      torch::NoGradGuard thread_no_grad;  // grad mode is thread-local
+      try {
+        for (int64_t b = t; b < batches; b += threads) {
+          engines[t].set_forward_index(base + static_cast<uint64_t>(b));
+          run_batch(t, b, engines[t]);
+        }
+      } catch (...) {
+        errors[t] = std::current_exception();
+      }
+    }
+    for (const auto& e : errors) {
+      if (e) std::rethrow_exception(e);
+    }
+    engine.set_forward_index(base + static_cast<uint64_t>(batches));
+  }
+  int64_t right = 0;
+  double loss = 0.0;
+  for (int t = 0; t < threads; ++t) {
+    right += correct[t];
+    loss += loss_sum[t];
   }
   DrawResult r;
-  r.accuracy = n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
-  r.loss = n > 0 ? loss_sum / static_cast<double>(n) : 0.0;
+  r.accuracy = n > 0 ? static_cast<double>(right) / static_cast<double>(n) : 0.0;
+  r.loss = n > 0 ? loss / static_cast<double>(n) : 0.0;
   return r;
 }
 

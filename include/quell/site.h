@@ -47,6 +47,8 @@ class SiteEngine {
   /// Sets the counter: the k-th pass after set_draw has index k (batch k-1 of a sequential
   /// evaluation), so batches evaluated out of order or on several threads get their noise.
   void set_forward_index(uint64_t index) { forward_index_ = index; }
+  uint64_t forward_index() const { return forward_index_; }
+  bool has_observer() const { return static_cast<bool>(observer_); }
   void set_observer(Observer observer) { observer_ = std::move(observer); }
 
   /// Applies site `site` to x: x [N, ...] (N = batch). Identity when the site has no config.

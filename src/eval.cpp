@@ -1,10 +1,7 @@
 #include "quell/eval.h"
 
-#include <omp.h>
-
-#include <exception>
-
 #include "quell/rng.h"
+#include "quell/runtime.h"
 
 namespace quell {
 namespace {
@@ -66,23 +63,10 @@ DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size) {
     // get in a sequential pass, so the noise and the result are the same.
     const uint64_t base = engine.forward_index();
     std::vector<SiteEngine> engines(threads, engine);
-    std::vector<std::exception_ptr> errors(threads);
-#pragma omp parallel num_threads(threads)
-    {
-      const int t = omp_get_thread_num();
-      torch::NoGradGuard thread_no_grad;  // grad mode is thread-local
-      try {
-        for (int64_t b = t; b < batches; b += threads) {
-          engines[t].set_forward_index(base + static_cast<uint64_t>(b));
-          run_batch(t, b, engines[t]);
-        }
-      } catch (...) {
-        errors[t] = std::current_exception();
-      }
-    }
-    for (const auto& e : errors) {
-      if (e) std::rethrow_exception(e);
-    }
+    parallel_items(batches, threads, [&](int t, int64_t b) {
+      engines[t].set_forward_index(base + static_cast<uint64_t>(b));
+      run_batch(t, b, engines[t]);
+    });
     engine.set_forward_index(base + static_cast<uint64_t>(batches));
   }
   int64_t right = 0;

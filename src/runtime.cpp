@@ -1,8 +1,11 @@
 #include "quell/runtime.h"
 
 #include <dlfcn.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <exception>
+#include <vector>
 #include <thread>
 
 namespace quell {
@@ -18,6 +21,24 @@ int set_threads(int threads) {
     f(1);
   }
   return n;
+}
+
+void parallel_items(int64_t n, int threads, const std::function<void(int, int64_t)>& fn) {
+  threads = std::max(1, threads);
+  std::vector<std::exception_ptr> errors(threads);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    torch::NoGradGuard no_grad;  // grad mode is thread-local
+    try {
+      for (int64_t i = t; i < n; i += threads) fn(t, i);
+    } catch (...) {
+      errors[t] = std::current_exception();
+    }
+  }
+  for (const auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
 }
 
 }  // namespace quell

@@ -1,7 +1,6 @@
 #include "quell/walk.h"
 
 #include <fcntl.h>
-#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include "quell/checkpoint.h"
 #include "quell/inspect.h"
 #include "quell/rng.h"
+#include "quell/runtime.h"
 #include "text.h"
 
 namespace quell {
@@ -796,7 +796,6 @@ class CleanModelEvaluator {
     std::vector<SiteEngine> engines(threads, engine);
     std::vector<int64_t> correct(threads, 0);
     std::vector<double> loss(threads, 0.0);
-    std::vector<std::exception_ptr> errors(threads);
     const auto run_batch = [&](int t, int64_t b) {
       SiteEngine& e = engines[t];
       torch::Tensor logits;
@@ -817,19 +816,7 @@ class CleanModelEvaluator {
                      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                      .item<double>();
     };
-#pragma omp parallel num_threads(threads)
-    {
-      const int t = omp_get_thread_num();
-      torch::NoGradGuard thread_no_grad;  // grad mode is thread-local
-      try {
-        for (int64_t b = t; b < batches; b += threads) run_batch(t, b);
-      } catch (...) {
-        errors[t] = std::current_exception();
-      }
-    }
-    for (const auto& e : errors) {
-      if (e) std::rethrow_exception(e);
-    }
+    parallel_items(batches, threads, run_batch);
     int64_t right = 0;
     double loss_sum = 0.0;
     for (int t = 0; t < threads; ++t) {

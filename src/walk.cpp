@@ -1051,7 +1051,7 @@ WalkResult walk_noisy_training(const Dataset& train_data, const Dataset& test,
     return rec;
   };
   return run_units(units, opts, eval, journal, site_names, std::nan(""), chance, margin,
-                   1 * opts.repeats, true);
+                   opts.repeats, true);
 }
 
 }  // namespace quell

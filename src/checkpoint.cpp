@@ -34,6 +34,12 @@ void save_checkpoint(const std::string& path, ModelImpl& model, const Checkpoint
   Json cal = Json::array();
   for (const auto& c : model.engine().calibration()) cal.push_back(c.valid ? c.to_json() : Json());
   j["calibration"] = cal;
+  Json blocks = Json::array();
+  const auto names = model.site_names();
+  for (const auto& b : model.denoiser_placement()) {
+    blocks.push_back({{"site", b.site}, {"name", names.at(b.site)}, {"block", b.block.to_json()}});
+  }
+  j["denoisers"] = blocks;
 
   torch::serialize::OutputArchive archive;
   for (const auto& p : model.named_parameters()) archive.write(p.key(), p.value().detach().cpu());
@@ -74,6 +80,26 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
     throw std::runtime_error(path + ": corrupt quell checkpoint metadata (" + e.what() + ")");
   }
   Model model = make_model(meta.spec);
+  if (j.contains("denoisers") && !j["denoisers"].empty()) {
+    std::vector<BlockPlacement> placement;
+    try {
+      const auto names = model->site_names();
+      for (const auto& b : j.at("denoisers")) {
+        BlockPlacement p;
+        p.site = b.at("site").get<int>();
+        p.block = BlockSpec::from_json(b.at("block"));
+        if (p.site < 0 || p.site >= model->num_sites() ||
+            names[p.site] != b.value("name", names[p.site])) {
+          throw std::runtime_error("denoiser site " + b.dump() + " does not match model " +
+                                   meta.spec.name);
+        }
+        placement.push_back(p);
+      }
+      model->set_denoisers(placement);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path + ": bad denoiser record (" + e.what() + ")");
+    }
+  }
   torch::NoGradGuard no_grad;
   auto load_tensor = [&](const std::string& key, torch::Tensor& dst, bool buffer) {
     torch::Tensor src;

@@ -138,6 +138,14 @@ Node& ModelImpl::add_node(Node node) {
   return nodes_.back();
 }
 
+namespace {
+// Module names may not contain dots; site names (layer1.0.conv1) keep theirs.
+std::string module_key(std::string name) {
+  std::replace(name.begin(), name.end(), '.', '_');
+  return name;
+}
+}  // namespace
+
 std::vector<SiteInfo> ModelImpl::sites() const {
   std::vector<SiteInfo> out;
   for (size_t i = 0; i < nodes_.size(); ++i) {
@@ -169,8 +177,76 @@ std::vector<std::string> ModelImpl::site_names() const {
 
 int64_t ModelImpl::num_params() const {
   int64_t c = 0;
-  for (const auto& p : parameters()) c += p.numel();
+  for (const auto& p : backbone_parameters()) c += p.numel();
   return c;
+}
+
+std::vector<torch::Tensor> ModelImpl::backbone_parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : named_parameters()) {
+    if (p.key().rfind("denoisers.", 0) != 0) out.push_back(p.value());
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> ModelImpl::denoiser_parameters() const {
+  return block_set_ ? block_set_->parameters() : std::vector<torch::Tensor>{};
+}
+
+int64_t ModelImpl::num_denoiser_params() const {
+  int64_t c = 0;
+  for (const auto& p : denoiser_parameters()) c += p.numel();
+  return c;
+}
+
+bool ModelImpl::has_denoisers() const {
+  for (const auto& b : blocks_) {
+    if (b) return true;
+  }
+  return false;
+}
+
+Denoiser ModelImpl::denoiser(int site) const {
+  const auto i = static_cast<size_t>(site);
+  return i < blocks_.size() ? blocks_[i] : Denoiser(nullptr);
+}
+
+std::vector<BlockPlacement> ModelImpl::denoiser_placement() const {
+  std::vector<BlockPlacement> out;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    if (blocks_[i]) out.push_back({static_cast<int>(i), blocks_[i]->spec()});
+  }
+  return out;
+}
+
+void ModelImpl::set_denoisers(const std::vector<BlockPlacement>& placement) {
+  std::vector<Denoiser> blocks(nodes_.size(), Denoiser(nullptr));
+  auto set = std::make_shared<torch::nn::Module>("Denoisers");
+  for (const auto& p : placement) {
+    if (p.site < 0 || p.site >= num_sites()) {
+      throw std::invalid_argument("denoiser site " + std::to_string(p.site) + " is outside 0-" +
+                                  std::to_string(num_sites() - 1));
+    }
+    if (blocks[p.site]) {
+      throw std::invalid_argument("two denoisers at site " + nodes_[p.site].name);
+    }
+    try {
+      blocks[p.site] = Denoiser(p.block, nodes_[p.site].shape);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("site " + nodes_[p.site].name + ": " + e.what());
+    }
+    set->register_module(module_key(nodes_[p.site].name), blocks[p.site]);
+  }
+  // Blocks live on the backbone's device, in its mode.
+  const auto params = backbone_parameters();
+  if (!params.empty()) set->to(params.front().device());
+  set->train(is_training());
+  if (block_set_) {
+    block_set_ = replace_module("denoisers", set);
+  } else {
+    block_set_ = register_module("denoisers", set);
+  }
+  blocks_ = std::move(blocks);
 }
 
 torch::Tensor ModelImpl::run_node(const Node& node, std::vector<torch::Tensor>& values) {
@@ -224,6 +300,7 @@ ForwardState ModelImpl::run_until(const torch::Tensor& x, int site, bool with_si
   for (int i = 0; i <= site; ++i) {
     if (i > 0) state.values[i] = run_node(nodes_[i], state.values);
     if (i < site && with_site_logic) state.values[i] = engine.apply(state.values[i], i, i > 0);
+    if (i < site) state.values[i] = denoise(i, std::move(state.values[i]));
     // Free values whose last reader was node i (keep those a later node needs).
     for (int in : nodes_[i].inputs) {
       if (last_use_[in] <= i && in != site) state.values[in] = torch::Tensor();
@@ -238,7 +315,7 @@ torch::Tensor ModelImpl::run_from(ForwardState state, SiteEngine& engine) {
   for (int i = state.site; i < n; ++i) {
     if (i > state.site) values[i] = run_node(nodes_[i], values);
     // The input site is not a fresh tensor: it may be a view of the caller's data.
-    values[i] = engine.apply(std::move(values[i]), i, /*owned=*/i > 0);
+    values[i] = denoise(i, engine.apply(std::move(values[i]), i, /*owned=*/i > 0));
     for (int in : nodes_[i].inputs) {
       if (last_use_[in] == i) values[in] = torch::Tensor();
     }
@@ -304,13 +381,6 @@ std::vector<std::pair<int, torch::Tensor>> ModelImpl::analog_weights() {
 
 // ---------------------------------------------------------------------------------------------
 
-namespace {
-// Module names may not contain dots; site names (layer1.0.conv1) keep theirs.
-std::string module_key(std::string name) {
-  std::replace(name.begin(), name.end(), '.', '_');
-  return name;
-}
-}  // namespace
 
 GraphBuilder::GraphBuilder(ModelImpl& model) : model_(model) {}
 

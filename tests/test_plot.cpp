@@ -456,4 +456,227 @@ TEST(Plot, DynamicsFailureLeavesNoTemporaries) {
   EXPECT_EQ(entries(dir.str()), (std::set<std::string>{"dynamics.png"}));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Denoiser study (write_denoise_figures).
+
+// Operating points of three groups (a placement search, a ranking, a fine-tune baseline) with a
+// Pareto front of three points, and two robustness curves on a linear grid around the training
+// level 1.
+quell::DenoisePlotData denoise(bool with_curves = true) {
+  quell::DenoisePlotData data;
+  data.title = "test net, static+dynamic noise";
+  data.clean_accuracy = 0.91;
+  data.noisy_accuracy = 0.55;
+  data.chance = 0.1;
+  data.budget = 5.0;
+  auto add = [&](const std::string& label, const std::string& group, double overhead, double acc,
+                 bool pareto) {
+    data.points.push_back({label, group, overhead, acc, acc - 0.02, acc + 0.02, pareto});
+  };
+  add("fine-tune", "fine-tune", 0.0, 0.70, true);
+  add("conv1", "search", 1.2, 0.74, false);
+  add("conv1,fc2", "search", 2.5, 0.82, true);
+  add("conv1,conv2,fc1", "search", 4.0, 0.80, false);
+  add("conv1,conv2,fc1,fc2", "search", 6.8, 0.86, true);
+  add("top-1", "taylor", 1.5, 0.72, false);
+  add("top-2", "taylor", 3.1, 0.78, false);
+  add("all sites", "all sites", 9.5, 0.85, false);
+  if (with_curves) {
+    const std::vector<std::pair<std::string, double>> models = {
+        {"unmitigated", 0.6}, {"denoisers (chosen)", 1.4}, {"fine-tuned", 1.1}};
+    for (size_t m = 0; m < models.size(); ++m) {
+      quell::SiteCurve curve;
+      curve.site = static_cast<int>(m);
+      curve.label = models[m].first;
+      for (int k = 0; k <= 8; ++k) {
+        const double sigma = 0.25 * k;
+        const double acc = 0.1 + 0.81 / (1.0 + std::exp(3.0 * (sigma - models[m].second)));
+        curve.points.push_back({sigma, acc, acc - 0.03, acc + 0.03});
+      }
+      data.curves.push_back(curve);
+    }
+    data.train_sigma = 1.0;
+  }
+  return data;
+}
+
+TEST(Plot, DenoiseFiguresInBothFormats) {
+  SKIP_WITHOUT_GNUPLOT();
+  ScratchDir dir("plot");
+  const auto paths = quell::write_denoise_figures(denoise(), dir.str());
+  const std::set<std::string> expected = {"pareto.png", "pareto.svg", "robustness.png",
+                                          "robustness.svg"};
+  std::set<std::string> returned;
+  for (const auto& p : paths) returned.insert(fs::path(p).filename());
+  EXPECT_EQ(returned, expected);
+  EXPECT_EQ(paths.size(), expected.size());
+  // Nothing else is left in the directory: no scripts, data or temporary outputs.
+  EXPECT_EQ(entries(dir.str()), expected);
+  EXPECT_TRUE(is_png(dir.file("pareto.png")));
+  EXPECT_TRUE(is_png(dir.file("robustness.png")));
+  const std::string pareto = read_file(dir.file("pareto.svg"));
+  EXPECT_NE(pareto.find("</svg>"), std::string::npos);
+  for (const char* text : {"search", "taylor", "fine-tune", "all sites", "Pareto front", "budget η",
+                           "unmitigated", "clean", "chance", "conv1,fc2"}) {
+    EXPECT_NE(pareto.find(text), std::string::npos) << text;
+  }
+  const std::string robustness = read_file(dir.file("robustness.svg"));
+  EXPECT_NE(robustness.find("</svg>"), std::string::npos);
+  for (const char* text : {"unmitigated", "denoisers (chosen)", "fine-tuned", "training level (1)",
+                           "clean accuracy", "chance", "95% band"}) {
+    EXPECT_NE(robustness.find(text), std::string::npos) << text;
+  }
+}
+
+TEST(Plot, DenoiseWithoutCurvesWritesOnlyPareto) {
+  SKIP_WITHOUT_GNUPLOT();
+  ScratchDir dir("plot");
+  const auto paths = quell::write_denoise_figures(denoise(false), dir.str());
+  ASSERT_EQ(paths.size(), 2u);
+  EXPECT_EQ(entries(dir.str()), (std::set<std::string>{"pareto.png", "pareto.svg"}));
+  EXPECT_TRUE(is_png(dir.file("pareto.png")));
+}
+
+TEST(Plot, DenoiseFormatsRespected) {
+  {
+    ScratchDir dir("plot");
+    EXPECT_TRUE(quell::write_denoise_figures(denoise(), dir.str(), {false, false}).empty());
+    EXPECT_TRUE(entries(dir.str()).empty());
+  }
+  {
+    // Both formats off: nothing is checked or written, even without points or a directory.
+    ScratchDir dir("plot");
+    EXPECT_TRUE(
+        quell::write_denoise_figures(quell::DenoisePlotData{}, dir.file("missing"), {false, false})
+            .empty());
+  }
+  SKIP_WITHOUT_GNUPLOT();
+  ScratchDir dir("plot");
+  const auto paths = quell::write_denoise_figures(denoise(), dir.str(), {true, false});
+  ASSERT_EQ(paths.size(), 2u);
+  for (const auto& p : paths) EXPECT_TRUE(is_png(p)) << p;
+  EXPECT_EQ(entries(dir.str()), (std::set<std::string>{"pareto.png", "robustness.png"}));
+}
+
+TEST(Plot, DenoiseLabelsWithQuotesAreLiteral) {
+  SKIP_WITHOUT_GNUPLOT();
+  ScratchDir dir("plot");
+  auto data = denoise();
+  data.title = "it's \"quoted\" net";
+  data.points[2].label = "conv1's \"fc2\"";  // on the front: drawn as a label
+  data.points[2].group = "it's a_group";
+  data.points[5].group = "say \"x\"\nnext";
+  data.curves[1].label = "denoisers 'chosen' \"x\"";
+  const auto paths = quell::write_denoise_figures(data, dir.str(), {false, true});
+  ASSERT_EQ(paths.size(), 2u);
+  const std::string pareto = read_file(dir.file("pareto.svg"));
+  // The SVG escapes quotes as entities or not at all, depending on the gnuplot version.
+  auto has = [](const std::string& svg, const std::string& a, const std::string& b) {
+    return svg.find(a) != std::string::npos || svg.find(b) != std::string::npos;
+  };
+  EXPECT_TRUE(has(pareto, "conv1's \"fc2\"", "conv1&apos;s &quot;fc2&quot;"));
+  EXPECT_TRUE(has(pareto, "it's a_group", "it&apos;s a_group"));
+  EXPECT_TRUE(has(pareto, "say \"x\" next", "say &quot;x&quot; next"));
+  const std::string robustness = read_file(dir.file("robustness.svg"));
+  EXPECT_TRUE(
+      has(robustness, "denoisers 'chosen' \"x\"", "denoisers &apos;chosen&apos; &quot;x&quot;"));
+}
+
+TEST(Plot, DenoiseNanValuesAndLogSigma) {
+  SKIP_WITHOUT_GNUPLOT();
+  for (const bool log_sigma : {false, true}) {
+    ScratchDir dir("plot");
+    auto data = denoise();
+    data.log_sigma = log_sigma;  // the σ = 0 points are dropped on the log axis
+    data.clean_accuracy = NAN;
+    data.noisy_accuracy = NAN;
+    data.budget = NAN;
+    data.train_sigma = NAN;
+    data.points[1].lo = NAN;        // no CI: the mean alone
+    data.points[3].mean = NAN;      // not plottable
+    data.points[4].overhead = NAN;  // not plottable, though on the front
+    data.points[7].mean = NAN;      // the only point of its group
+    data.curves[0].points[3].mean = NAN;
+    data.curves[1].points[2].hi = NAN;
+    data.curves[2].points.clear();
+    const auto paths = quell::write_denoise_figures(data, dir.str(), {true, true});
+    ASSERT_EQ(paths.size(), 4u) << "log_sigma=" << log_sigma;
+    EXPECT_TRUE(is_png(dir.file("pareto.png")));
+    EXPECT_TRUE(is_png(dir.file("robustness.png")));
+    const std::string pareto = read_file(dir.file("pareto.svg"));
+    EXPECT_EQ(pareto.find("budget"), std::string::npos);
+    EXPECT_NE(pareto.find("all sites (no data)"), std::string::npos);
+    const std::string robustness = read_file(dir.file("robustness.svg"));
+    EXPECT_EQ(robustness.find("training level ("), std::string::npos);  // no legend entry
+    EXPECT_NE(robustness.find("fine-tuned (no data)"), std::string::npos);
+  }
+  // Nothing plottable at all still draws (empty) figures.
+  ScratchDir dir("plot");
+  quell::DenoisePlotData data;
+  data.points.push_back({"x", "g", NAN, NAN, NAN, NAN, true});
+  data.chance = NAN;
+  EXPECT_EQ(quell::write_denoise_figures(data, dir.str(), {true, false}).size(), 1u);
+  EXPECT_TRUE(is_png(dir.file("pareto.png")));
+}
+
+TEST(Plot, DenoiseNoPointsIsAnError) {
+  ScratchDir dir("plot");
+  auto data = denoise();
+  data.points.clear();
+  const std::string message = message_of([&] { quell::write_denoise_figures(data, dir.str()); });
+  EXPECT_NE(message.find("no operating points"), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_TRUE(entries(dir.str()).empty());
+}
+
+TEST(Plot, DenoiseMissingGnuplotOrDirectoryThrows) {
+  ScratchDir dir("plot");
+  const std::string missing = dir.file("no-such-dir");
+  const std::string message = message_of([&] { quell::write_denoise_figures(denoise(), missing); });
+  EXPECT_NE(message, "<no exception>");
+  if (quell::gnuplot_available()) {
+    EXPECT_NE(message.find("no-such-dir"), std::string::npos) << message;
+  }
+  EXPECT_FALSE(fs::exists(missing));
+  // A regular file is not a directory either.
+  write_file(dir.file("a-file"), "x");
+  EXPECT_THROW(quell::write_denoise_figures(denoise(), dir.file("a-file")), std::runtime_error);
+
+  ScratchDir empty_bin("plot-bin");
+  const ScopedPath path(empty_bin.str());
+  const std::string no_gnuplot =
+      message_of([&] { quell::write_denoise_figures(denoise(), dir.str()); });
+  EXPECT_NE(no_gnuplot.find("gnuplot not found"), std::string::npos) << no_gnuplot;
+  EXPECT_EQ(entries(dir.str()), (std::set<std::string>{"a-file"}));
+}
+
+TEST(Plot, DenoiseFailureLeavesNoTemporaries) {
+  ScratchDir dir("plot");
+  ScratchDir scratch("plot-bin");
+  write_file(dir.file("pareto.png"), "old figure");
+  // Writes half a figure next to the script (where the outputs go), then fails like gnuplot.
+  const std::string bin = fake_gnuplot(scratch,
+                                       "printf 'half' > \"$(dirname \"$2\")/pareto.png\"\n"
+                                       "echo \"\\\"$2\\\" line 9: invalid command\" >&2\n"
+                                       "exit 1");
+  {
+    const ScopedPath path(bin);
+    const std::string message =
+        message_of([&] { quell::write_denoise_figures(denoise(), dir.str()); });
+    EXPECT_NE(message.find("gnuplot failed"), std::string::npos) << message;
+    EXPECT_NE(message.find("\"figures.gp\" line 9: invalid command"), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  }
+  {
+    const ScopedPath path(fake_gnuplot(scratch, "exit 0"));
+    const std::string message = message_of([&] {
+      quell::write_denoise_figures(denoise(), dir.str(), {true, false});
+    });
+    EXPECT_NE(message.find("did not write"), std::string::npos) << message;
+  }
+  // The existing figure survives both failed runs untouched, and nothing else is left.
+  EXPECT_EQ(read_file(dir.file("pareto.png")), "old figure");
+  EXPECT_EQ(entries(dir.str()), (std::set<std::string>{"pareto.png"}));
+}
+
 }  // namespace

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "quell/blocks.h"
 #include "quell/data.h"
 #include "quell/site.h"
 
@@ -99,7 +100,30 @@ class ModelImpl : public torch::nn::Module {
   std::vector<SiteInfo> sites() const;
   std::vector<std::string> site_names() const;
   int num_sites() const { return static_cast<int>(nodes_.size()); }
+  /// Parameters of the backbone (the network without denoising blocks).
   int64_t num_params() const;
+
+  /// Denoising blocks (docs/denoise.md): after site i's logic (noise, ADC, repetitions) the
+  /// block at i, if any, maps the value; blocks are digital and noise-free, and run in every
+  /// pass (run_until applies those before its site too). Replaces the blocks present; the
+  /// backbone is untouched. Throws std::invalid_argument for a site out of range, a site listed
+  /// twice or a block that cannot sit at a site.
+  void set_denoisers(const std::vector<BlockPlacement>& placement);
+  /// The blocks present, in site order (kinds resolved).
+  std::vector<BlockPlacement> denoiser_placement() const;
+  bool has_denoisers() const;
+  /// The block after `site`, or an empty holder.
+  Denoiser denoiser(int site) const;
+  int64_t num_denoiser_params() const;
+  std::vector<torch::Tensor> denoiser_parameters() const;
+  std::vector<torch::Tensor> backbone_parameters() const;
+  /// Bypasses the blocks (the backbone alone) while off; not thread-safe (training only).
+  void set_denoisers_enabled(bool on) { denoisers_enabled_ = on; }
+  /// Called with (site, block output) after every block, when set; not thread-safe.
+  void set_denoiser_observer(std::function<void(int, const torch::Tensor&)> observer) {
+    block_observer_ = std::move(observer);
+  }
+  bool denoisers_enabled() const { return denoisers_enabled_; }
 
   SiteEngine& engine() { return engine_; }
   const SiteEngine& engine() const { return engine_; }
@@ -120,6 +144,17 @@ class ModelImpl : public torch::nn::Module {
   std::vector<Node> nodes_;
   std::vector<int> last_use_;  ///< last node reading each node's output
   SiteEngine engine_;
+  std::vector<Denoiser> blocks_;                    ///< per site; empty holder = none
+  std::shared_ptr<torch::nn::Module> block_set_;  ///< registered as "denoisers"
+  bool denoisers_enabled_ = true;
+  std::function<void(int, const torch::Tensor&)> block_observer_;
+  torch::Tensor denoise(int site, torch::Tensor x) {
+    const auto i = static_cast<size_t>(site);
+    if (!denoisers_enabled_ || i >= blocks_.size() || !blocks_[i]) return x;
+    torch::Tensor y = blocks_[i]->forward(x);
+    if (block_observer_) block_observer_(site, y);
+    return y;
+  }
   friend class GraphBuilder;
 };
 TORCH_MODULE(Model);

@@ -85,4 +85,42 @@ std::vector<std::string> write_dynamics_figures(const DynamicsPlotData& data,
                                                 const std::string& dir,
                                                 const PlotFormats& formats = {});
 
+/// One operating point of a mitigation: its parameter overhead and its accuracy under noise.
+struct OperatingPoint {
+  std::string label;      ///< e.g. "conv1,fc2" (a placement) or "fine-tune"
+  std::string group;      ///< series it belongs to, e.g. "search", "taylor", "all sites"
+  double overhead = 0.0;  ///< parameters added, % of the backbone's
+  double mean = 0.0;      ///< accuracy under noise: mean and 95% CI
+  double lo = 0.0;
+  double hi = 0.0;
+  bool pareto = false;  ///< on the Pareto front (no other point is better in both axes)
+};
+
+/// The figures of a denoiser study (quell denoise).
+struct DenoisePlotData {
+  std::string title;  ///< e.g. "lenet5-bn, static+dynamic noise"
+  double clean_accuracy = 0.0;
+  double noisy_accuracy = 0.0;  ///< unmitigated model under the noise
+  double chance = 0.1;
+  double budget = std::numeric_limits<double>::quiet_NaN();  ///< η in %; NaN: none drawn
+  std::vector<OperatingPoint> points;
+  /// Robustness: accuracy vs noise level for the unmitigated and mitigated models; the labels
+  /// name the models ("unmitigated", "denoisers (chosen)", "fine-tuned", ...).
+  std::string sigma_label = "noise level (x training level)";
+  bool log_sigma = false;
+  double train_sigma = std::numeric_limits<double>::quiet_NaN();  ///< marked if finite
+  std::vector<SiteCurve> curves;
+};
+
+/// Writes into `dir`: pareto.{png,svg} (accuracy vs parameter overhead: every operating point
+/// with its CI as an error bar, one point type per group with a legend, the Pareto front as a
+/// step line through the points marked pareto, horizontal clean / unmitigated / chance lines, a
+/// vertical budget line) and, when `curves` is not empty, robustness.{png,svg} (accuracy vs
+/// noise level, one line with its 95% band per curve, clean and chance lines, the training
+/// level marked). Same error/atomicity contract as write_walk_figures (throws if there are no
+/// points). Returns the paths written. See docs/figures.md.
+std::vector<std::string> write_denoise_figures(const DenoisePlotData& data,
+                                               const std::string& dir,
+                                               const PlotFormats& formats = {});
+
 }  // namespace quell

@@ -229,21 +229,7 @@ void run(WalkArgs& a) {
     throw std::invalid_argument("--out " + a.out + ": exists and is not a directory");
   }
   parse_shard(a.shard, a.opts);
-  PlotFormats formats{false, false};
-  for (const auto& f : [&] {
-         std::vector<std::string> v;
-         std::stringstream ss(a.figures);
-         for (std::string t; std::getline(ss, t, ',');) v.push_back(t);
-         return v;
-       }()) {
-    if (f == "png") {
-      formats.png = true;
-    } else if (f == "svg") {
-      formats.svg = true;
-    } else if (f != "none") {
-      throw std::invalid_argument("--figures '" + a.figures + "': expected png, svg or none");
-    }
-  }
+  const PlotFormats formats = parse_figure_formats(a.figures);
   if ((formats.png || formats.svg) && !gnuplot_available()) {
     throw std::runtime_error("gnuplot is not installed (apt-get install gnuplot-nox), or use "
                              "--figures none");

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "quell/runtime.h"
 
@@ -198,6 +199,21 @@ void emit(const std::string& path, const std::string& content) {
 }  // namespace quell::cli
 
 namespace quell::cli {
+PlotFormats parse_figure_formats(const std::string& text) {
+  PlotFormats formats{false, false};
+  std::stringstream ss(text);
+  for (std::string t; std::getline(ss, t, ',');) {
+    if (t == "png") {
+      formats.png = true;
+    } else if (t == "svg") {
+      formats.svg = true;
+    } else if (t != "none") {
+      throw std::invalid_argument("--figures '" + text + "': expected png, svg or none");
+    }
+  }
+  return formats;
+}
+
 Model load_checked(const std::string& checkpoint, const std::string& model_name,
                    CheckpointMeta* meta) {
   Model model = load_checkpoint(checkpoint, meta);

@@ -10,6 +10,7 @@
 #include "quell/eval.h"
 #include "quell/io.h"
 #include "quell/models.h"
+#include "quell/plot.h"
 
 namespace quell::cli {
 
@@ -54,6 +55,9 @@ ProgressFn progress_bar(const std::string& label);
 /// classes.
 void check_model_fits(const ModelSpec& spec, const Dataset& data, const std::string& what);
 
+/// Figure formats from "png,svg" | "png" | "svg" | "none"; throws naming the text otherwise.
+PlotFormats parse_figure_formats(const std::string& text);
+
 /// Throws if `path`'s directory does not exist, so a long run fails before it starts.
 void check_writable(const std::string& path);
 
@@ -68,6 +72,7 @@ void add_sites_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_walk_command(CLI::App& app);
+void add_denoise_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 /// Loads a model: from --checkpoint, or built fresh (random init) by --model for the dataset.
 /// Loads a checkpoint; if `model_name` is non-empty it must match the checkpoint's model.

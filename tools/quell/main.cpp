@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   quell::cli::add_train_command(app);
   quell::cli::add_eval_command(app);
   quell::cli::add_walk_command(app);
+  quell::cli::add_denoise_command(app);
   quell::cli::add_inspect_command(app);
   // A mistyped command gets named, not just "a subcommand is required".
   if (argc > 1 && argv[1][0] != '-') {

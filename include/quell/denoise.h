@@ -1,0 +1,116 @@
+// Denoising blocks in a frozen, pre-trained model: training, sensitivity rankings, placement
+// search under a parameter budget (Azizi et al., arXiv 2409.18553; docs/denoise.md).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "quell/train.h"
+
+namespace quell {
+
+struct DenoiseTrainOptions {
+  int epochs = 3;
+  int64_t batch_size = 128;
+  double lr = 1e-3;
+  bool cosine = true;
+  uint64_t seed = 1;  ///< shuffling and the per-batch noise scale
+  NoiseConfig noise;  ///< the noise blocks learn to remove (fresh chip and draw every step)
+  /// Per batch, every σ of `noise` is multiplied by a factor drawn uniformly from
+  /// [scale_lo, scale_hi] (1:1 = a fixed level).
+  double scale_lo = 1.0, scale_hi = 1.0;
+  /// λ of the feature loss: mean over blocks of ‖block output − clean activation‖² / (numel ·
+  /// calibrated variance of the site), added to the cross-entropy. 0 = cross-entropy only.
+  double feature_weight = 0.0;
+  ProgressFn progress;
+  Json to_json(const std::vector<std::string>& site_names) const;
+};
+
+/// Trains the model's denoising blocks on `data` with the backbone frozen: its parameters get
+/// no gradient and stay bit-identical, BN layers stay in eval mode (running statistics
+/// unchanged), the calibration is kept. Each step draws a new chip instance and dynamic draw
+/// (like noise-aware training). Throws if the model has no blocks or the loss diverges.
+TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
+                            const DenoiseTrainOptions& opts);
+
+/// Per-site sensitivity.
+struct SiteSensitivity {
+  int site = 0;
+  std::string name;
+  double value = 0.0;  ///< larger = more sensitive (see the producing function)
+};
+
+/// The first-order Taylor criterion of Azizi et al.: for each site l, the mean over the first
+/// `max_samples` images of ‖∂ℓ(x)/∂y_l‖₂, the norm of the per-sample cross-entropy's gradient at
+/// the site's (clean) output. Backbone only (blocks bypassed), no noise.
+std::vector<SiteSensitivity> taylor_sensitivity(ModelImpl& model, const Dataset& data,
+                                                int64_t max_samples = 2048,
+                                                int64_t batch_size = 256);
+
+/// Measured sensitivity: clean accuracy minus mean accuracy with `noise`'s activation noise at
+/// site l alone (weight noise off), for each site in `sites` that `noise` configures.
+std::vector<SiteSensitivity> drop_sensitivity(ModelImpl& model, const Dataset& data,
+                                              const NoiseConfig& noise,
+                                              const std::vector<int>& sites,
+                                              const EvalOptions& opts);
+
+/// Sensitivity from a Walking Noise result (`quell walk`'s walk.json): 1/μ per crossed site
+/// (a low midpoint = fragile); sites not crossed get 0, sites below the grid +inf. Sites are
+/// matched by name against `site_names`; throws naming the file if a name is unknown or the
+/// file is not a walk result.
+std::vector<SiteSensitivity> walk_sensitivity(const std::string& walk_json,
+                                              const std::vector<std::string>& site_names);
+
+/// Sites in decreasing order of sensitivity (ties: network order).
+std::vector<int> rank_sites(const std::vector<SiteSensitivity>& s);
+
+/// One candidate block: a site and a block spec, with its exact parameter count.
+struct Candidate {
+  int site = 0;
+  BlockSpec block;
+  int64_t params = 0;
+};
+
+/// The blocks of a placement and their parameter total.
+struct Placement {
+  std::vector<Candidate> blocks;  ///< sorted by site
+  int64_t params() const;
+  std::vector<BlockPlacement> placement() const;
+  /// "conv1+fc2:r=8" style label; "none" when empty.
+  std::string label(const std::vector<std::string>& site_names) const;
+};
+
+/// The paper's rule: walk the sites in ranking order and add the site's block (the first
+/// candidate of that site in `candidates`) while the total stays within `budget_params`;
+/// a block that does not fit is skipped and later (cheaper) ones are still tried.
+Placement greedy_by_rank(const std::vector<int>& ranking, const std::vector<Candidate>& candidates,
+                         int64_t budget_params);
+
+/// An evaluated placement.
+struct PlacementScore {
+  Placement placement;
+  Summary accuracy;  ///< under noise, on the search's validation data
+  std::string method;
+  int step = 0;
+};
+
+/// Evaluates a placement (e.g. short training + noisy validation); may be called many times.
+using PlacementEvaluator = std::function<Summary(const Placement&)>;
+
+/// Measured greedy search: starting from `start`, repeatedly evaluate every candidate that
+/// fits the budget (one block per site) added to the current placement, keep the one with the
+/// largest accuracy gain per added parameter, until no candidate fits or none gains more than
+/// `min_gain`. Every evaluated placement is appended to `tried` (with method "search").
+/// Returns the final placement. Never evaluates a placement over `budget_params`.
+Placement measured_greedy(const std::vector<Candidate>& candidates, int64_t budget_params,
+                          const PlacementEvaluator& evaluate, const Summary& start_accuracy,
+                          double min_gain, std::vector<PlacementScore>* tried,
+                          const ProgressFn& progress = nullptr);
+
+/// Indices of the Pareto-optimal points: no other point has overhead <= and accuracy >= with
+/// one of them strict. `overhead` and `accuracy` have equal length.
+std::vector<size_t> pareto_front(const std::vector<double>& overhead,
+                                 const std::vector<double>& accuracy);
+
+}  // namespace quell

@@ -1,0 +1,406 @@
+#include "quell/denoise.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <stdexcept>
+
+#include "quell/rng.h"
+
+namespace quell {
+namespace {
+
+constexpr uint64_t kDenoiseChipTag = 0x44454e4f49534543ULL;  // "DENOISEC"
+
+torch::Device device_of(const ModelImpl& model) {
+  const auto p = model.backbone_parameters();
+  return p.empty() ? torch::Device(torch::kCPU) : p.front().device();
+}
+
+// Restores requires_grad flags, the blocks' switch and the observers on scope exit.
+class FreezeGuard {
+ public:
+  explicit FreezeGuard(ModelImpl& model) : model_(model), was_training_(model.is_training()) {
+    for (auto& p : model.backbone_parameters()) {
+      saved_.emplace_back(p, p.requires_grad());
+      p.requires_grad_(false);
+    }
+  }
+  ~FreezeGuard() {
+    for (auto& [p, flag] : saved_) p.requires_grad_(flag);
+    model_.set_denoisers_enabled(true);
+    model_.set_denoiser_observer(nullptr);
+    model_.engine().set_observer(nullptr);
+    model_.train(was_training_);
+  }
+  FreezeGuard(const FreezeGuard&) = delete;
+  FreezeGuard& operator=(const FreezeGuard&) = delete;
+
+ private:
+  ModelImpl& model_;
+  bool was_training_;
+  std::vector<std::pair<torch::Tensor, bool>> saved_;
+};
+
+}  // namespace
+
+Json DenoiseTrainOptions::to_json(const std::vector<std::string>& site_names) const {
+  return Json{{"epochs", epochs},
+              {"batch_size", batch_size},
+              {"optimizer", "adam"},
+              {"lr", lr},
+              {"cosine", cosine},
+              {"seed", seed},
+              {"scale_range", {scale_lo, scale_hi}},
+              {"feature_weight", feature_weight},
+              {"noise", noise.to_json(site_names)}};
+}
+
+TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
+                            const DenoiseTrainOptions& o) {
+  if (!model.has_denoisers()) throw std::invalid_argument("the model has no denoising blocks");
+  if (o.epochs < 0) throw std::invalid_argument("epochs must be >= 0");
+  if (o.batch_size < 1) throw std::invalid_argument("batch size must be >= 1");
+  if (!(o.lr > 0.0) || !std::isfinite(o.lr)) {
+    throw std::invalid_argument("learning rate must be a positive number");
+  }
+  if (!(o.scale_lo >= 0.0) || !(o.scale_hi >= o.scale_lo) || !std::isfinite(o.scale_hi)) {
+    throw std::invalid_argument("noise scale range must satisfy 0 <= lo <= hi < inf");
+  }
+  if (!(o.feature_weight >= 0.0) || !std::isfinite(o.feature_weight)) {
+    throw std::invalid_argument("feature-loss weight must be a non-negative number");
+  }
+  if (data.size() == 0) throw std::invalid_argument("training set is empty");
+  const torch::Device device = device_of(model);
+  FreezeGuard guard(model);
+  model.eval();  // BN uses (and keeps) its running statistics; blocks have no mode-dependent ops
+
+  torch::optim::Adam optimizer(model.denoiser_parameters(), torch::optim::AdamOptions(o.lr));
+  const int64_t n = data.size();
+  const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size;
+  const int64_t total_steps = steps_per_epoch * o.epochs;
+  const bool varying = o.scale_hi > o.scale_lo;
+  if (!varying) model.engine().configure(o.noise.scaled(o.scale_lo));
+  std::mt19937_64 scale_rng(mix_seed(o.seed, kDenoiseChipTag));
+  std::uniform_real_distribution<double> scale_dist(o.scale_lo, o.scale_hi);
+
+  // Feature loss: clean activations at the block sites from a backbone-only, noise-free pass.
+  const auto placement = model.denoiser_placement();
+  std::vector<double> inv_var(static_cast<size_t>(model.num_sites()), 1.0);
+  const auto& cal = model.engine().calibration();
+  for (const auto& b : placement) {
+    const size_t s = static_cast<size_t>(b.site);
+    if (s < cal.size() && cal[s].valid && cal[s].std > 0) inv_var[s] = 1.0 / (cal[s].std * cal[s].std);
+  }
+  SiteEngine clean_engine;
+  std::vector<torch::Tensor> clean_at(static_cast<size_t>(model.num_sites()));
+  std::vector<torch::Tensor> block_out(static_cast<size_t>(model.num_sites()));
+  if (o.feature_weight > 0) {
+    clean_engine.set_observer([&](int site, const torch::Tensor& x) {
+      if (model.denoiser(site)) clean_at[static_cast<size_t>(site)] = x.detach();
+    });
+    model.set_denoiser_observer(
+        [&](int site, const torch::Tensor& y) { block_out[static_cast<size_t>(site)] = y; });
+  }
+
+  auto gen = at::detail::createCPUGenerator(o.seed);
+  TrainResult result;
+  const auto t_start = std::chrono::steady_clock::now();
+  int64_t step = 0;
+  Progress progress;
+  progress.total = total_steps;
+  for (int epoch = 0; epoch < o.epochs; ++epoch) {
+    const auto t_epoch = std::chrono::steady_clock::now();
+    const torch::Tensor perm = torch::randperm(n, gen, torch::kLong);
+    double loss_sum = 0.0;
+    int64_t correct = 0, seen = 0;
+    progress.what = "blocks " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs);
+    for (int64_t b = 0; b < n; b += o.batch_size) {
+      if (o.cosine) {
+        for (auto& group : optimizer.param_groups()) {
+          group.options().set_lr(0.5 * o.lr *
+                                 (1.0 + std::cos(M_PI * static_cast<double>(step) /
+                                                 static_cast<double>(total_steps))));
+        }
+      }
+      const torch::Tensor idx = perm.narrow(0, b, std::min(o.batch_size, n - b));
+      const torch::Tensor x = data.images.index_select(0, idx).to(device);
+      const torch::Tensor y = data.labels.index_select(0, idx).to(device);
+      if (o.feature_weight > 0) {
+        torch::NoGradGuard no_grad;
+        model.set_denoisers_enabled(false);
+        model.forward(x, clean_engine);
+        model.set_denoisers_enabled(true);
+      }
+      if (varying) model.engine().configure(o.noise.scaled(scale_dist(scale_rng)));
+      const uint64_t chip = mix_seed(kDenoiseChipTag, static_cast<uint64_t>(step));
+      model.engine().set_draw(chip, 0);
+      optimizer.zero_grad();
+      torch::Tensor logits, loss;
+      {
+        WeightNoiseGuard weights(model, o.noise.weight, o.noise.seed, chip);
+        logits = model.forward(x);
+        loss = torch::nn::functional::cross_entropy(logits, y);
+        if (o.feature_weight > 0) {
+          torch::Tensor feature = torch::zeros({}, logits.options());
+          for (const auto& p : placement) {
+            const size_t s = static_cast<size_t>(p.site);
+            feature = feature + (block_out[s] - clean_at[s]).square().mean() * inv_var[s];
+          }
+          loss = loss + o.feature_weight * feature / static_cast<double>(placement.size());
+        }
+        loss.backward();
+      }
+      optimizer.step();
+      const int64_t m = idx.size(0);
+      loss_sum += loss.item<double>() * static_cast<double>(m);
+      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+      seen += m;
+      ++step;
+      if (o.progress) {
+        progress.done = step;
+        progress.loss = loss_sum / static_cast<double>(seen);
+        progress.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+        o.progress(progress);
+      }
+    }
+    EpochStats es;
+    es.epoch = epoch + 1;
+    es.loss = loss_sum / static_cast<double>(seen);
+    es.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+    es.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
+    if (!std::isfinite(es.loss)) {
+      throw std::runtime_error("denoiser training diverged in epoch " + std::to_string(epoch + 1) +
+                               " (loss is not finite); lower the learning rate or the noise");
+    }
+    result.epochs.push_back(es);
+  }
+  model.engine().configure(NoiseConfig{});
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return result;
+}
+
+std::vector<SiteSensitivity> taylor_sensitivity(ModelImpl& model, const Dataset& data,
+                                                int64_t max_samples, int64_t batch_size) {
+  if (data.size() == 0) throw std::invalid_argument("calibration set is empty");
+  const torch::Device device = device_of(model);
+  FreezeGuard guard(model);
+  model.eval();
+  model.set_denoisers_enabled(false);
+  const int n_sites = model.num_sites();
+  SiteEngine engine;  // no noise: the gradient at the clean outputs
+  std::vector<torch::Tensor> at(static_cast<size_t>(n_sites));
+  engine.set_observer([&](int site, const torch::Tensor& x) { at[static_cast<size_t>(site)] = x; });
+  std::vector<double> sum(static_cast<size_t>(n_sites), 0.0);
+  const int64_t total = std::min<int64_t>(data.size(), std::max<int64_t>(1, max_samples));
+  for (int64_t b = 0; b < total; b += batch_size) {
+    const int64_t m = std::min(batch_size, total - b);
+    const torch::Tensor x = data.images.narrow(0, b, m).to(device).clone().requires_grad_(true);
+    const torch::Tensor y = data.labels.narrow(0, b, m).to(device);
+    const torch::Tensor logits = model.forward(x, engine);
+    // Summed loss: row n of its gradient at a site is the gradient of sample n's own loss.
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(
+        logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    const auto grads = torch::autograd::grad({loss}, at, {}, false, false, /*allow_unused=*/true);
+    for (int s = 0; s < n_sites; ++s) {
+      const auto& g = grads[static_cast<size_t>(s)];
+      if (g.defined()) {
+        sum[static_cast<size_t>(s)] += g.flatten(1).norm(2, 1).sum().item<double>();
+      }
+    }
+  }
+  std::vector<SiteSensitivity> out;
+  const auto names = model.site_names();
+  for (int s = 0; s < n_sites; ++s) {
+    out.push_back({s, names[s], sum[static_cast<size_t>(s)] / static_cast<double>(total)});
+  }
+  return out;
+}
+
+std::vector<SiteSensitivity> drop_sensitivity(ModelImpl& model, const Dataset& data,
+                                              const NoiseConfig& noise,
+                                              const std::vector<int>& sites,
+                                              const EvalOptions& opts) {
+  EvalOptions quiet = opts;
+  quiet.progress = nullptr;
+  const double clean = evaluate(model, data, NoiseConfig{}, quiet).accuracy.mean;
+  const auto names = model.site_names();
+  std::vector<SiteSensitivity> out;
+  for (int s : sites) {
+    const auto it = noise.sites.find(s);
+    if (it == noise.sites.end()) continue;
+    NoiseConfig one;
+    one.seed = noise.seed;
+    one.sites[s] = it->second;
+    const EvalResult r = evaluate(model, data, one, quiet);
+    out.push_back({s, names.at(static_cast<size_t>(s)), clean - r.headline().mean});
+  }
+  return out;
+}
+
+std::vector<SiteSensitivity> walk_sensitivity(const std::string& walk_json,
+                                              const std::vector<std::string>& site_names) {
+  std::ifstream in(walk_json);
+  if (!in) throw std::runtime_error(walk_json + ": cannot open walk result");
+  Json j;
+  try {
+    j = Json::parse(in);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(walk_json + ": not valid JSON (" + std::string(e.what()).substr(0, 80) +
+                             ")");
+  }
+  if (!j.is_object() || !j.contains("sites") || !j["sites"].is_array()) {
+    throw std::runtime_error(walk_json + ": not a quell walk result (no \"sites\" list)");
+  }
+  std::vector<SiteSensitivity> out;
+  for (const auto& s : j["sites"]) {
+    const std::string name = s.value("name", "");
+    const auto it = std::find(site_names.begin(), site_names.end(), name);
+    if (it == site_names.end()) {
+      throw std::runtime_error(walk_json + ": site '" + name + "' is not a site of this model");
+    }
+    const Json mid = s.value("midpoint", Json::object());
+    const std::string status = mid.value("status", "");
+    double value = 0.0;
+    if (status == "crossed" && mid["value"].is_number() && mid["value"].get<double>() > 0) {
+      value = 1.0 / mid["value"].get<double>();
+    } else if (status == "below grid") {
+      value = std::numeric_limits<double>::infinity();
+    }
+    out.push_back({static_cast<int>(it - site_names.begin()), name, value});
+  }
+  return out;
+}
+
+std::vector<int> rank_sites(const std::vector<SiteSensitivity>& s) {
+  std::vector<SiteSensitivity> sorted = s;
+  std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+    if (a.value != b.value) return a.value > b.value;
+    return a.site < b.site;
+  });
+  std::vector<int> out;
+  for (const auto& x : sorted) out.push_back(x.site);
+  return out;
+}
+
+int64_t Placement::params() const {
+  int64_t c = 0;
+  for (const auto& b : blocks) c += b.params;
+  return c;
+}
+
+std::vector<BlockPlacement> Placement::placement() const {
+  std::vector<BlockPlacement> out;
+  for (const auto& b : blocks) out.push_back({b.site, b.block});
+  return out;
+}
+
+std::string Placement::label(const std::vector<std::string>& site_names) const {
+  if (blocks.empty()) return "none";
+  std::string s;
+  for (const auto& b : blocks) {
+    s += (s.empty() ? "" : "+") + site_names.at(static_cast<size_t>(b.site)) + "@" + b.block.str();
+  }
+  return s;
+}
+
+namespace {
+Placement with(const Placement& p, const Candidate& c) {
+  Placement q = p;
+  q.blocks.push_back(c);
+  std::sort(q.blocks.begin(), q.blocks.end(),
+            [](const Candidate& a, const Candidate& b) { return a.site < b.site; });
+  return q;
+}
+bool uses_site(const Placement& p, int site) {
+  for (const auto& b : p.blocks) {
+    if (b.site == site) return true;
+  }
+  return false;
+}
+}  // namespace
+
+Placement greedy_by_rank(const std::vector<int>& ranking, const std::vector<Candidate>& candidates,
+                         int64_t budget_params) {
+  Placement p;
+  for (int site : ranking) {
+    const auto it = std::find_if(candidates.begin(), candidates.end(),
+                                 [&](const Candidate& c) { return c.site == site; });
+    if (it == candidates.end() || uses_site(p, site)) continue;
+    if (p.params() + it->params <= budget_params) p = with(p, *it);
+  }
+  return p;
+}
+
+Placement measured_greedy(const std::vector<Candidate>& candidates, int64_t budget_params,
+                          const PlacementEvaluator& evaluate, const Summary& start_accuracy,
+                          double min_gain, std::vector<PlacementScore>* tried,
+                          const ProgressFn& progress) {
+  Placement current;
+  double current_acc = start_accuracy.mean;
+  int step = 0;
+  Progress prog;
+  prog.what = "search";
+  while (true) {
+    std::vector<const Candidate*> fits;
+    for (const auto& c : candidates) {
+      if (!uses_site(current, c.site) && c.params > 0 &&
+          current.params() + c.params <= budget_params) {
+        fits.push_back(&c);
+      }
+    }
+    if (fits.empty()) break;
+    ++step;
+    double best_ratio = -std::numeric_limits<double>::infinity();
+    Placement best;
+    Summary best_acc;
+    prog.done = 0;
+    prog.total = static_cast<int64_t>(fits.size());
+    prog.what = "search step " + std::to_string(step);
+    for (const Candidate* c : fits) {
+      const Placement p = with(current, *c);
+      const Summary acc = evaluate(p);
+      if (tried) tried->push_back({p, acc, "search", step});
+      const double gain = acc.mean - current_acc;
+      const double ratio = gain / static_cast<double>(c->params);
+      if (gain > min_gain && ratio > best_ratio) {
+        best_ratio = ratio;
+        best = p;
+        best_acc = acc;
+      }
+      ++prog.done;
+      prog.accuracy = acc.mean;
+      if (progress) progress(prog);
+    }
+    if (best.blocks.empty()) break;
+    current = best;
+    current_acc = best_acc.mean;
+  }
+  return current;
+}
+
+std::vector<size_t> pareto_front(const std::vector<double>& overhead,
+                                 const std::vector<double>& accuracy) {
+  TORCH_CHECK(overhead.size() == accuracy.size(), "pareto_front: sizes differ");
+  std::vector<size_t> order(overhead.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (overhead[a] != overhead[b]) return overhead[a] < overhead[b];
+    return accuracy[a] > accuracy[b];
+  });
+  std::vector<size_t> front;
+  double best = -std::numeric_limits<double>::infinity();
+  for (size_t i : order) {
+    if (accuracy[i] > best) {
+      front.push_back(i);
+      best = accuracy[i];
+    }
+  }
+  return front;
+}
+
+}  // namespace quell

@@ -1,0 +1,409 @@
+// Denoising blocks: exact parameter counts, identity at initialisation, blocks inside the forward
+// paths, checkpoints with blocks, training with a frozen backbone, the Taylor criterion against
+// its closed form, rankings from walk results and measured drops, the searches' budgets, the
+// Pareto front.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <set>
+
+#include "quell/checkpoint.h"
+#include "quell/denoise.h"
+#include "test_util.h"
+
+namespace quell {
+namespace {
+
+using quell::testing::blob_dataset;
+using quell::testing::ScratchDir;
+using quell::testing::write_file;
+
+int64_t count_params(torch::nn::Module& m) {
+  int64_t c = 0;
+  for (const auto& p : m.parameters()) c += p.numel();
+  return c;
+}
+
+// Random values in every block parameter, so a block is no longer the identity.
+void randomize_blocks(ModelImpl& m, double scale = 0.1) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : m.denoiser_parameters()) p.copy_(torch::randn(p.sizes()) * scale);
+}
+
+ModelSpec lenet_spec() { return ModelSpec{"lenet5-bn", 1, 28, 28, 10}; }
+
+TEST(BlockSpec, ParsesPrintsAndRejects) {
+  EXPECT_EQ(BlockSpec::parse("bottleneck").str(), "bottleneck:r=4");
+  EXPECT_EQ(BlockSpec::parse("mlp:r=8").ratio, 8);
+  EXPECT_EQ(BlockSpec::parse("channel").str(), "channel");
+  EXPECT_EQ(BlockSpec::from_json(BlockSpec::parse("auto:r=2").to_json()),
+            BlockSpec::parse("auto:r=2"));
+  EXPECT_THROW(BlockSpec::parse("resblock"), std::invalid_argument);
+  EXPECT_THROW(BlockSpec::parse("mlp:r=0"), std::invalid_argument);
+  EXPECT_THROW(BlockSpec::parse("mlp:k=2"), std::invalid_argument);
+  EXPECT_THROW(BlockSpec::parse("mlp:r=x"), std::invalid_argument);
+  EXPECT_THROW(BlockSpec::parse("bottleneck").params({120}), std::invalid_argument);
+  EXPECT_EQ(BlockSpec::parse("auto").resolve({6, 28, 28}), "bottleneck");
+  EXPECT_EQ(BlockSpec::parse("auto").resolve({120}), "mlp");
+}
+
+TEST(BlockSpec, ParameterCountsAreExact) {
+  // Hand-computed: bottleneck C=6, r=2 -> m=3: (6*3+3) + (9*9+3) + (3*6+6) = 129.
+  EXPECT_EQ(BlockSpec::parse("bottleneck:r=2").params({6, 28, 28}), 129);
+  // mlp D=120, r=8 -> m=15: (120*15+15) + (15*120+120) = 3735.
+  EXPECT_EQ(BlockSpec::parse("mlp:r=8").params({120}), 3735);
+  // r larger than the width still keeps one channel: C=6, r=16 -> m=1: 7 + 10 + 12 = 29.
+  EXPECT_EQ(BlockSpec::parse("bottleneck:r=16").params({6, 28, 28}), 29);
+  EXPECT_EQ(BlockSpec::parse("channel").params({16, 10, 10}), 32);
+  // The modules have exactly the counted parameters, for every kind and a range of shapes.
+  for (const std::string kind : {"bottleneck", "mlp", "channel"}) {
+    for (int r : {1, 2, 3, 4, 8}) {
+      for (const std::vector<int64_t>& shape :
+           {std::vector<int64_t>{1, 28, 28}, {6, 14, 14}, {16, 5, 5}, {120}, {10}}) {
+        const BlockSpec b = BlockSpec::parse(kind + ":r=" + std::to_string(r));
+        if (kind == "bottleneck" && shape.size() != 3) continue;
+        Denoiser d(b, shape);
+        EXPECT_EQ(count_params(*d), b.params(shape)) << b.str() << " shape size " << shape.size();
+      }
+    }
+  }
+}
+
+TEST(Denoisers, UntrainedBlocksAreTheIdentity) {
+  torch::manual_seed(1);
+  Model m = make_model(lenet_spec());
+  m->eval();
+  const torch::Tensor x = torch::randn({8, 1, 28, 28});
+  torch::NoGradGuard no_grad;
+  const torch::Tensor before = m->forward(x).clone();
+  std::vector<BlockPlacement> all;
+  for (int s = 0; s < m->num_sites(); ++s) all.push_back({s, BlockSpec::parse("auto:r=2")});
+  m->set_denoisers(all);
+  EXPECT_TRUE(m->has_denoisers());
+  EXPECT_EQ(m->denoiser_placement().size(), all.size());
+  EXPECT_TRUE(torch::equal(m->forward(x), before));
+  // Every block changes the output once it is not zero.
+  randomize_blocks(*m);
+  EXPECT_FALSE(torch::allclose(m->forward(x), before));
+  // Disabled blocks give the backbone back.
+  m->set_denoisers_enabled(false);
+  EXPECT_TRUE(torch::equal(m->forward(x), before));
+  m->set_denoisers_enabled(true);
+}
+
+TEST(Denoisers, BackboneParameterCountExcludesBlocks) {
+  Model m = make_model(lenet_spec());
+  const int64_t backbone = m->num_params();
+  m->set_denoisers({{1, BlockSpec::parse("bottleneck:r=2")}, {9, BlockSpec::parse("mlp:r=8")}});
+  EXPECT_EQ(m->num_params(), backbone);
+  EXPECT_EQ(m->num_denoiser_params(), 129 + 3735);
+  int64_t all = 0;
+  for (const auto& p : m->parameters()) all += p.numel();
+  EXPECT_EQ(all, backbone + 129 + 3735);
+  // Replacing the blocks drops the old ones.
+  m->set_denoisers({{15, BlockSpec::parse("channel")}});
+  EXPECT_EQ(m->num_denoiser_params(), 20);
+  EXPECT_THROW(m->set_denoisers({{16, BlockSpec::parse("channel")}}), std::invalid_argument);
+  EXPECT_THROW(m->set_denoisers({{9, BlockSpec::parse("bottleneck")}}), std::invalid_argument);
+  EXPECT_THROW(m->set_denoisers({{3, BlockSpec::parse("channel")}, {3, BlockSpec::parse("mlp")}}),
+               std::invalid_argument);
+}
+
+TEST(Denoisers, PrefixPathsIncludeTheBlocks) {
+  // run_until + run_from (the walk's cached prefix) equals a full forward with blocks present.
+  torch::manual_seed(2);
+  Model m = make_model(lenet_spec());
+  m->eval();
+  m->set_denoisers({{2, BlockSpec::parse("bottleneck:r=2")},
+                    {8, BlockSpec::parse("channel")},
+                    {12, BlockSpec::parse("mlp:r=4")}});
+  randomize_blocks(*m);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = torch::randn({4, 1, 28, 28});
+  const torch::Tensor full = m->forward(x);
+  for (int s = 0; s < m->num_sites(); ++s) {
+    EXPECT_TRUE(torch::allclose(m->run_from(m->run_until(x, s)), full, 1e-5, 1e-6)) << "site " << s;
+  }
+}
+
+TEST(Denoisers, CheckpointWithBlocksRoundTrips) {
+  ScratchDir dir("denoise-ckpt");
+  torch::manual_seed(3);
+  Model m = make_model(lenet_spec());
+  m->eval();
+  m->calibrate(torch::randn({64, 1, 28, 28}));
+  m->set_denoisers({{1, BlockSpec::parse("bottleneck:r=3")}, {12, BlockSpec::parse("mlp:r=4")}});
+  randomize_blocks(*m);
+  CheckpointMeta meta;
+  meta.spec = lenet_spec();
+  save_checkpoint(dir.file("m.pt"), *m, meta);
+  Model back = load_checkpoint(dir.file("m.pt"));
+  back->eval();
+  const auto p = back->denoiser_placement();
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(p[0].site, 1);
+  EXPECT_EQ(p[0].block.str(), "bottleneck:r=3");
+  EXPECT_EQ(p[1].site, 12);
+  EXPECT_EQ(p[1].block.str(), "mlp:r=4");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = torch::randn({4, 1, 28, 28});
+  EXPECT_TRUE(torch::equal(back->forward(x), m->forward(x)));
+  EXPECT_EQ(back->engine().calibration().size(), m->engine().calibration().size());
+
+  // A checkpoint whose block record does not match its tensors is refused by name.
+  Model other = make_model(lenet_spec());
+  save_checkpoint(dir.file("plain.pt"), *other, meta);
+  Model plain = load_checkpoint(dir.file("plain.pt"));
+  EXPECT_FALSE(plain->has_denoisers());
+}
+
+TEST(Denoisers, TrainingKeepsTheBackboneFrozenAndRecoversAccuracy) {
+  const Dataset train_set = blob_dataset(1500, 1, 28, 28, 10, 31);
+  const Dataset val = blob_dataset(600, 1, 28, 28, 10, 32);
+  torch::manual_seed(4);
+  Model m = make_model(ModelSpec::for_dataset("lenet5-bn", train_set));
+  TrainOptions t;
+  t.epochs = 2;
+  train(*m, train_set, t);
+  // Strong static + dynamic additive noise (relative to each site's std) on every site.
+  NoiseConfig noise = build_noise_config({"all=add:0.6:static:rel=std+add:0.3:rel=std"}, {}, {},
+                                         "", 5, m->site_names());
+  EvalOptions eo;
+  eo.draws = 2;
+  eo.chips = 4;
+  const double clean = evaluate(*m, val, NoiseConfig{}, eo).accuracy.mean;
+  const EvalResult before = evaluate(*m, val, noise, eo);
+
+  std::map<std::string, torch::Tensor> backbone;
+  for (const auto& p : m->named_parameters()) backbone[p.key()] = p.value().clone();
+  for (const auto& b : m->named_buffers()) backbone[b.key()] = b.value().clone();
+  const auto calib_before = m->engine().calibration();
+
+  m->set_denoisers({{2, BlockSpec::parse("bottleneck:r=2")},
+                    {6, BlockSpec::parse("bottleneck:r=2")},
+                    {10, BlockSpec::parse("mlp:r=4")}});
+  DenoiseTrainOptions o;
+  o.epochs = 3;
+  o.noise = noise;
+  o.feature_weight = 0.1;
+  const TrainResult r = train_denoisers(*m, train_set, o);
+  EXPECT_EQ(r.epochs.size(), 3u);
+  for (const auto& p : m->named_parameters()) {
+    if (p.key().rfind("denoisers.", 0) == 0) continue;
+    EXPECT_TRUE(torch::equal(p.value(), backbone.at(p.key()))) << p.key() << " changed";
+    EXPECT_TRUE(p.value().requires_grad()) << p.key() << ": requires_grad not restored";
+  }
+  for (const auto& b : m->named_buffers()) {
+    EXPECT_TRUE(torch::equal(b.value(), backbone.at(b.key()))) << b.key() << " changed";
+  }
+  ASSERT_EQ(m->engine().calibration().size(), calib_before.size());
+  for (size_t i = 0; i < calib_before.size(); ++i) {
+    EXPECT_EQ(m->engine().calibration()[i].std, calib_before[i].std);
+  }
+  bool moved = false;
+  for (const auto& p : m->denoiser_parameters()) moved |= p.abs().sum().item<double>() > 0;
+  EXPECT_TRUE(moved);
+  const EvalResult after = evaluate(*m, val, noise, eo);
+  // The noise must hurt (else the test shows nothing), and the blocks must recover part of the
+  // loss: the paired per-draw gains (same chips, same draws) have a 95% CI above 0.
+  ASSERT_GT(clean - before.headline().mean, 0.15) << "noise too weak for the test";
+  ASSERT_EQ(after.draws.size(), before.draws.size());
+  std::vector<double> gain;
+  for (size_t i = 0; i < after.draws.size(); ++i) {
+    gain.push_back(after.draws[i].accuracy - before.draws[i].accuracy);
+  }
+  const Summary g = summarize(gain);
+  EXPECT_GT(g.ci_low, 0.0) << "before " << before.headline().mean << " after "
+                           << after.headline().mean;
+}
+
+TEST(Denoisers, TrainingRejectsBadOptions) {
+  const Dataset d = blob_dataset(64);
+  Model m = make_model(lenet_spec());
+  DenoiseTrainOptions o;
+  EXPECT_THROW(train_denoisers(*m, d, o), std::invalid_argument);  // no blocks
+  m->set_denoisers({{1, BlockSpec::parse("channel")}});
+  o.scale_lo = 2;
+  o.scale_hi = 1;
+  EXPECT_THROW(train_denoisers(*m, d, o), std::invalid_argument);
+  o.scale_lo = 1;
+  o.feature_weight = std::nan("");
+  EXPECT_THROW(train_denoisers(*m, d, o), std::invalid_argument);
+}
+
+TEST(Sensitivity, TaylorMatchesTheClosedFormAtTheLogitsAndAutogradAtTheInput) {
+  torch::manual_seed(5);
+  const Dataset d = blob_dataset(100, 1, 28, 28, 10, 33);
+  Model m = make_model(ModelSpec::for_dataset("lenet5-bn", d));
+  m->eval();
+  const auto s = taylor_sensitivity(*m, d, 100, 32);
+  ASSERT_EQ(static_cast<int>(s.size()), m->num_sites());
+  torch::Tensor logits;
+  {
+    torch::NoGradGuard no_grad;
+    logits = m->forward(d.images);
+  }
+  // d ce / d logits = softmax - onehot.
+  const torch::Tensor g =
+      torch::softmax(logits, 1) - torch::one_hot(d.labels, 10).to(torch::kFloat);
+  EXPECT_NEAR(s.back().value, g.norm(2, 1).mean().item<double>(), 1e-5);
+  // Input: per-sample gradient norms from one autograd call per sample.
+  double sum = 0.0;
+  for (int64_t i = 0; i < d.size(); ++i) {
+    torch::Tensor x = d.images.narrow(0, i, 1).clone().requires_grad_(true);
+    const torch::Tensor loss =
+        torch::nn::functional::cross_entropy(m->forward(x), d.labels.narrow(0, i, 1));
+    sum += torch::autograd::grad({loss}, {x})[0].norm().item<double>();
+  }
+  EXPECT_NEAR(s.front().value, sum / static_cast<double>(d.size()), 1e-5 * (1 + s.front().value));
+  // The blocks are bypassed and the model is left as it was.
+  for (const auto& p : m->parameters()) EXPECT_TRUE(p.requires_grad());
+  EXPECT_FALSE(m->is_training());
+}
+
+TEST(Sensitivity, DropAndWalkRankings) {
+  const Dataset d = blob_dataset(400, 1, 28, 28, 10, 34);
+  torch::manual_seed(6);
+  Model m = make_model(ModelSpec::for_dataset("lenet5-bn", d));
+  TrainOptions t;
+  t.epochs = 1;
+  train(*m, d, t);
+  const auto names = m->site_names();
+  NoiseConfig noise = build_noise_config({"conv1,fc3=add:2:rel=std"}, {}, {}, "", 1, names);
+  EvalOptions eo;
+  eo.draws = 2;
+  const auto drop = drop_sensitivity(*m, d, noise, {1, 5, 15}, eo);
+  ASSERT_EQ(drop.size(), 2u);  // site 5 has no noise configured
+  EXPECT_EQ(drop[0].site, 1);
+  EXPECT_GT(drop[0].value, 0.05);
+  EXPECT_EQ(drop[1].site, 15);
+
+  ScratchDir dir("denoise-walk");
+  write_file(dir.file("walk.json"), R"({"sites": [
+    {"index": 1, "name": "conv1", "midpoint": {"status": "crossed", "value": 0.5}},
+    {"index": 9, "name": "fc1", "midpoint": {"status": "crossed", "value": 2.0}},
+    {"index": 15, "name": "fc3", "midpoint": {"status": "not crossed", "value": null}},
+    {"index": 3, "name": "relu1", "midpoint": {"status": "below grid", "value": null}}]})");
+  const auto w = walk_sensitivity(dir.file("walk.json"), names);
+  ASSERT_EQ(w.size(), 4u);
+  EXPECT_DOUBLE_EQ(w[0].value, 2.0);
+  EXPECT_DOUBLE_EQ(w[1].value, 0.5);
+  EXPECT_EQ(w[2].value, 0.0);
+  EXPECT_EQ(rank_sites(w), (std::vector<int>{3, 1, 9, 15}));
+  write_file(dir.file("bad.json"), R"({"sites": [{"name": "conv9"}]})");
+  EXPECT_THROW(walk_sensitivity(dir.file("bad.json"), names), std::runtime_error);
+  write_file(dir.file("notwalk.json"), R"({"x": 1})");
+  EXPECT_THROW(walk_sensitivity(dir.file("notwalk.json"), names), std::runtime_error);
+  EXPECT_THROW(walk_sensitivity(dir.file("missing.json"), names), std::runtime_error);
+}
+
+std::vector<Candidate> random_candidates(std::mt19937& rng, int sites, int variants) {
+  std::uniform_int_distribution<int64_t> cost(1, 400);
+  std::vector<Candidate> c;
+  for (int s = 0; s < sites; ++s) {
+    for (int v = 0; v < variants; ++v) {
+      c.push_back({s, BlockSpec::parse("mlp:r=" + std::to_string(1 << v)), cost(rng)});
+    }
+  }
+  return c;
+}
+
+TEST(Search, GreedyByRankFollowsTheRankingWithinTheBudget) {
+  const std::vector<Candidate> c = {{0, BlockSpec::parse("channel"), 50},
+                                    {1, BlockSpec::parse("channel"), 300},
+                                    {2, BlockSpec::parse("channel"), 100},
+                                    {3, BlockSpec::parse("channel"), 60}};
+  const Placement p = greedy_by_rank({1, 2, 0, 3}, c, 200);
+  // 1 does not fit (300 > 200), 2 fits (100), 0 fits (150), 3 does not (210).
+  ASSERT_EQ(p.blocks.size(), 2u);
+  EXPECT_EQ(p.blocks[0].site, 0);
+  EXPECT_EQ(p.blocks[1].site, 2);
+  EXPECT_EQ(p.params(), 150);
+  EXPECT_TRUE(greedy_by_rank({0, 1}, c, 10).blocks.empty());
+  EXPECT_EQ(p.label({"a", "b", "c", "d"}), "a@channel+c@channel");
+  EXPECT_EQ(Placement{}.label({}), "none");
+}
+
+TEST(Search, EverySearchRespectsItsBudget) {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 50; ++trial) {
+    const auto cands = random_candidates(rng, 8, 3);
+    std::uniform_int_distribution<int64_t> budget_dist(0, 1500);
+    const int64_t budget = budget_dist(rng);
+    // Synthetic accuracy: each site's block gains a fixed amount (larger blocks a bit more),
+    // with diminishing returns.
+    std::vector<double> gain(8);
+    std::uniform_real_distribution<double> u(0.0, 0.05);
+    for (auto& g : gain) g = u(rng);
+    std::vector<PlacementScore> tried;
+    const PlacementEvaluator eval = [&](const Placement& p) {
+      std::set<int> sites;
+      double acc = 0.5;
+      for (const auto& b : p.blocks) {
+        EXPECT_TRUE(sites.insert(b.site).second) << "two blocks at one site";
+        acc += gain[static_cast<size_t>(b.site)] * (1.0 + 0.1 * b.block.ratio) * 0.9;
+      }
+      Summary s;
+      s.mean = acc;
+      return s;
+    };
+    Summary start;
+    start.mean = 0.5;
+    const Placement best = measured_greedy(cands, budget, eval, start, 0.0, &tried);
+    EXPECT_LE(best.params(), budget);
+    for (const auto& t : tried) EXPECT_LE(t.placement.params(), budget);
+    std::vector<int> ranking = {7, 6, 5, 4, 3, 2, 1, 0};
+    EXPECT_LE(greedy_by_rank(ranking, cands, budget).params(), budget);
+    // Greedy stops only when nothing more fits or nothing gains: with positive gains
+    // everywhere, every site left out must not fit.
+    for (const auto& c : cands) {
+      bool used = false;
+      for (const auto& b : best.blocks) used |= b.site == c.site;
+      if (!used && gain[static_cast<size_t>(c.site)] > 0) {
+        EXPECT_GT(best.params() + c.params, budget) << "site " << c.site << " would have fit";
+      }
+    }
+  }
+}
+
+TEST(Search, MeasuredGreedyPicksTheBestGainPerParameter) {
+  // Site 0: +0.10 for 100 params (1e-3/param); site 1: +0.04 for 10 (4e-3/param);
+  // site 2: +0.20 for 1000 (2e-4/param). Budget 1100: 1 first, then 0 (better per parameter
+  // than 2, which also fits), then 2 no longer fits.
+  const std::vector<Candidate> c = {{0, BlockSpec::parse("channel"), 100},
+                                    {1, BlockSpec::parse("channel"), 10},
+                                    {2, BlockSpec::parse("channel"), 1000}};
+  const std::vector<double> gain = {0.10, 0.04, 0.20};
+  std::vector<PlacementScore> tried;
+  int calls = 0;
+  const PlacementEvaluator eval = [&](const Placement& p) {
+    ++calls;
+    Summary s;
+    s.mean = 0.5;
+    for (const auto& b : p.blocks) s.mean += gain[static_cast<size_t>(b.site)];
+    return s;
+  };
+  Summary start;
+  start.mean = 0.5;
+  const Placement p = measured_greedy(c, 1100, eval, start, 0.0, &tried);
+  ASSERT_EQ(p.blocks.size(), 2u);
+  EXPECT_EQ(p.blocks[0].site, 0);
+  EXPECT_EQ(p.blocks[1].site, 1);
+  EXPECT_EQ(calls, 3 + 2);  // step 1: all three; step 2: sites 0 and 2
+  EXPECT_EQ(static_cast<int>(tried.size()), calls);
+  EXPECT_EQ(tried.back().step, 2);
+  // A gain threshold stops the search.
+  EXPECT_TRUE(measured_greedy(c, 1100, eval, start, 0.5, nullptr).blocks.empty());
+}
+
+TEST(Search, ParetoFront) {
+  const std::vector<double> overhead = {0.0, 1.0, 1.0, 2.0, 3.0, 5.0};
+  const std::vector<double> accuracy = {0.5, 0.7, 0.6, 0.65, 0.8, 0.8};
+  auto f = pareto_front(overhead, accuracy);
+  std::sort(f.begin(), f.end());
+  EXPECT_EQ(f, (std::vector<size_t>{0, 1, 4}));
+  EXPECT_TRUE(pareto_front({}, {}).empty());
+}
+
+}  // namespace
+}  // namespace quell

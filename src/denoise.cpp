@@ -303,7 +303,11 @@ std::string Placement::label(const std::vector<std::string>& site_names) const {
   if (blocks.empty()) return "none";
   std::string s;
   for (const auto& b : blocks) {
-    s += (s.empty() ? "" : "+") + site_names.at(static_cast<size_t>(b.site)) + "@" + b.block.str();
+    // Compact: "conv1/4" (auto block, r = 4), "fc1/mlp8", "bn1/ch".
+    const BlockSpec& k = b.block;
+    const std::string r = std::to_string(k.ratio);
+    const std::string tag = k.kind == "auto" ? r : k.kind == "channel" ? "ch" : k.kind + r;
+    s += (s.empty() ? "" : "+") + site_names.at(static_cast<size_t>(b.site)) + "/" + tag;
   }
   return s;
 }

@@ -1036,4 +1036,134 @@ TEST_F(Cli, WalkBadInputIsAOneLineError) {
   EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out)) << list_dir(out).size();
 }
 
+// ---------------------------------------------------------------------------------------------
+// quell denoise
+
+RunResult denoise_run(const fs::path& out, const std::vector<std::string>& extra,
+                      const fs::path& checkpoint, const fs::path& data_dir) {
+  std::vector<std::string> args = {"denoise", checkpoint.string(), "--out", out.string(),
+                                   "--data-dir", data_dir.string(), "--threads", kThreads};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return run_quell(args);
+}
+
+// Strong static + dynamic noise on every site; four eligible sites keep the search short.
+const std::vector<std::string> kSmallDenoise = {
+    "--noise", "all=add:0.6:static:rel=std+add:0.3:rel=std", "--sites", "conv1,relu2,fc1,fc3",
+    "--ratios", "4,16", "--budget", "5,20", "--epochs", "1", "--search-limit", "300",
+    "--draws", "2", "--chips", "3", "--robustness", "0,1", "--robust-draws", "1"};
+
+TEST_F(Cli, DenoiseWritesTheReportCheckpointsAndFigures) {
+  const fs::path out = dir_ / "d";
+  // A walk result for the walk ranking (midpoints only: what quell denoise reads).
+  write_file(dir_ / "walk.json", R"({"sites": [
+    {"index": 1, "name": "conv1", "midpoint": {"status": "crossed", "value": 0.4}},
+    {"index": 7, "name": "relu2", "midpoint": {"status": "crossed", "value": 0.8}},
+    {"index": 9, "name": "fc1", "midpoint": {"status": "crossed", "value": 1.7}},
+    {"index": 15, "name": "fc3", "midpoint": {"status": "not crossed", "value": null}}]})");
+  std::vector<std::string> opts = kSmallDenoise;
+  opts.insert(opts.end(), {"--walk", (dir_ / "walk.json").string()});
+  const RunResult r = denoise_run(out, opts, checkpoint(), data_dir());
+  ASSERT_EQ(r.exit_code, 0) << r;
+  for (const char* f : {"report.json", "report.csv", "points.csv", "rankings.csv",
+                        "robustness.csv", "pareto.png", "pareto.svg", "robustness.png",
+                        "robustness.svg"}) {
+    EXPECT_TRUE(fs::exists(out / f)) << f << r;
+  }
+  const Json j = parse_json_file(out / "report.json");
+  ASSERT_TRUE(j.is_object());
+  const int64_t backbone = j.at("backbone_params").get<int64_t>();
+  EXPECT_EQ(backbone, 62158);
+  // Rankings: all three, each over the backbone's sites.
+  for (const char* k : {"taylor", "walk", "drop"}) EXPECT_TRUE(j.at("rankings").contains(k)) << k;
+  EXPECT_EQ(j.at("rankings").at("taylor").size(), kLenet5BnSites.size());
+  // Every operating point of every method respects the largest budget; the chosen placement
+  // of each budget respects its own.
+  const int64_t largest = static_cast<int64_t>(std::floor(0.20 * static_cast<double>(backbone)));
+  std::set<std::string> methods;
+  for (const auto& p : j.at("operating_points")) {
+    methods.insert(p.at("method").get<std::string>());
+    EXPECT_LE(p.at("params").get<int64_t>(), largest) << p.dump();
+    EXPECT_NEAR(p.at("overhead_pct").get<double>(),
+                100.0 * p.at("params").get<double>() / static_cast<double>(backbone), 1e-9);
+  }
+  EXPECT_EQ(methods, (std::set<std::string>{"none", "taylor", "walk", "drop", "search"}));
+  EXPECT_FALSE(j.at("pareto_front").empty());
+  for (const auto& [tag, c] : j.at("chosen").items()) {
+    EXPECT_LE(c.at("params").get<int64_t>(), c.at("budget_params").get<int64_t>()) << tag;
+  }
+  // The comparison: unmitigated first, then the budgets' placements, all sites, fine-tuning.
+  const Json& rows = j.at("comparison");
+  ASSERT_GE(rows.size(), 3u);
+  EXPECT_EQ(rows.at(0).at("model"), "unmitigated");
+  EXPECT_EQ(rows.at(0).at("params"), 0);
+  EXPECT_EQ(rows.at(rows.size() - 2).at("model"), "all sites");
+  EXPECT_EQ(rows.back().at("model"), "noise-aware fine-tune");
+  EXPECT_EQ(lines_of(read_file(out / "report.csv")).size(), rows.size() + 1);
+  // A saved checkpoint with blocks: `quell eval` with the same noise and evaluation settings
+  // reproduces its row exactly, and `quell sites` reads it.
+  const Json& chosen = j.at("chosen").at("20%");
+  ASSERT_TRUE(chosen.at("checkpoint").is_string()) << chosen.dump();
+  const fs::path saved = out / chosen.at("checkpoint").get<std::string>();
+  const Json* row = nullptr;
+  for (const auto& x : rows) {
+    if (x.at("model") == "chosen <=20%") row = &x;
+  }
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->at("placement"), chosen.at("placement"));
+  const RunResult e = run_quell({"eval", "--checkpoint", saved.string(), "--data-dir",
+                                 data_dir().string(), "--threads", kThreads, "--noise",
+                                 kSmallDenoise[1], "--chips", "3", "--draws", "2", "--json",
+                                 (dir_ / "e.json").string()});
+  ASSERT_EQ(e.exit_code, 0) << e;
+  const Json ej = parse_json_file(dir_ / "e.json");
+  ASSERT_TRUE(ej.is_object());
+  EXPECT_DOUBLE_EQ(ej.at("levels").at(0).at("accuracy").at("mean").get<double>(),
+                   row->at("noisy").at("mean").get<double>());
+  EXPECT_DOUBLE_EQ(ej.at("clean").at("accuracy").get<double>(),
+                   row->at("clean_accuracy").get<double>());
+  const RunResult sites = run_quell({"sites", "--checkpoint", saved.string()});
+  EXPECT_EQ(sites.exit_code, 0) << sites;
+  EXPECT_NE(sites.out.find("62158 parameters"), std::string::npos) << sites;
+  // The table names every row.
+  for (const char* name : {"unmitigated", "all sites", "noise-aware fine-tune", "Pareto front"}) {
+    EXPECT_NE(r.out.find(name), std::string::npos) << name << r;
+  }
+  // A checkpoint that already has blocks is not a backbone.
+  expect_one_line_error(denoise_run(dir_ / "again", kSmallDenoise, saved, data_dir()),
+                        {"already has denoising blocks"});
+}
+
+TEST_F(Cli, DenoiseBadInputIsAOneLineError) {
+  const fs::path out = dir_ / "d";
+  const std::vector<std::string> noise = {"--noise", "all=add:0.5"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), noise.begin(), noise.end());
+    return extra;
+  };
+  expect_one_line_error(denoise_run(out, {}, checkpoint(), data_dir()), {"no noise", "--noise"});
+  expect_one_line_error(denoise_run(out, with({"--block", "resblock"}), checkpoint(), data_dir()),
+                        {"resblock"});
+  expect_one_line_error(denoise_run(out, with({"--budget", "-1"}), checkpoint(), data_dir()),
+                        {"budget"});
+  expect_one_line_error(denoise_run(out, with({"--ratios", "0"}), checkpoint(), data_dir()),
+                        {"ratio"});
+  expect_one_line_error(denoise_run(out, with({"--sites", "conv9"}), checkpoint(), data_dir()),
+                        {"conv9"});
+  expect_one_line_error(
+      denoise_run(out, with({"--block", "bottleneck", "--sites", "fc1,fc3"}), checkpoint(),
+                  data_dir()),
+      {"bottleneck"});
+  expect_one_line_error(
+      denoise_run(out, with({"--walk", (dir_ / "none.json").string()}), checkpoint(), data_dir()),
+      {"none.json"});
+  expect_one_line_error(
+      denoise_run(out, with({"--scale-range", "2:1"}), checkpoint(), data_dir()),
+      {"--scale-range"});
+  expect_one_line_error(denoise_run(out, {"--noise", "all=add:nan"}, checkpoint(), data_dir()),
+                        {"nan"});
+  expect_one_line_error(denoise_run(out, noise, dir_ / "missing.pt", data_dir()), {"missing.pt"});
+  EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out)) << list_dir(out).size();
+}
+
 }  // namespace

@@ -320,7 +320,10 @@ TEST(Search, GreedyByRankFollowsTheRankingWithinTheBudget) {
   EXPECT_EQ(p.blocks[1].site, 2);
   EXPECT_EQ(p.params(), 150);
   EXPECT_TRUE(greedy_by_rank({0, 1}, c, 10).blocks.empty());
-  EXPECT_EQ(p.label({"a", "b", "c", "d"}), "a@channel+c@channel");
+  EXPECT_EQ(p.label({"a", "b", "c", "d"}), "a/ch+c/ch");
+  Placement q;
+  q.blocks = {{1, BlockSpec::parse("auto:r=4"), 1}, {3, BlockSpec::parse("mlp:r=8"), 1}};
+  EXPECT_EQ(q.label({"a", "b", "c", "d"}), "b/4+d/mlp8");
   EXPECT_EQ(Placement{}.label({}), "none");
 }
 

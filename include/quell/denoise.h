@@ -77,7 +77,8 @@ struct Placement {
   std::vector<Candidate> blocks;  ///< sorted by site
   int64_t params() const;
   std::vector<BlockPlacement> placement() const;
-  /// "conv1+fc2:r=8" style label; "none" when empty.
+  /// "conv1/4+fc1/mlp8+bn2/ch": site name / ratio of an auto block, kind and ratio otherwise,
+  /// "ch" for a channel block; "none" when empty.
   std::string label(const std::vector<std::string>& site_names) const;
 };
 

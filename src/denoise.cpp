@@ -343,34 +343,43 @@ Placement greedy_by_rank(const std::vector<int>& ranking, const std::vector<Cand
 Placement measured_greedy(const std::vector<Candidate>& candidates, int64_t budget_params,
                           const PlacementEvaluator& evaluate, const Summary& start_accuracy,
                           double min_gain, std::vector<PlacementScore>* tried,
-                          const ProgressFn& progress) {
+                          const ProgressFn& progress, int width) {
   Placement current;
   double current_acc = start_accuracy.mean;
   int step = 0;
   Progress prog;
-  prog.what = "search";
+  // Gain per parameter of each candidate at its last evaluation (+inf: never evaluated).
+  std::vector<double> last_ratio(candidates.size(), std::numeric_limits<double>::infinity());
   while (true) {
-    std::vector<const Candidate*> fits;
-    for (const auto& c : candidates) {
+    std::vector<size_t> fits;
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      const Candidate& c = candidates[i];
       if (!uses_site(current, c.site) && c.params > 0 &&
           current.params() + c.params <= budget_params) {
-        fits.push_back(&c);
+        fits.push_back(i);
       }
     }
     if (fits.empty()) break;
     ++step;
+    if (width > 0 && step > 1 && static_cast<int>(fits.size()) > width) {
+      std::stable_sort(fits.begin(), fits.end(),
+                       [&](size_t a, size_t b) { return last_ratio[a] > last_ratio[b]; });
+      fits.resize(static_cast<size_t>(width));
+    }
     double best_ratio = -std::numeric_limits<double>::infinity();
     Placement best;
     Summary best_acc;
     prog.done = 0;
     prog.total = static_cast<int64_t>(fits.size());
-    prog.what = "search step " + std::to_string(step);
-    for (const Candidate* c : fits) {
-      const Placement p = with(current, *c);
+    prog.what = "step " + std::to_string(step);
+    for (size_t i : fits) {
+      const Candidate& c = candidates[i];
+      const Placement p = with(current, c);
       const Summary acc = evaluate(p);
       if (tried) tried->push_back({p, acc, "search", step});
       const double gain = acc.mean - current_acc;
-      const double ratio = gain / static_cast<double>(c->params);
+      const double ratio = gain / static_cast<double>(c.params);
+      last_ratio[i] = ratio;
       if (gain > min_gain && ratio > best_ratio) {
         best_ratio = ratio;
         best = p;

@@ -4,6 +4,7 @@
 // Pareto front.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
 #include <set>
 
@@ -355,6 +356,18 @@ TEST(Search, EverySearchRespectsItsBudget) {
     const Placement best = measured_greedy(cands, budget, eval, start, 0.0, &tried);
     EXPECT_LE(best.params(), budget);
     for (const auto& t : tried) EXPECT_LE(t.placement.params(), budget);
+    // The lazy variant evaluates at most `width` placements after step 1, within the budget.
+    std::vector<PlacementScore> lazy;
+    const Placement narrow = measured_greedy(cands, budget, eval, start, 0.0, &lazy, nullptr, 3);
+    EXPECT_LE(narrow.params(), budget);
+    std::map<int, int> per_step;
+    for (const auto& t : lazy) {
+      EXPECT_LE(t.placement.params(), budget);
+      ++per_step[t.step];
+    }
+    for (const auto& [step, n] : per_step) {
+      if (step > 1) EXPECT_LE(n, 3) << "step " << step;
+    }
     std::vector<int> ranking = {7, 6, 5, 4, 3, 2, 1, 0};
     EXPECT_LE(greedy_by_rank(ranking, cands, budget).params(), budget);
     // Greedy stops only when nothing more fits or nothing gains: with positive gains

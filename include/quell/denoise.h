@@ -99,15 +99,17 @@ struct PlacementScore {
 /// Evaluates a placement (e.g. short training + noisy validation); may be called many times.
 using PlacementEvaluator = std::function<Summary(const Placement&)>;
 
-/// Measured greedy search: starting from `start`, repeatedly evaluate every candidate that
-/// fits the budget (one block per site) added to the current placement, keep the one with the
+/// Measured greedy search: starting from no blocks, repeatedly evaluate candidates that fit
+/// the budget (one block per site) added to the current placement, keep the one with the
 /// largest accuracy gain per added parameter, until no candidate fits or none gains more than
-/// `min_gain`. Every evaluated placement is appended to `tried` (with method "search").
-/// Returns the final placement. Never evaluates a placement over `budget_params`.
+/// `min_gain`. Step 1 evaluates every candidate; later steps evaluate the `width` candidates
+/// with the best gain per parameter at their last evaluation (lazy greedy; width 0 = all).
+/// Every evaluated placement is appended to `tried` (method "search", its step). Returns the
+/// final placement. Never evaluates a placement over `budget_params`.
 Placement measured_greedy(const std::vector<Candidate>& candidates, int64_t budget_params,
                           const PlacementEvaluator& evaluate, const Summary& start_accuracy,
                           double min_gain, std::vector<PlacementScore>* tried,
-                          const ProgressFn& progress = nullptr);
+                          const ProgressFn& progress = nullptr, int width = 0);
 
 /// Indices of the Pareto-optimal points: no other point has overhead <= and accuracy >= with
 /// one of them strict. `overhead` and `accuracy` have equal length.

@@ -35,6 +35,7 @@ struct DenoiseArgs {
   int64_t val_size = 5000;
   int64_t search_limit = 10000;
   int search_epochs = 1;
+  int search_width = 8;
   int64_t taylor_samples = 2048;
   double min_gain = 0.0;
   std::string scale_range = "1";
@@ -315,7 +316,7 @@ void run(DenoiseArgs& a) {
   if (a.search == "greedy") {
     const ProgressFn bar = progress_bar("search");
     measured_greedy(candidates, budget_params(a.budgets.back()), evaluate_placement, val_noisy,
-                    a.min_gain, &tried, bar);
+                    a.min_gain, &tried, bar, a.search_width);
   }
   std::cout << evaluations << " placements trained and evaluated in the search\n";
 
@@ -688,6 +689,11 @@ void add_denoise_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--search-epochs", a->search_epochs, "Epochs of each placement's short training")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--search-width", a->search_width,
+                  "Search steps after the first evaluate only the N candidates with the best "
+                  "gain per parameter at their last evaluation (0 = all)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--search-draws", a->search_draws,
                   "Noise draws (and chips) per placement's validation")

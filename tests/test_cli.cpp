@@ -1125,6 +1125,11 @@ TEST_F(Cli, DenoiseWritesTheReportCheckpointsAndFigures) {
   const RunResult sites = run_quell({"sites", "--checkpoint", saved.string()});
   EXPECT_EQ(sites.exit_code, 0) << sites;
   EXPECT_NE(sites.out.find("62158 parameters"), std::string::npos) << sites;
+  EXPECT_NE(sites.out.find("denoising block(s), " + std::to_string(chosen.at("params").get<int64_t>()) +
+                           " parameters"),
+            std::string::npos)
+      << sites;
+  EXPECT_NE(e.out.find("denoising block(s)"), std::string::npos) << e;
   // The table names every row.
   for (const char* name : {"unmitigated", "all sites", "noise-aware fine-tune", "Pareto front"}) {
     EXPECT_NE(r.out.find(name), std::string::npos) << name << r;

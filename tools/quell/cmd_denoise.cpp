@@ -245,7 +245,7 @@ void run(DenoiseArgs& a) {
   std::cout << "denoise " << spec.name << " (" << backbone_params << " parameters) on "
             << test.name << ": fit " << fit.size() << ", validation " << val.size() << ", test "
             << test.size() << "; " << candidates.size() << " candidate blocks at "
-            << sites.size() << " sites\n";
+            << sites.size() << " sites" << std::endl;
 
   EvalOptions search_eval = a.eval;
   search_eval.draws = a.search_draws;
@@ -318,7 +318,7 @@ void run(DenoiseArgs& a) {
     measured_greedy(candidates, budget_params(a.budgets.back()), evaluate_placement, val_noisy,
                     a.min_gain, &tried, bar, a.search_width);
   }
-  std::cout << evaluations << " placements trained and evaluated in the search\n";
+  std::cout << evaluations << " placements trained and evaluated in the search" << std::endl;
 
   // Best evaluated placement within each budget (any method).
   std::map<double, Placement> chosen;

@@ -77,7 +77,11 @@ void run(EvalArgs& a) {
   char line[256];
   std::snprintf(line, sizeof line, "%-10s %10s %10s %22s %6s\n", "level", "accuracy", "+-95%CI",
                 "CI", "n");
-  table << "model " << spec.name << " on " << data.name << " " << a.split << " (" << data.size()
+  table << "model " << spec.name
+        << (model->has_denoisers()
+                ? " + " + std::to_string(model->denoiser_placement().size()) + " denoising block(s)"
+                : std::string())
+        << " on " << data.name << " " << a.split << " (" << data.size()
         << " samples); noise " << describe(a.noise, base) << ", chance "
         << fmt_double(data.chance(), 3) << "\n"
         << line;

@@ -54,9 +54,18 @@ void run(const SitesArgs& a, bool model_given, const std::string& device) {
                       {"numel", s.numel()},
                       {"params", s.params}});
     }
+    Json blocks = Json::array();
+    for (const auto& b : model->denoiser_placement()) {
+      blocks.push_back({{"site", b.site},
+                        {"name", sites[static_cast<size_t>(b.site)].name},
+                        {"block", b.block.str()},
+                        {"params", b.block.params(sites[static_cast<size_t>(b.site)].shape)}});
+    }
     Json j{{"model", model->spec().to_json()},
            {"total_params", model->num_params()},
            {"sites", rows},
+           {"denoisers", blocks},
+           {"denoiser_params", model->num_denoiser_params()},
            {"provenance", provenance()}};
     j["provenance"]["device"] = device;
     os << j.dump(2) << "\n";
@@ -76,6 +85,19 @@ void run(const SitesArgs& a, bool model_given, const std::string& device) {
     for (const auto& s : sites) {
       os << std::left << std::setw(6) << s.index << std::setw(22) << s.name << std::setw(11) << s.op
          << std::setw(12) << shape_str(s.shape) << std::right << std::setw(9) << s.params << "\n";
+    }
+    const auto blocks = model->denoiser_placement();
+    if (!blocks.empty()) {
+      os << blocks.size() << " denoising block(s), " << model->num_denoiser_params()
+         << " parameters (" << fmt_double(100.0 * static_cast<double>(model->num_denoiser_params()) /
+                                              static_cast<double>(model->num_params()), 3)
+         << "% of the backbone):";
+      for (const auto& b : blocks) {
+        const auto& site = sites[static_cast<size_t>(b.site)];
+        os << " " << site.name << " " << b.block.str() << " (" << b.block.params(site.shape)
+           << ")";
+      }
+      os << "\n";
     }
   }
   emit(a.out, os.str());

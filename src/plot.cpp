@@ -1210,6 +1210,15 @@ std::string shortened(const std::string& text, size_t max_chars) {
   return out + "…";
 }
 
+// A value for a legend entry: 3 significant digits in the C locale ("0.482", "20").
+std::string short_num(double value) {
+  std::ostringstream out;
+  out.imbue(std::locale::classic());
+  out.precision(3);
+  out << value;
+  return out.str();
+}
+
 bool plottable_point(const OperatingPoint& p) {
   return std::isfinite(p.overhead) && std::isfinite(p.mean);
 }
@@ -1319,16 +1328,20 @@ FigureScript pareto_figure(const DenoisePlotData& data, const ScratchDirectory& 
     x_lo = std::min(x_lo, p.overhead);
     x_hi = std::max(x_hi, p.overhead);
     take_y(p.mean);
-    if (std::isfinite(p.lo) && std::isfinite(p.hi)) {
-      take_y(p.lo);
-      take_y(p.hi);
-    }
   }
   if (budget) {
     x_lo = std::min(x_lo, data.budget);
     x_hi = std::max(x_hi, data.budget);
   }
   for (const double v : {data.clean_accuracy, data.noisy_accuracy, data.chance}) take_y(v);
+  // CI ends (wide with few draws) stretch the axis at most to [0, 1]: accuracy cannot leave it,
+  // the bars are clipped at the border.
+  const double ci_floor = std::min(0.0, y_lo), ci_ceiling = std::max(1.0, y_hi);
+  for (const auto& p : data.points) {
+    if (!plottable_point(p) || !std::isfinite(p.lo) || !std::isfinite(p.hi)) continue;
+    take_y(std::clamp(p.lo, ci_floor, ci_ceiling));
+    take_y(std::clamp(p.hi, ci_floor, ci_ceiling));
+  }
   if (!(x_hi > x_lo)) x_hi = x_lo + 1.0;
   x_hi += 0.08 * (x_hi - x_lo);
   if (x_lo < 0.0) x_lo -= 0.04 * (x_hi - x_lo);
@@ -1378,9 +1391,10 @@ FigureScript pareto_figure(const DenoisePlotData& data, const ScratchDirectory& 
   if (budget) {
     s << "set arrow from first " << num(data.budget) << ", graph 0 to first " << num(data.budget)
       << ", graph 1 nohead back " << kBudgetStyle << "\n";
-    s << "set label 'budget η' at first " << num(data.budget)
-      << ", graph 0.02 left offset 0.5,0 front tc rgb '" << kBudgetColor << "' font ',"
-      << fig.font - 1 << "'\n";
+    const bool right_edge = data.budget - x_lo > 0.85 * (x_hi - x_lo);
+    s << "set label 'budget η' at first " << num(data.budget) << ", graph 0.02 "
+      << (right_edge ? "right offset -0.5,0" : "left offset 0.5,0") << " front tc rgb '"
+      << kBudgetColor << "' font '," << fig.font - 1 << "'\n";
   }
   // Plot area in pixels (estimated: canvas less margins and the legend) for label placement.
   size_t legend_chars = 22;
@@ -1410,19 +1424,19 @@ FigureScript pareto_figure(const DenoisePlotData& data, const ScratchDirectory& 
   }
   if (std::isfinite(data.clean_accuracy)) {
     elements.push_back(std::string("NaN with lines ") + kCleanStyle + " title " +
-                       gp_string("clean (" + num(data.clean_accuracy) + ")"));
+                       gp_string("clean (" + short_num(data.clean_accuracy) + ")"));
   }
   if (std::isfinite(data.noisy_accuracy)) {
     elements.push_back(std::string("NaN with lines ") + kUnmitigatedStyle + " title " +
-                       gp_string("unmitigated (" + num(data.noisy_accuracy) + ")"));
+                       gp_string("unmitigated (" + short_num(data.noisy_accuracy) + ")"));
   }
   if (std::isfinite(data.chance)) {
     elements.push_back(std::string("NaN with lines ") + kChanceStyle + " title " +
-                       gp_string("chance (" + num(data.chance) + ")"));
+                       gp_string("chance (" + short_num(data.chance) + ")"));
   }
   if (budget) {
     elements.push_back(std::string("NaN with lines ") + kBudgetStyle + " title " +
-                       gp_string("budget η (" + num(data.budget) + "%)"));
+                       gp_string("budget η (" + short_num(data.budget) + "%)"));
   }
   s << join_plot(elements);
   fig.body = s.str();

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "quell/rng.h"
+#include "train_loop.h"
 
 namespace quell {
 namespace {
@@ -113,19 +114,11 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
   Progress progress;
   progress.total = total_steps;
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
-    const auto t_epoch = std::chrono::steady_clock::now();
     const torch::Tensor perm = torch::randperm(n, gen, torch::kLong);
-    double loss_sum = 0.0;
-    int64_t correct = 0, seen = 0;
     progress.what = "blocks " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs);
+    detail::EpochMeter meter(epoch + 1, progress, o.progress);
     for (int64_t b = 0; b < n; b += o.batch_size) {
-      if (o.cosine) {
-        for (auto& group : optimizer.param_groups()) {
-          group.options().set_lr(0.5 * o.lr *
-                                 (1.0 + std::cos(M_PI * static_cast<double>(step) /
-                                                 static_cast<double>(total_steps))));
-        }
-      }
+      if (o.cosine) detail::set_lr(optimizer, detail::cosine_lr(o.lr, step, total_steps));
       const torch::Tensor idx = perm.narrow(0, b, std::min(o.batch_size, n - b));
       const torch::Tensor x = data.images.index_select(0, idx).to(device);
       const torch::Tensor y = data.labels.index_select(0, idx).to(device);
@@ -155,28 +148,9 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
         loss.backward();
       }
       optimizer.step();
-      const int64_t m = idx.size(0);
-      loss_sum += loss.item<double>() * static_cast<double>(m);
-      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-      seen += m;
-      ++step;
-      if (o.progress) {
-        progress.done = step;
-        progress.loss = loss_sum / static_cast<double>(seen);
-        progress.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
-        o.progress(progress);
-      }
+      meter.add(loss, logits, y, ++step);
     }
-    EpochStats es;
-    es.epoch = epoch + 1;
-    es.loss = loss_sum / static_cast<double>(seen);
-    es.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
-    es.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
-    if (!std::isfinite(es.loss)) {
-      throw std::runtime_error("denoiser training diverged in epoch " + std::to_string(epoch + 1) +
-                               " (loss is not finite); lower the learning rate or the noise");
-    }
-    result.epochs.push_back(es);
+    result.epochs.push_back(meter.finish("denoiser training"));
   }
   model.engine().configure(NoiseConfig{});
   result.seconds =

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "quell/rng.h"
+#include "train_loop.h"
 
 namespace quell {
 
@@ -36,10 +37,6 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(ModelImpl& model, const 
         torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
   }
   throw std::invalid_argument("unknown optimizer '" + o.optimizer + "' (known: adam, sgd)");
-}
-
-void set_lr(torch::optim::Optimizer& opt, double lr) {
-  for (auto& group : opt.param_groups()) group.options().set_lr(lr);
 }
 
 bool needs_calibration(const NoiseConfig& cfg) {
@@ -79,19 +76,13 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
   Progress progress;
   progress.total = total_steps;
   for (int epoch = 0; epoch < opts.epochs; ++epoch) {
-    const auto t_epoch = std::chrono::steady_clock::now();
     if (calibrate_each_epoch) model.calibrate(calib_images, opts.calib_samples);
     model.train();
     const torch::Tensor perm = torch::randperm(n, gen, torch::kLong);
-    double loss_sum = 0.0;
-    int64_t correct = 0, seen = 0;
     progress.what = "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opts.epochs);
+    detail::EpochMeter meter(epoch + 1, progress, opts.progress);
     for (int64_t b = 0; b < n; b += opts.batch_size) {
-      if (opts.cosine) {
-        set_lr(*optimizer, 0.5 * opts.lr *
-                               (1.0 + std::cos(M_PI * static_cast<double>(step) /
-                                               static_cast<double>(total_steps))));
-      }
+      if (opts.cosine) detail::set_lr(*optimizer, detail::cosine_lr(opts.lr, step, total_steps));
       const torch::Tensor idx = perm.narrow(0, b, std::min(opts.batch_size, n - b));
       const torch::Tensor x = data.images.index_select(0, idx).to(device);
       const torch::Tensor y = data.labels.index_select(0, idx).to(device);
@@ -110,28 +101,9 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
         loss.backward();
       }
       optimizer->step();
-      const int64_t m = idx.size(0);
-      loss_sum += loss.item<double>() * static_cast<double>(m);
-      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-      seen += m;
-      ++step;
-      if (opts.progress) {
-        progress.done = step;
-        progress.loss = loss_sum / static_cast<double>(seen);
-        progress.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
-        opts.progress(progress);
-      }
+      meter.add(loss, logits, y, ++step);
     }
-    EpochStats es;
-    es.epoch = epoch + 1;
-    es.loss = loss_sum / static_cast<double>(seen);
-    es.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
-    es.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
-    if (!std::isfinite(es.loss)) {
-      throw std::runtime_error("training diverged in epoch " + std::to_string(epoch + 1) +
-                               " (loss is not finite); lower the learning rate or the noise");
-    }
-    result.epochs.push_back(es);
+    result.epochs.push_back(meter.finish("training"));
   }
   model.eval();
   model.engine().configure(NoiseConfig{});  // the trained model is evaluated clean by default

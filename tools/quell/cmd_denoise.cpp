@@ -182,7 +182,7 @@ void run(DenoiseArgs& a) {
   const torch::Device device = a.runtime.torch_device();
   backbone->to(device);
   backbone->eval();
-  if (a.data.dataset_option->count() == 0 && !meta.dataset.empty()) a.data.dataset = meta.dataset;
+  a.data.use_checkpoint_dataset(meta);
   const ModelSpec spec = backbone->spec();
   const auto names = backbone->site_names();
   const NoiseConfig noise = a.noise.build(names);
@@ -723,11 +723,7 @@ void add_denoise_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--figures", a->figures, "Figure formats: png,svg | png | svg | none")
       ->capture_default_str();
-  a->data.add(*cmd);
-  a->data.dataset_option
-      ->description("Dataset (default: the one the checkpoint was trained on): " +
-                    join(dataset_names()))
-      ->default_str("");
+  a->data.add_for_checkpoint(*cmd);
   a->noise.add(*cmd);
   a->runtime.add(*cmd);
   cmd->callback([a] { run(*a); });

@@ -53,7 +53,7 @@ void run(EvalArgs& a) {
   Model model = load_checked(a.checkpoint, a.model, &meta);
   model->to(a.runtime.torch_device());
   // Evaluate on the training dataset of the checkpoint unless told otherwise.
-  if (a.data.dataset_option->count() == 0 && !meta.dataset.empty()) a.data.dataset = meta.dataset;
+  a.data.use_checkpoint_dataset(meta);
   if (a.data.dataset != meta.dataset && !meta.dataset.empty()) {
     std::cerr << "note: checkpoint was trained on " << meta.dataset << ", evaluating on "
               << a.data.dataset << "\n";
@@ -166,11 +166,7 @@ void add_eval_command(CLI::App& app) {
       ->delimiter(',');
   cmd->add_option("--json", a->json_out, "Write results as JSON ('-' = stdout)");
   cmd->add_option("--csv", a->csv_out, "Write per-draw results as CSV ('-' = stdout)");
-  a->data.add(*cmd);
-  a->data.dataset_option
-      ->description("Dataset (default: the one the checkpoint was trained on): " +
-                    join(dataset_names()))
-      ->default_str("");
+  a->data.add_for_checkpoint(*cmd);
   a->noise.add(*cmd);
   a->runtime.add(*cmd);
   cmd->callback([a] { run(*a); });

@@ -255,7 +255,7 @@ void run(WalkArgs& a) {
   } else if (a.model.empty()) {
     throw std::invalid_argument("--train needs --model NAME or a checkpoint");
   }
-  if (a.data.dataset_option->count() == 0 && !meta.dataset.empty()) a.data.dataset = meta.dataset;
+  a.data.use_checkpoint_dataset(meta);
   const Dataset test = a.data.load(Split::kTest);
   ModelSpec spec = model ? model->spec() : ModelSpec::for_dataset(a.model, test);
   if (!model) {
@@ -513,11 +513,7 @@ void add_walk_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--save-models", a->save_models,
                 "Noisy training: keep every trained model in --out/models");
-  a->data.add(*cmd);
-  a->data.dataset_option
-      ->description("Dataset (default: the one the checkpoint was trained on): " +
-                    join(dataset_names()))
-      ->default_str("");
+  a->data.add_for_checkpoint(*cmd);
   a->runtime.add(*cmd);
   cmd->callback([a] { run(*a); });
 }

@@ -36,6 +36,18 @@ void DataArgs::add(CLI::App& app) {
       ->capture_default_str();
 }
 
+void DataArgs::add_for_checkpoint(CLI::App& app) {
+  add(app);
+  dataset_option
+      ->description("Dataset (default: the one the checkpoint was trained on): " +
+                    join(dataset_names()))
+      ->default_str("");
+}
+
+void DataArgs::use_checkpoint_dataset(const CheckpointMeta& meta) {
+  if (dataset_option->count() == 0 && !meta.dataset.empty()) dataset = meta.dataset;
+}
+
 Dataset DataArgs::load(Split split) const {
   DataOptions o;
   o.name = dataset;

@@ -22,6 +22,10 @@ struct DataArgs {
   uint64_t shuffle_seed = 0;
   CLI::Option* dataset_option = nullptr;  ///< to tell whether --dataset was given
   void add(CLI::App& app);
+  /// add(), with --dataset defaulting to the checkpoint's dataset (see use_checkpoint_dataset).
+  void add_for_checkpoint(CLI::App& app);
+  /// Takes the checkpoint's dataset unless --dataset was given.
+  void use_checkpoint_dataset(const CheckpointMeta& meta);
   Dataset load(Split split) const;
 };
 

@@ -450,6 +450,12 @@ void run(DenoiseArgs& a) {
             {"noisy", summary_json(h)},
             {"ci_over", r.noisy.chip_level ? "chips" : "draws"},
             {"drop_vs_clean_points", 100.0 * (base.clean - h.mean)}};
+    // Per (chip, draw): rows share the noise streams, so differences between rows can be paired.
+    Json draws = Json::array();
+    for (const auto& d : r.noisy.draws) {
+      draws.push_back({{"chip", d.chip}, {"draw", d.draw}, {"accuracy", d.accuracy}});
+    }
+    jr["draws"] = draws;
     jr.update(r.extra);
     jrows.push_back(jr);
   }

@@ -320,6 +320,57 @@ void run(DenoiseArgs& a) {
   }
   std::cout << evaluations << " placements trained and evaluated in the search" << std::endl;
 
+  // Operating points and their Pareto front (validation accuracy).
+  std::vector<double> ov, acc;
+  for (const auto& t : tried) {
+    ov.push_back(overhead(t.placement.params()));
+    acc.push_back(t.accuracy.mean);
+  }
+  const auto front = pareto_front(ov, acc);
+  const std::set<size_t> on_front(front.begin(), front.end());
+  CsvTable points_csv({"method", "step", "placement", "params", "overhead_pct", "val_mean",
+                       "ci95_low", "ci95_high", "pareto"});
+  Json jpoints = Json::array();
+  for (size_t i = 0; i < tried.size(); ++i) {
+    const auto& t = tried[i];
+    const std::string label = t.placement.label(names);
+    points_csv.add_row({t.method, std::to_string(t.step), label,
+                        std::to_string(t.placement.params()), fmt_double(ov[i], 6),
+                        fmt_double(t.accuracy.mean, 6), fmt_double(t.accuracy.ci_low, 6),
+                        fmt_double(t.accuracy.ci_high, 6), on_front.count(i) ? "1" : "0"});
+    jpoints.push_back({{"method", t.method},
+                       {"step", t.step},
+                       {"placement", label},
+                       {"params", t.placement.params()},
+                       {"overhead_pct", ov[i]},
+                       {"validation", summary_json(t.accuracy)},
+                       {"pareto", on_front.count(i) > 0}});
+  }
+  CsvTable rank_csv({"ranking", "site", "name", "value", "rank"});
+  Json jrank = Json::object();
+  for (const auto& [name, sens] : rankings) {
+    const auto r = rank_sites(sens);
+    Json arr = Json::array();
+    for (const auto& s : sens) {
+      const int pos = static_cast<int>(std::find(r.begin(), r.end(), s.site) - r.begin()) + 1;
+      rank_csv.add_row({name, std::to_string(s.site), s.name, fmt_double(s.value, 8),
+                        std::to_string(pos)});
+      arr.push_back({{"site", s.site},
+                     {"name", s.name},
+                     {"value", std::isfinite(s.value) ? Json(s.value) : Json("inf")},
+                     {"rank", pos}});
+    }
+    jrank[name] = arr;
+  }
+  // The search's results are on disk before the (long) final trainings start.
+  std::vector<std::string> written;
+  auto put = [&](const std::string& file, const std::string& content) {
+    write_file_atomic((fs::path(a.out) / file).string(), content);
+    written.push_back(file);
+  };
+  put("points.csv", points_csv.str());
+  put("rankings.csv", rank_csv.str());
+
   // Best evaluated placement within each budget (any method).
   std::map<double, Placement> chosen;
   for (double b : a.budgets) {
@@ -459,48 +510,6 @@ void run(DenoiseArgs& a) {
     jr.update(r.extra);
     jrows.push_back(jr);
   }
-  // Operating points and their Pareto front (validation accuracy).
-  std::vector<double> ov, acc;
-  for (const auto& t : tried) {
-    ov.push_back(overhead(t.placement.params()));
-    acc.push_back(t.accuracy.mean);
-  }
-  const auto front = pareto_front(ov, acc);
-  const std::set<size_t> on_front(front.begin(), front.end());
-  CsvTable points_csv({"method", "step", "placement", "params", "overhead_pct", "val_mean",
-                       "ci95_low", "ci95_high", "pareto"});
-  Json jpoints = Json::array();
-  for (size_t i = 0; i < tried.size(); ++i) {
-    const auto& t = tried[i];
-    const std::string label = t.placement.label(names);
-    points_csv.add_row({t.method, std::to_string(t.step), label,
-                        std::to_string(t.placement.params()), fmt_double(ov[i], 6),
-                        fmt_double(t.accuracy.mean, 6), fmt_double(t.accuracy.ci_low, 6),
-                        fmt_double(t.accuracy.ci_high, 6), on_front.count(i) ? "1" : "0"});
-    jpoints.push_back({{"method", t.method},
-                       {"step", t.step},
-                       {"placement", label},
-                       {"params", t.placement.params()},
-                       {"overhead_pct", ov[i]},
-                       {"validation", summary_json(t.accuracy)},
-                       {"pareto", on_front.count(i) > 0}});
-  }
-  CsvTable rank_csv({"ranking", "site", "name", "value", "rank"});
-  Json jrank = Json::object();
-  for (const auto& [name, sens] : rankings) {
-    const auto r = rank_sites(sens);
-    Json arr = Json::array();
-    for (const auto& s : sens) {
-      const int pos = static_cast<int>(std::find(r.begin(), r.end(), s.site) - r.begin()) + 1;
-      rank_csv.add_row({name, std::to_string(s.site), s.name, fmt_double(s.value, 8),
-                        std::to_string(pos)});
-      arr.push_back({{"site", s.site},
-                     {"name", s.name},
-                     {"value", std::isfinite(s.value) ? Json(s.value) : Json("inf")},
-                     {"rank", pos}});
-    }
-    jrank[name] = arr;
-  }
   Json jcands = Json::array();
   for (const auto& c : candidates) {
     jcands.push_back({{"site", c.site},
@@ -550,14 +559,7 @@ void run(DenoiseArgs& a) {
             return f;
           }()}};
   if (a.finetune) j["finetune"] = {{"epochs", a.train.epochs}, {"lr", a.finetune_lr}};
-  std::vector<std::string> written;
-  auto put = [&](const std::string& file, const std::string& content) {
-    write_file_atomic((fs::path(a.out) / file).string(), content);
-    written.push_back(file);
-  };
   put("report.csv", report_csv.str());
-  put("points.csv", points_csv.str());
-  put("rankings.csv", rank_csv.str());
   if (!levels.empty()) put("robustness.csv", robust_csv.str());
   put("report.json", j.dump(2) + "\n");
   for (const auto& kv : saved) written.push_back(kv.second);

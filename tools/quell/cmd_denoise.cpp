@@ -12,6 +12,7 @@
 #include "quell/checkpoint.h"
 #include "quell/denoise.h"
 #include "quell/plot.h"
+#include "quell/walk.h"
 
 namespace quell::cli {
 namespace {
@@ -68,37 +69,14 @@ std::pair<double, double> parse_range(const std::string& text, const std::string
   return {lo, hi};
 }
 
-// "MIN:MAX:STEP" (linear) or a list "0.5,1,1.5".
+// Robustness levels: a walk grid ("0:2:0.25", "0.5,1,2", "0.1:10" log) or "none".
 std::vector<double> parse_levels(const std::string& text) {
-  std::vector<double> out;
-  if (text.empty() || text == "none") return out;
-  const auto parts = [&] {
-    std::vector<std::string> v;
-    std::stringstream ss(text);
-    for (std::string t; std::getline(ss, t, text.find(':') != std::string::npos ? ':' : ',');) {
-      v.push_back(t);
-    }
-    return v;
-  }();
-  auto num = [&](const std::string& t) {
-    try {
-      size_t used = 0;
-      const double v = std::stod(t, &used);
-      if (used == t.size() && std::isfinite(v) && v >= 0) return v;
-    } catch (const std::exception&) {
-    }
-    throw std::invalid_argument("--robustness '" + text +
-                                "': expected MIN:MAX:STEP or a list of levels >= 0");
-  };
-  if (text.find(':') != std::string::npos) {
-    if (parts.size() != 3) num("x");
-    const double lo = num(parts[0]), hi = num(parts[1]), step = num(parts[2]);
-    if (!(step > 0) || hi < lo || (hi - lo) / step > 1000) num("x");
-    for (int i = 0; lo + i * step <= hi + 1e-9 * step; ++i) out.push_back(lo + i * step);
-  } else {
-    for (const auto& p : parts) out.push_back(num(p));
+  if (text.empty() || text == "none") return {};
+  try {
+    return SigmaGrid::parse(text).values;
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--robustness: ") + e.what());
   }
-  return out;
 }
 
 Json summary_json(const Summary& s) {
@@ -723,7 +701,7 @@ void add_denoise_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--robustness", a->robustness,
                   "Noise levels (x the configured sigma) of the robustness curves: MIN:MAX:STEP "
-                  "or a list; none to skip")
+                  "(linear), MIN:MAX (log, 4 per decade) or a list; none to skip")
       ->capture_default_str();
   cmd->add_option("--robust-draws", a->robust_draws,
                   "Draws (and chips) per robustness point")

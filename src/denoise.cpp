@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "quell/rng.h"
+#include "text.h"
 #include "train_loop.h"
 
 namespace quell {
@@ -284,6 +285,40 @@ std::string Placement::label(const std::vector<std::string>& site_names) const {
     s += (s.empty() ? "" : "+") + site_names.at(static_cast<size_t>(b.site)) + "/" + tag;
   }
   return s;
+}
+
+std::vector<BlockPlacement> parse_placement_label(const std::string& label,
+                                                  const std::vector<std::string>& site_names) {
+  std::vector<BlockPlacement> out;
+  if (text::trim(label) == "none" || text::trim(label).empty()) return out;
+  for (const std::string& raw : text::split(label, '+')) {
+    const std::string item = text::trim(raw);
+    const auto slash = item.rfind('/');
+    if (slash == std::string::npos || slash == 0 || slash + 1 == item.size()) {
+      throw std::invalid_argument("placement '" + label + "': '" + item +
+                                  "' is not SITE/TAG (e.g. conv1/4, fc1/mlp8, bn1/ch)");
+    }
+    const std::string site = item.substr(0, slash), tag = item.substr(slash + 1);
+    const auto it = std::find(site_names.begin(), site_names.end(), site);
+    if (it == site_names.end()) {
+      throw std::invalid_argument("placement '" + label + "': unknown site '" + site + "'");
+    }
+    BlockPlacement b;
+    b.site = static_cast<int>(it - site_names.begin());
+    if (tag == "ch") {
+      b.block.kind = "channel";
+    } else {
+      const size_t digits = tag.find_first_of("0123456789");
+      const std::string kind = digits == std::string::npos ? tag : tag.substr(0, digits);
+      if (digits == std::string::npos) {
+        throw std::invalid_argument("placement '" + label + "': block tag '" + tag +
+                                    "' has no ratio");
+      }
+      b.block = BlockSpec::parse((kind.empty() ? "auto" : kind) + ":r=" + tag.substr(digits));
+    }
+    out.push_back(b);
+  }
+  return out;
 }
 
 namespace {

@@ -1323,11 +1323,30 @@ FigureScript pareto_figure(const DenoisePlotData& data, const ScratchDirectory& 
     y_lo = std::min(y_lo, v);
     y_hi = std::max(y_hi, v);
   };
+  // One point far to the right of all others (e.g. blocks at every site) would squeeze the
+  // rest into the left edge: leave it out of the range and name it at the right edge instead.
+  const OperatingPoint* outlier = nullptr;
+  {
+    const OperatingPoint* first = nullptr;
+    double second = -INFINITY;
+    for (const auto& p : data.points) {
+      if (!plottable_point(p)) continue;
+      if (!first || p.overhead > first->overhead) {
+        if (first) second = std::max(second, first->overhead);
+        first = &p;
+      } else {
+        second = std::max(second, p.overhead);
+      }
+    }
+    const double reference = std::max(second, budget ? data.budget : -INFINITY);
+    if (first && reference > 0 && first->overhead > 3.0 * reference) outlier = first;
+  }
   for (const auto& p : data.points) {
     if (!plottable_point(p)) continue;
+    take_y(p.mean);
+    if (&p == outlier) continue;
     x_lo = std::min(x_lo, p.overhead);
     x_hi = std::max(x_hi, p.overhead);
-    take_y(p.mean);
   }
   if (budget) {
     x_lo = std::min(x_lo, data.budget);
@@ -1362,15 +1381,14 @@ FigureScript pareto_figure(const DenoisePlotData& data, const ScratchDirectory& 
   if (!(y_hi > y_lo)) y_hi = y_lo + 0.1;
 
   FigureScript fig;
-  fig.name = "pareto";
+  fig.name = data.points_name;
   fig.width = 1100;
   fig.height = 660;
   fig.font = 11;
   std::ostringstream s;
   s << "set title "
-    << gp_string(titled(data.title, "accuracy under noise vs parameter overhead (mean, 95% CI)"))
-    << " font ',13'\n";
-  s << "set xlabel 'parameter overhead (% of the backbone parameters)'\n";
+    << gp_string(titled(data.title, data.points_what)) << " font ',13'\n";
+  s << "set xlabel " << gp_string(data.x_label) << "\n";
   s << "set ylabel 'accuracy under noise'\n";
   s << "set xrange [" << num(x_lo) << ":" << num(x_hi) << "]\n";
   s << "set yrange [" << num(y_lo) << ":" << num(y_hi) << "]\n";
@@ -1403,6 +1421,15 @@ FigureScript pareto_figure(const DenoisePlotData& data, const ScratchDirectory& 
   const double plot_w = fig.width - 90.0 - (70.0 + 7.0 * static_cast<double>(legend_chars));
   const double plot_h = fig.height - 120.0;
   s << front_labels(front, data.points, {x_lo, x_hi, y_lo, y_hi}, plot_w, plot_h, fig.font - 2);
+  if (outlier) {
+    s << "set arrow from graph 0.90, first " << num(outlier->mean) << " to graph 1, first "
+      << num(outlier->mean) << " head filled front lc rgb '#555555' lw 1.5\n";
+    s << "set label " << gp_string(shortened(outlier->label, 24) + " at " +
+                                   short_num(outlier->overhead) + ": " +
+                                   short_num(outlier->mean))
+      << " at graph 0.89, first " << num(outlier->mean)
+      << " right offset 0,0.9 front tc rgb '#333333' font '," << fig.font - 2 << "'\n";
+  }
 
   std::vector<std::string> elements;
   if (!front_rows.empty()) {
@@ -1660,6 +1687,20 @@ std::vector<std::string> write_denoise_figures(const DenoisePlotData& data, cons
   figures.push_back(pareto_figure(data, scratch));
   if (!data.curves.empty()) figures.push_back(robustness_figure(data, scratch));
   return render(figures, extensions, scratch, dir, exe);
+}
+
+std::vector<std::string> write_points_figure(const DenoisePlotData& data, const std::string& dir,
+                                             const PlotFormats& formats) {
+  const std::vector<std::string> extensions = format_extensions(formats);
+  if (extensions.empty()) return {};
+  if (data.points.empty()) {
+    throw std::runtime_error("cannot draw the " + data.points_name +
+                             " figure: no operating points to plot");
+  }
+  const std::string exe = gnuplot_for(dir);
+  std::error_code ec;
+  const ScratchDirectory scratch(fs::absolute(dir, ec));
+  return render({pareto_figure(data, scratch)}, extensions, scratch, dir, exe);
 }
 
 }  // namespace quell

@@ -82,6 +82,12 @@ struct Placement {
   std::string label(const std::vector<std::string>& site_names) const;
 };
 
+/// Parses a placement label (Placement::label's format, e.g. "conv1/4+fc1/mlp8+bn2/ch"; "none"
+/// = no blocks) back into blocks. Throws std::invalid_argument naming an unknown site or a bad
+/// block tag.
+std::vector<BlockPlacement> parse_placement_label(const std::string& label,
+                                                  const std::vector<std::string>& site_names);
+
 /// The paper's rule: walk the sites in ranking order and add the site's block (the first
 /// candidate of that site in `candidates`) while the total stays within `budget_params`;
 /// a block that does not fit is skipped and later (cheaper) ones are still tried.

@@ -104,6 +104,10 @@ struct DenoisePlotData {
   double chance = 0.1;
   double budget = std::numeric_limits<double>::quiet_NaN();  ///< η in %; NaN: none drawn
   std::vector<OperatingPoint> points;
+  /// The operating-point figure's file name, x axis and what its title says.
+  std::string points_name = "pareto";
+  std::string x_label = "parameter overhead (% of the backbone parameters)";
+  std::string points_what = "accuracy under noise vs parameter overhead (mean, 95% CI)";
   /// Robustness: accuracy vs noise level for the unmitigated and mitigated models; the labels
   /// name the models ("unmitigated", "denoisers (chosen)", "fine-tuned", ...).
   std::string sigma_label = "noise level (x training level)";
@@ -115,12 +119,18 @@ struct DenoisePlotData {
 /// Writes into `dir`: pareto.{png,svg} (accuracy vs parameter overhead: every operating point
 /// with its CI as an error bar, one point type per group with a legend, the Pareto front as a
 /// step line through the points marked pareto, horizontal clean / unmitigated / chance lines, a
-/// vertical budget line) and, when `curves` is not empty, robustness.{png,svg} (accuracy vs
+/// vertical budget line; a single point far right of all others (over 3x the next overhead)
+/// is left out of the x range and named in an arrow at the right edge instead) and, when `curves` is not empty, robustness.{png,svg} (accuracy vs
 /// noise level, one line with its 95% band per curve, clean and chance lines, the training
 /// level marked). Same error/atomicity contract as write_walk_figures (throws if there are no
 /// points). Returns the paths written. See docs/figures.md.
 std::vector<std::string> write_denoise_figures(const DenoisePlotData& data,
                                                const std::string& dir,
                                                const PlotFormats& formats = {});
+
+/// Writes only the operating-point figure of `data` (named data.points_name, e.g. "tradeoff"
+/// for quell plan's accuracy vs energy overhead). Same contract as write_denoise_figures.
+std::vector<std::string> write_points_figure(const DenoisePlotData& data, const std::string& dir,
+                                             const PlotFormats& formats = {});
 
 }  // namespace quell

@@ -79,11 +79,6 @@ std::vector<double> parse_levels(const std::string& text) {
   }
 }
 
-Json summary_json(const Summary& s) {
-  return Json{{"n", s.n},       {"mean", s.mean}, {"std", s.std}, {"ci95_low", s.ci_low},
-              {"ci95_high", s.ci_high}};
-}
-
 std::string pct(double v) { return fmt_double(v, 3) + "%"; }
 
 // Trained block weights by (site, block), to warm-start later placements of the search.

@@ -14,6 +14,11 @@
 
 namespace quell::cli {
 
+Json summary_json(const Summary& s) {
+  return Json{{"n", s.n},       {"mean", s.mean}, {"std", s.std}, {"ci95_low", s.ci_low},
+              {"ci95_high", s.ci_high}};
+}
+
 std::string join(const std::vector<std::string>& names) {
   std::string s;
   for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;

@@ -49,6 +49,9 @@ struct RuntimeArgs {
   torch::Device torch_device() const;
 };
 
+/// {"n", "mean", "std", "ci95_low", "ci95_high"}
+Json summary_json(const Summary& s);
+
 /// "a, b, c"
 std::string join(const std::vector<std::string>& names);
 
@@ -78,6 +81,8 @@ void add_eval_command(CLI::App& app);
 void add_walk_command(CLI::App& app);
 void add_denoise_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
+void add_cost_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 /// Loads a model: from --checkpoint, or built fresh (random init) by --model for the dataset.
 /// Loads a checkpoint; if `model_name` is non-empty it must match the checkpoint's model.
 Model load_checked(const std::string& checkpoint, const std::string& model_name,

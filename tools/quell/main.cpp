@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   quell::cli::add_walk_command(app);
   quell::cli::add_denoise_command(app);
   quell::cli::add_inspect_command(app);
+  quell::cli::add_cost_command(app);
+  quell::cli::add_plan_command(app);
   // A mistyped command gets named, not just "a subcommand is required".
   if (argc > 1 && argv[1][0] != '-') {
     try {

@@ -512,6 +512,9 @@ void apply_noise_rules(NoiseConfig& cfg, const std::vector<std::string>& noise_r
   for (const auto& rule : repeat_rules) {
     const auto [sel, rhs] = split_rule(rule, "repeat");
     const int k = parse_int(rhs, "repeat rule '" + rule + "'");
+    if (k < 1 || k > 1000) {
+      throw std::invalid_argument("repeat rule '" + rule + "': K must be in 1..1000");
+    }
     for (int s : select_sites(sel, site_names)) cfg.sites[s].repeats = k;
   }
   for (auto& kv : cfg.sites) kv.second.validate();

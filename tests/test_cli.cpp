@@ -1171,4 +1171,175 @@ TEST_F(Cli, DenoiseBadInputIsAOneLineError) {
   EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out)) << list_dir(out).size();
 }
 
+// ---------------------------------------------------------------------------------------------
+// quell cost and quell plan
+
+TEST_F(Cli, CostPrintsTablesForEveryModelAndForBlocks) {
+  for (const char* model : {"mlp", "mlp-bn", "lenet5", "lenet5-bn", "vgg-s", "resnet20"}) {
+    const RunResult r = run_quell({"cost", "--model", model, "--dataset", "cifar10"});
+    ASSERT_EQ(r.exit_code, 0) << model << r;
+    EXPECT_NE(r.out.find("nJ per inference"), std::string::npos) << r;
+    if (std::string(model) != "mlp" && std::string(model) != "resnet20") continue;
+    const RunResult j = run_quell({"cost", "--model", model, "--format", "json"});
+    ASSERT_EQ(j.exit_code, 0) << j;
+    const Json cost = Json::parse(j.out);
+    double sum = 0;
+    for (const auto& l : cost.at("layers")) sum += l.at("energy_pj").at("total").get<double>();
+    EXPECT_NEAR(cost.at("total").at("energy_pj").at("total").get<double>(), sum, 1e-6 * sum);
+    EXPECT_TRUE(cost.at("config").at("sources").contains("adc_fom_fj")) << model;
+  }
+  // lenet5-bn: one table row per site; repetitions and blocks show as overheads.
+  const RunResult base = run_quell({"cost", checkpoint().string(), "--format", "json"});
+  ASSERT_EQ(base.exit_code, 0) << base;
+  const Json b = Json::parse(base.out);
+  EXPECT_EQ(b.at("layers").size(), kLenet5BnSites.size());
+  EXPECT_DOUBLE_EQ(b.at("overhead_pct").at("energy").get<double>(), 0.0);
+  const RunResult rep = run_quell({"cost", checkpoint().string(), "--repeat", "conv1=3",
+                                   "--format", "json"});
+  ASSERT_EQ(rep.exit_code, 0) << rep;
+  const Json r3 = Json::parse(rep.out);
+  const double e1 = b.at("layers").at(1).at("energy_pj").at("total").get<double>();
+  EXPECT_GT(r3.at("total").at("energy_pj").at("total").get<double>(),
+            b.at("total").at("energy_pj").at("total").get<double>() + 2 * e1 * 0.999);
+  const RunResult blocks = run_quell({"cost", checkpoint().string(), "--denoisers",
+                                      "conv1/4+fc1/mlp8", "--set", "adc_bits=6"});
+  ASSERT_EQ(blocks.exit_code, 0) << blocks;
+  EXPECT_NE(blocks.out.find("2 denoising block(s)"), std::string::npos) << blocks;
+  EXPECT_NE(blocks.out.find("overhead: energy"), std::string::npos) << blocks;
+  const RunResult list = run_quell({"cost", "--list-hardware"});
+  EXPECT_EQ(list.exit_code, 0) << list;
+  EXPECT_NE(list.out.find("isaac:"), std::string::npos) << list;
+}
+
+TEST_F(Cli, CostBadInputIsAOneLineError) {
+  expect_one_line_error(run_quell({"cost", "--hardware", "tpu"}), {"tpu"});
+  expect_one_line_error(run_quell({"cost", "--hardware", (dir_ / "hw.json").string()}),
+                        {"hw.json"});
+  expect_one_line_error(run_quell({"cost", "--set", "adc_bits=zero"}), {"adc_bits"});
+  expect_one_line_error(run_quell({"cost", "--set", "adc_bitz=4"}), {"adc_bitz"});
+  expect_one_line_error(run_quell({"cost", "--repeat", "conv1=0"}), {"conv1"});
+  expect_one_line_error(run_quell({"cost", "--denoisers", "conv9/4"}), {"conv9"});
+  expect_one_line_error(run_quell({"cost", "--denoisers", "conv1/ab"}), {"ab"});
+  expect_one_line_error(run_quell({"cost", (dir_ / "missing.pt").string()}), {"missing.pt"});
+  expect_one_line_error(run_quell({"cost", "--model", "alexnet"}), {"alexnet"});
+}
+
+RunResult plan_run(const fs::path& out, const std::vector<std::string>& extra,
+                   const fs::path& checkpoint, const fs::path& data_dir) {
+  std::vector<std::string> args = {"plan", checkpoint.string(), "--out", out.string(),
+                                   "--data-dir", data_dir.string(), "--threads", kThreads,
+                                   "--val-size", "150", "--draws", "2"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return run_quell(args);
+}
+
+TEST_F(Cli, PlanAllocationsRespectTheirBudgetsAndJoinTheDenoiseReport) {
+  const fs::path out = dir_ / "p";
+  const std::vector<std::string> noise = {"--noise", "all=add:0.5:rel=std"};
+  std::vector<std::string> opts = noise;
+  opts.insert(opts.end(), {"--mean-repeats", "2", "--energy-budget", "40", "--search-width",
+                           "2", "--schemes", "uniform,inverse_lin,inverse_square"});
+  const RunResult r = plan_run(out, opts, checkpoint(), data_dir());
+  ASSERT_EQ(r.exit_code, 0) << r;
+  for (const char* f : {"plan.json", "allocations.csv", "points.csv", "tradeoff.png",
+                        "tradeoff.svg"}) {
+    EXPECT_TRUE(fs::exists(out / f)) << f << r;
+  }
+  const Json j = parse_json_file(out / "plan.json");
+  ASSERT_TRUE(j.is_object());
+  const size_t planned = j.at("planned_sites").size();
+  EXPECT_EQ(planned, kLenet5BnSites.size());
+  const Json& rows = j.at("allocations");
+  EXPECT_EQ(rows.at(0).at("method"), "unmitigated");
+  std::set<std::string> seen;
+  for (const auto& a : rows) {
+    const std::string method = a.at("method"), budget = a.at("budget");
+    seen.insert(method + " " + budget);
+    const double total = a.at("total_repeats").get<double>();
+    for (int k : a.at("repeats")) EXPECT_GE(k, 1);
+    if (budget == "k=2") {
+      EXPECT_LE(total, 2.0 * static_cast<double>(planned)) << a.dump();
+      if (method != "optimised") {
+        EXPECT_EQ(total, 2.0 * static_cast<double>(planned));
+      }
+    }
+    if (budget == "energy<=40%") {
+      EXPECT_LE(a.at("energy_overhead_pct").get<double>(), 40.0 + 1e-9) << a.dump();
+    }
+    const Json& t = a.at("test");
+    EXPECT_LE(t.at("ci95_low").get<double>(), t.at("mean").get<double>());
+    EXPECT_EQ(a.at("test_draws").size(), 2u);
+  }
+  for (const char* s : {"uniform k=2", "inverse_lin k=2", "optimised k=2", "optimised energy<=40%",
+                        "inverse_square energy<=40%"}) {
+    EXPECT_TRUE(seen.count(s)) << s;
+  }
+  // Repeating every site twice costs at least the base inference again.
+  for (const auto& a : rows) {
+    if (a.at("method") == "uniform" && a.at("budget") == "k=2") {
+      EXPECT_GT(a.at("energy_overhead_pct").get<double>(), 99.0);
+    }
+  }
+  // Every search point respects its budget.
+  const auto points = lines_of(read_file(out / "points.csv"));
+  EXPECT_GT(points.size(), 2u);
+  // A denoise report with the same noise joins the comparison, costed like `quell cost`.
+  Json report{{"noise", j.at("noise")},
+              {"comparison",
+               {{{"model", "unmitigated"}, {"placement", "none"}, {"overhead_pct", 0.0},
+                 {"noisy", {{"mean", 0.3}, {"ci95_low", 0.2}, {"ci95_high", 0.4}, {"n", 3}}}},
+                {{"model", "chosen <=5%"}, {"placement", "conv1/4+fc1/mlp8"}, {"overhead_pct", 1.0},
+                 {"noisy", {{"mean", 0.7}, {"ci95_low", 0.6}, {"ci95_high", 0.8}, {"n", 3}}}},
+                {{"model", "noise-aware fine-tune"}, {"placement", "none"}, {"overhead_pct", 0.0},
+                 {"noisy", {{"mean", 0.6}, {"ci95_low", 0.5}, {"ci95_high", 0.7}, {"n", 3}}}}}}};
+  write_file(dir_ / "report.json", report.dump());
+  std::vector<std::string> with_report = noise;
+  with_report.insert(with_report.end(), {"--search", "none", "--schemes", "uniform",
+                                         "--denoise-report", (dir_ / "report.json").string()});
+  const RunResult r2 = plan_run(dir_ / "p2", with_report, checkpoint(), data_dir());
+  ASSERT_EQ(r2.exit_code, 0) << r2;
+  const Json j2 = parse_json_file(dir_ / "p2" / "plan.json");
+  ASSERT_TRUE(j2.is_object());
+  const Json& others = j2.at("other_mitigations");
+  ASSERT_EQ(others.size(), 2u);
+  const RunResult c = run_quell({"cost", checkpoint().string(), "--denoisers", "conv1/4+fc1/mlp8",
+                                 "--format", "json"});
+  ASSERT_EQ(c.exit_code, 0) << c;
+  EXPECT_DOUBLE_EQ(others.at(0).at("energy_overhead_pct").get<double>(),
+                   Json::parse(c.out).at("overhead_pct").at("energy").get<double>());
+  EXPECT_DOUBLE_EQ(others.at(1).at("energy_overhead_pct").get<double>(), 0.0);
+  EXPECT_NE(r2.out.find("noise-aware fine-tune"), std::string::npos) << r2;
+  // A report made under other noise is refused.
+  std::vector<std::string> other_noise = {"--noise", "all=add:0.4:rel=std", "--search", "none",
+                                          "--denoise-report", (dir_ / "report.json").string()};
+  expect_one_line_error(plan_run(dir_ / "p3", other_noise, checkpoint(), data_dir()),
+                        {"noise differs"});
+}
+
+TEST_F(Cli, PlanBadInputIsAOneLineError) {
+  const fs::path out = dir_ / "p";
+  expect_one_line_error(plan_run(out, {}, checkpoint(), data_dir()), {"no noise", "--noise"});
+  expect_one_line_error(plan_run(out, {"--noise", "all=add:0.5:static"}, checkpoint(), data_dir()),
+                        {"dynamic"});
+  expect_one_line_error(
+      plan_run(out, {"--noise", "all=add:0.5", "--repeat", "conv1=2"}, checkpoint(), data_dir()),
+      {"--repeat"});
+  expect_one_line_error(
+      plan_run(out, {"--noise", "all=add:0.5", "--schemes", "cubic"}, checkpoint(), data_dir()),
+      {"cubic"});
+  expect_one_line_error(
+      plan_run(out, {"--noise", "all=add:0.5", "--mean-repeats", "0.5"}, checkpoint(), data_dir()),
+      {"--mean-repeats"});
+  expect_one_line_error(
+      plan_run(out, {"--noise", "all=add:0.5", "--walk", (dir_ / "w.json").string()}, checkpoint(),
+               data_dir()),
+      {"w.json"});
+  expect_one_line_error(
+      plan_run(out, {"--noise", "all=add:0.5", "--hardware", "tpu"}, checkpoint(), data_dir()),
+      {"tpu"});
+  expect_one_line_error(plan_run(out, {"--noise", "all=add:nan"}, checkpoint(), data_dir()),
+                        {"nan"});
+  EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out)) << list_dir(out).size();
+}
+
 }  // namespace

@@ -366,7 +366,9 @@ TEST(Search, EverySearchRespectsItsBudget) {
       ++per_step[t.step];
     }
     for (const auto& [step, n] : per_step) {
-      if (step > 1) EXPECT_LE(n, 3) << "step " << step;
+      if (step > 1) {
+        EXPECT_LE(n, 3) << "step " << step;
+      }
     }
     std::vector<int> ranking = {7, 6, 5, 4, 3, 2, 1, 0};
     EXPECT_LE(greedy_by_rank(ranking, cands, budget).params(), budget);

@@ -129,6 +129,31 @@ void run(PlanArgs a) {
   }
   model->engine().configure(noise);  // validates against the calibration
   model->engine().configure(NoiseConfig{});
+  Json report_in;  // a quell denoise report to compare with: checked before any work
+  if (!a.denoise_report.empty()) {
+    try {
+      std::ifstream in(a.denoise_report);
+      in >> report_in;
+    } catch (const Json::exception& e) {
+      throw std::invalid_argument("--denoise-report " + a.denoise_report +
+                                  ": not valid JSON: " + e.what());
+    }
+    if (!report_in.contains("comparison") || !report_in.contains("noise")) {
+      throw std::invalid_argument("--denoise-report " + a.denoise_report +
+                                  ": not a quell denoise report.json");
+    }
+    if (report_in["noise"] != noise.to_json(names)) {
+      throw std::invalid_argument("--denoise-report " + a.denoise_report +
+                                  ": its noise differs from this plan's (give the same --noise)");
+    }
+    for (const auto& c : report_in["comparison"]) {
+      try {
+        parse_placement_label(c.value("placement", "none"), names);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument("--denoise-report " + a.denoise_report + ": " + e.what());
+      }
+    }
+  }
 
   // Planned sites: selected, with noise that a repetition averages (a dynamic component).
   std::vector<int> sites;
@@ -326,23 +351,7 @@ void run(PlanArgs a) {
   };
   std::vector<Other> others;
   if (!a.denoise_report.empty()) {
-    Json rep;
-    try {
-      std::ifstream in(a.denoise_report);
-      in >> rep;
-    } catch (const Json::exception& e) {
-      throw std::invalid_argument("--denoise-report " + a.denoise_report +
-                                  ": not valid JSON: " + e.what());
-    }
-    if (!rep.contains("comparison") || !rep.contains("noise")) {
-      throw std::invalid_argument("--denoise-report " + a.denoise_report +
-                                  ": not a quell denoise report.json");
-    }
-    if (rep["noise"] != noise.to_json(names)) {
-      throw std::invalid_argument("--denoise-report " + a.denoise_report +
-                                  ": its noise differs from this plan's (give the same --noise)");
-    }
-    for (const auto& c : rep["comparison"]) {
+    for (const auto& c : report_in["comparison"]) {
       const std::string name = c.value("model", "");
       if (name == "unmitigated") continue;
       Other o;
@@ -515,7 +524,7 @@ void run(PlanArgs a) {
               << allocation_label(r.repeats, names) << "\n";
   }
   for (const auto& o : others) {
-    std::cout << std::left << std::setw(18) << o.method.substr(0, 17) << std::setw(16)
+    std::cout << std::left << std::setw(18) << o.method << std::setw(16)
               << ("params " + pct(o.param_overhead)) << std::right << std::setw(8) << "-"
               << std::setw(11) << fmt_double(o.energy_overhead, 4) << std::setw(10)
               << fmt_double(o.noisy.mean, 4) << "  [" << fmt_double(o.noisy.ci_low, 4) << ", "

@@ -1290,7 +1290,7 @@ TEST_F(Cli, PlanAllocationsRespectTheirBudgetsAndJoinTheDenoiseReport) {
                  {"noisy", {{"mean", 0.3}, {"ci95_low", 0.2}, {"ci95_high", 0.4}, {"n", 3}}}},
                 {{"model", "chosen <=5%"}, {"placement", "conv1/4+fc1/mlp8"}, {"overhead_pct", 1.0},
                  {"noisy", {{"mean", 0.7}, {"ci95_low", 0.6}, {"ci95_high", 0.8}, {"n", 3}}}},
-                {{"model", "noise-aware fine-tune"}, {"placement", "none"}, {"overhead_pct", 0.0},
+                {{"model", "noise-aware fine-tune"}, {"placement", "whole network"}, {"overhead_pct", 0.0},
                  {"noisy", {{"mean", 0.6}, {"ci95_low", 0.5}, {"ci95_high", 0.7}, {"n", 3}}}}}}};
   write_file(dir_ / "report.json", report.dump());
   std::vector<std::string> with_report = noise;

@@ -61,6 +61,9 @@ struct Row {
 
 std::string pct(double v) { return fmt_double(v, 4) + "%"; }
 
+// The noise-aware fine-tuning row of a denoise report (its placement is "whole network").
+bool is_finetune(const std::string& model) { return model.find("fine-tun") != std::string::npos; }
+
 // Per-site robustness μ for the planned sites: from a walk result (midpoints) or measured drops.
 std::vector<double> robustness_from(const std::vector<SiteSensitivity>& sens,
                                     const std::vector<int>& sites) {
@@ -147,6 +150,7 @@ void run(PlanArgs a) {
                                   ": its noise differs from this plan's (give the same --noise)");
     }
     for (const auto& c : report_in["comparison"]) {
+      if (is_finetune(c.value("model", ""))) continue;  // no blocks ("whole network")
       try {
         parse_placement_label(c.value("placement", "none"), names);
       } catch (const std::invalid_argument& e) {
@@ -364,7 +368,7 @@ void run(PlanArgs a) {
       o.noisy.ci_low = n.value("ci95_low", o.noisy.mean);
       o.noisy.ci_high = n.value("ci95_high", o.noisy.mean);
       std::vector<BlockPlacement> blocks;
-      if (name.find("fine-tun") == std::string::npos) {
+      if (!is_finetune(name)) {
         blocks = parse_placement_label(o.placement, names);
       }
       const CostReport cr = estimate_cost(*model, hw, ones, blocks);
@@ -498,7 +502,7 @@ void run(PlanArgs a) {
   }
   for (size_t j = 0; j < others.size(); ++j) {
     const Other& o = others[j];
-    const bool fine = o.method.find("fine-tun") != std::string::npos;
+    const bool fine = is_finetune(o.method);
     fig.points.push_back({fine ? "fine-tune" : o.method, fine ? "noise-aware fine-tuning" : "denoisers",
                           o.energy_overhead, o.noisy.mean, o.noisy.ci_low, o.noisy.ci_high,
                           on_front.count(rows.size() + j) > 0});

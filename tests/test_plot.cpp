@@ -537,6 +537,38 @@ TEST(Plot, DenoiseWithoutCurvesWritesOnlyPareto) {
   EXPECT_TRUE(is_png(dir.file("pareto.png")));
 }
 
+TEST(Plot, FarRightOutlierIsNamedNotSqueezing) {
+  SKIP_WITHOUT_GNUPLOT();
+  // "all sites" at 60% (over 3x the next point and the budget) leaves the x range; an arrow
+  // at the right edge names it. At 9.5% (the default data) it stays a plotted point.
+  auto data = denoise(false);
+  data.points.back().overhead = 60.0;
+  ScratchDir dir("plot");
+  quell::write_denoise_figures(data, dir.str(), {false, true});
+  const std::string svg = read_file(dir.file("pareto.svg"));
+  EXPECT_NE(svg.find("all sites at 60: 0.85"), std::string::npos);
+  ScratchDir plain("plot");
+  quell::write_denoise_figures(denoise(false), plain.str(), {false, true});
+  EXPECT_EQ(read_file(plain.file("pareto.svg")).find("all sites at"), std::string::npos);
+}
+
+TEST(Plot, PointsFigureTakesItsNameAndAxis) {
+  SKIP_WITHOUT_GNUPLOT();
+  auto data = denoise();
+  data.points_name = "tradeoff";
+  data.x_label = "energy overhead (%)";
+  data.points_what = "accuracy vs energy";
+  ScratchDir dir("plot");
+  const auto paths = quell::write_points_figure(data, dir.str());
+  EXPECT_EQ(paths.size(), 2u);
+  EXPECT_EQ(entries(dir.str()), (std::set<std::string>{"tradeoff.png", "tradeoff.svg"}));
+  const std::string svg = read_file(dir.file("tradeoff.svg"));
+  EXPECT_NE(svg.find("energy overhead (%)"), std::string::npos);
+  EXPECT_NE(svg.find("accuracy vs energy"), std::string::npos);
+  EXPECT_THROW(quell::write_points_figure(quell::DenoisePlotData{}, dir.str()),
+               std::runtime_error);
+}
+
 TEST(Plot, DenoiseFormatsRespected) {
   {
     ScratchDir dir("plot");

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "quell/dist.h"
 #include "quell/rng.h"
 #include "train_loop.h"
 
@@ -50,6 +51,55 @@ bool needs_calibration(const NoiseConfig& cfg) {
   return false;
 }
 
+// Sums every parameter's gradient over the ranks (one flat buffer, one allreduce).
+void allreduce_gradients(ModelImpl& model) {
+  std::vector<torch::Tensor> params;
+  std::vector<torch::Tensor> flat;
+  for (auto& p : model.parameters()) {
+    if (!p.requires_grad()) continue;
+    params.push_back(p);
+    flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
+  }
+  if (params.empty()) return;
+  torch::Tensor buffer = torch::cat(flat).to(torch::kCPU).contiguous();
+  dist::allreduce_sum(buffer);
+  int64_t offset = 0;
+  for (auto& p : params) {
+    torch::Tensor g = buffer.narrow(0, offset, p.numel()).view(p.sizes()).to(p.device());
+    if (p.grad().defined()) {
+      p.mutable_grad().copy_(g);
+    } else {
+      p.mutable_grad() = g.clone();
+    }
+    offset += p.numel();
+  }
+}
+
+// Rank 0's parameters and buffers on every rank.
+void broadcast_parameters(ModelImpl& model) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> all = model.parameters();
+  for (const auto& b : model.buffers()) all.push_back(b);
+  for (auto& t : all) {
+    if (!t.is_floating_point()) continue;
+    torch::Tensor c = t.to(torch::kCPU).contiguous().clone();
+    if (!dist::is_root()) c.zero_();
+    dist::allreduce_sum(c);  // only rank 0 contributes
+    t.copy_(c.to(t.device()));
+  }
+}
+
+// The mean of each floating-point buffer (BN running statistics) over the ranks.
+void average_buffers(ModelImpl& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& b : model.buffers()) {
+    if (!b.is_floating_point()) continue;
+    torch::Tensor c = b.to(torch::kCPU).contiguous().clone();
+    dist::allreduce_sum(c);
+    b.copy_((c / static_cast<double>(dist::size())).to(b.device()));
+  }
+}
+
 }  // namespace
 
 TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opts) {
@@ -69,6 +119,10 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
   const bool calibrate_each_epoch = needs_calibration(opts.noise);
   model.engine().configure(opts.noise);
 
+  // Under MPI every rank takes its share of each batch and the gradients are summed
+  // (docs/mpi.md); all ranks start from rank 0's weights and stay identical.
+  const int ranks = dist::size(), rank = dist::rank();
+  if (ranks > 1) broadcast_parameters(model);
   auto gen = at::detail::createCPUGenerator(opts.seed);
   TrainResult result;
   const auto t_start = std::chrono::steady_clock::now();
@@ -83,7 +137,12 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
     detail::EpochMeter meter(epoch + 1, progress, opts.progress);
     for (int64_t b = 0; b < n; b += opts.batch_size) {
       if (opts.cosine) detail::set_lr(*optimizer, detail::cosine_lr(opts.lr, step, total_steps));
-      const torch::Tensor idx = perm.narrow(0, b, std::min(opts.batch_size, n - b));
+      const int64_t global = std::min(opts.batch_size, n - b);
+      torch::Tensor idx = perm.narrow(0, b, global);
+      if (ranks > 1) {  // data parallel: this rank's contiguous share of the batch
+        const int64_t lo = global * rank / ranks, hi = global * (rank + 1) / ranks;
+        idx = idx.narrow(0, lo, hi - lo);
+      }
       const torch::Tensor x = data.images.index_select(0, idx).to(device);
       const torch::Tensor y = data.labels.index_select(0, idx).to(device);
       // Each step is its own chip and draw: fresh static, dynamic and weight noise. The tag
@@ -96,15 +155,23 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
         // Gradients at the perturbed weights, applied to the clean ones (hardware-aware
         // training); the guard restores the clean weights before the optimizer step.
         WeightNoiseGuard weights(model, opts.noise.weight, opts.noise.seed, chip);
-        logits = model.forward(x);
-        loss = torch::nn::functional::cross_entropy(logits, y);
-        loss.backward();
+        if (x.size(0) > 0) {  // (a rank's share of a last, tiny batch may be empty)
+          logits = model.forward(x);
+          loss = torch::nn::functional::cross_entropy(logits, y);
+          // Summed over the ranks, each rank's mean weighted by its share is the global mean.
+          (ranks == 1 ? loss
+                      : loss * (static_cast<double>(x.size(0)) / static_cast<double>(global)))
+              .backward();
+        }
       }
+      if (ranks > 1) allreduce_gradients(model);
       optimizer->step();
-      meter.add(loss, logits, y, ++step);
+      ++step;
+      if (loss.defined()) meter.add(loss, logits, y, step);
     }
     result.epochs.push_back(meter.finish("training"));
   }
+  if (ranks > 1) average_buffers(model);  // BN running statistics of all ranks' batches
   model.eval();
   model.engine().configure(NoiseConfig{});  // the trained model is evaluated clean by default
   model.calibrate(calib_images, opts.calib_samples);

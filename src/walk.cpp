@@ -513,6 +513,15 @@ void WalkJournal::append(const std::vector<WalkRecord>& records) {
   if (!text.empty()) append_durably(path_, text);
 }
 
+void WalkJournal::preload(const std::vector<WalkRecord>& records) {
+  for (const auto& r : records) {
+    const auto key = std::make_tuple(r.site, r.sigma, r.repeat);
+    if (index_.count(key)) continue;
+    index_[key] = records_.size();
+    records_.push_back(r);
+  }
+}
+
 std::pair<Json, std::vector<WalkRecord>> WalkJournal::read(const std::string& path) {
   JournalContent c = read_journal(path);
   return {c.fingerprint, c.records};
@@ -913,9 +922,17 @@ WalkResult run_units(const std::vector<Unit>& units, const WalkOptions& o, const
   // Clean references first (noisy training): the threshold needs them.
   Walker walker(o, chance + margin, res.threshold, journal, o.progress, total);
   std::vector<std::vector<WalkRecord>> per_unit(units.size());
+  // With claim(), the k-th unit of this shard is ours when claim() handed out k (claims only
+  // grow, so one pass in unit order meets them all).
+  int64_t next_claim = o.claim && o.evaluate ? o.claim() : -1;
+  int64_t position = 0;
   for (size_t u = 0; u < units.size(); ++u) {
-    const bool mine = static_cast<int>(u) % o.shard_count == o.shard_index && o.evaluate;
+    const bool in_shard = static_cast<int>(u) % o.shard_count == o.shard_index;
+    bool mine = in_shard && o.evaluate;
+    if (mine && o.claim) mine = position == next_claim;
+    if (in_shard) ++position;
     if (walker.walk(units[u], mine ? &eval : nullptr, per_unit[u])) ++res.units_done;
+    if (mine && o.claim) next_claim = o.claim();
   }
   for (auto& recs : per_unit) {
     for (auto& r : recs) res.records.push_back(std::move(r));

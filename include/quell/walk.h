@@ -133,6 +133,10 @@ struct WalkOptions {
   int shard_index = 0;     ///< this process runs units u with u % shard_count == shard_index
   int shard_count = 1;
   bool evaluate = true;    ///< false: only summarise what the journal holds (after a merge)
+  /// Dynamic distribution (MPI ranks): when set, this process runs the k-th unit of its shard
+  /// only if claim() handed it k; claim() returns 0, 1, 2, ... across all processes, each
+  /// number once (see dist::TaskCounter), and is called again after each unit it ran.
+  std::function<int64_t()> claim;
   ProgressFn progress;
 
   /// Automatic margin: max(0.02, 3·sqrt(chance·(1−chance)/n_test)).
@@ -166,6 +170,9 @@ class WalkJournal {
   const WalkRecord* find(int site, double sigma, int repeat) const;
   /// Appends and flushes to disk (fsync) before returning.
   void append(const std::vector<WalkRecord>& records);
+  /// Makes records known (find() returns them) without writing them to this journal: e.g. a
+  /// rank's own journal that starts from the merged results of earlier runs.
+  void preload(const std::vector<WalkRecord>& records);
   const std::string& path() const { return path_; }
   /// Reads a journal without opening it for writing.
   static std::pair<Json, std::vector<WalkRecord>> read(const std::string& path);

@@ -497,7 +497,8 @@ void run(PlanArgs a) {
     const Row& r = rows[i];
     if (r.method == "unmitigated") continue;
     const Summary& h = r.test.headline();
-    fig.points.push_back({r.budget, "repeat: " + r.method, r.energy_overhead, h.mean, h.ci_low,
+    fig.points.push_back({r.method + " " + r.budget, "repeat: " + r.method, r.energy_overhead,
+                          h.mean, h.ci_low,
                           h.ci_high, on_front.count(i) > 0});
   }
   for (size_t j = 0; j < others.size(); ++j) {
@@ -516,19 +517,19 @@ void run(PlanArgs a) {
   // Table on stdout.
   std::cout << "clean accuracy " << fmt_double(clean, 4) << "; base inference "
             << fmt_double(base_energy * 1e-3, 4) << " nJ on '" << hw.name << "'\n";
-  std::cout << std::left << std::setw(18) << "method" << std::setw(16) << "budget" << std::right
+  std::cout << std::left << std::setw(24) << "method" << std::setw(16) << "budget" << std::right
             << std::setw(8) << "sum k" << std::setw(11) << "energy +%" << std::setw(10)
             << "accuracy" << "  95% CI\n";
   for (const auto& r : rows) {
     const Summary& h = r.test.headline();
-    std::cout << std::left << std::setw(18) << r.method << std::setw(16) << r.budget << std::right
+    std::cout << std::left << std::setw(24) << r.method << std::setw(16) << r.budget << std::right
               << std::setw(8) << fmt_double(repeats_of(r.repeats)) << std::setw(11)
               << fmt_double(r.energy_overhead, 4) << std::setw(10) << fmt_double(h.mean, 4)
               << "  [" << fmt_double(h.ci_low, 4) << ", " << fmt_double(h.ci_high, 4) << "]  "
               << allocation_label(r.repeats, names) << "\n";
   }
   for (const auto& o : others) {
-    std::cout << std::left << std::setw(18) << o.method << std::setw(16)
+    std::cout << std::left << std::setw(24) << o.method << std::setw(16)
               << ("params " + pct(o.param_overhead)) << std::right << std::setw(8) << "-"
               << std::setw(11) << fmt_double(o.energy_overhead, 4) << std::setw(10)
               << fmt_double(o.noisy.mean, 4) << "  [" << fmt_double(o.noisy.ci_low, 4) << ", "

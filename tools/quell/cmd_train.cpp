@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "common.h"
+#include "quell/dist.h"
 #include "quell/checkpoint.h"
 #include "quell/train.h"
 
@@ -33,10 +34,17 @@ void run(TrainArgs& a) {
   TrainOptions opts = a.opts;
   opts.cosine = !a.no_cosine;
   opts.noise = a.noise.build(model->site_names());
-  opts.progress = progress_bar("train");
-  std::cerr << "training " << a.model << " on " << train_set.name << " (" << train_set.size()
-            << " samples, " << opts.epochs << " epochs, " << at::get_num_threads() << " threads)\n";
+  const int ranks = dist::size();
+  opts.progress = dist::is_root() ? progress_bar("train") : nullptr;
+  if (dist::is_root()) {
+    std::cerr << "training " << a.model << " on " << train_set.name << " (" << train_set.size()
+              << " samples, " << opts.epochs << " epochs, " << at::get_num_threads()
+              << " threads"
+              << (ranks > 1 ? ", data parallel over " + std::to_string(ranks) + " ranks" : "")
+              << ")\n";
+  }
   const TrainResult result = train(*model, train_set, opts);
+  if (!dist::is_root()) return;  // rank 0 alone writes the checkpoint and metrics
 
   CheckpointMeta meta;
   meta.spec = model->spec();
@@ -45,6 +53,7 @@ void run(TrainArgs& a) {
   meta.train_config["limit"] = a.data.limit;
   meta.provenance = provenance();
   meta.provenance["device"] = a.runtime.device;
+  meta.provenance["mpi_ranks"] = ranks;
   Json epochs = Json::array();
   for (const auto& e : result.epochs) {
     epochs.push_back({{"epoch", e.epoch},

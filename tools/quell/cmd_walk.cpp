@@ -1,4 +1,6 @@
 // quell walk: Walking Noise sweeps (noise at one site at a time), midpoints and figures.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -7,6 +9,7 @@
 
 #include "common.h"
 #include "quell/checkpoint.h"
+#include "quell/dist.h"
 #include "quell/plot.h"
 #include "quell/walk.h"
 
@@ -222,6 +225,36 @@ DynamicsPlotData dynamics_data(const WalkResult& r, const std::string& title, bo
   return d;
 }
 
+// OUT/journal.rank-R.jsonl: the journal of rank R of an MPI run.
+std::string rank_journal_path(const std::string& out, int rank) {
+  return (fs::path(out) / ("journal.rank-" + std::to_string(rank) + ".jsonl")).string();
+}
+
+std::vector<std::string> rank_journals(const std::string& out) {
+  std::vector<std::string> files;
+  if (!fs::is_directory(out)) return files;
+  for (const auto& e : fs::directory_iterator(out)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("journal.rank-", 0) == 0 && name.size() > 6 &&
+        name.compare(name.size() - 6, 6, ".jsonl") == 0) {
+      files.push_back(e.path().string());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// Merges the ranks' journals into the main one (kept once each, conflicts are errors), then
+// removes them. Nothing to do without rank journals.
+void fold_rank_journals(const std::string& out, const std::string& journal_path) {
+  std::vector<std::string> inputs = rank_journals(out);
+  if (inputs.empty()) return;
+  const std::vector<std::string> ranks = inputs;
+  if (fs::exists(journal_path)) inputs.insert(inputs.begin(), journal_path);
+  merge_journals(inputs, journal_path);
+  for (const auto& f : ranks) fs::remove(f);
+}
+
 void run(WalkArgs& a) {
   a.runtime.apply();
   if (a.out.empty()) throw std::invalid_argument("--out DIR is required");
@@ -272,7 +305,6 @@ void run(WalkArgs& a) {
   fp["setting"] = a.train ? "noisy-training" : "clean-training";
   fp["data"] = {{"dataset", test.name}, {"limit", a.data.limit}, {"shuffle_seed", a.data.shuffle_seed}};
   NoisyTrainingOptions nt;
-  Dataset train_data;
   if (a.train) {
     nt.spec = spec;
     nt.train = a.train_opts;
@@ -283,41 +315,97 @@ void run(WalkArgs& a) {
     fp["checkpoint_digest"] = file_digest(a.checkpoint);
   }
 
+  const int ranks = dist::size();
+  if (ranks > 1 && !a.merge.empty()) {
+    throw std::invalid_argument("--merge runs as one process, not under mpirun");
+  }
+  const auto t0 = std::chrono::steady_clock::now();
   fs::create_directories(a.out);
   const std::string journal_path = (fs::path(a.out) / "journal.jsonl").string();
-  if (a.restart && fs::exists(journal_path)) fs::remove(journal_path);
-  if (!a.merge.empty()) {
-    std::vector<std::string> inputs;
-    for (const auto& m : a.merge) inputs.push_back((fs::path(m) / "journal.jsonl").string());
-    if (fs::exists(journal_path)) inputs.push_back(journal_path);
-    const size_t n = merge_journals(inputs, journal_path);
-    std::cerr << "merged " << n << " records from " << a.merge.size() << " shard(s) into "
-              << journal_path << "\n";
-    a.opts.evaluate = false;
+  if (dist::is_root()) {
+    if (a.restart) {
+      for (const auto& f : rank_journals(a.out)) fs::remove(f);
+      if (fs::exists(journal_path)) fs::remove(journal_path);
+    }
+    // Ranks of an earlier MPI run (finished or killed) left their own journals: fold them in.
+    fold_rank_journals(a.out, journal_path);
+    // Validates an existing journal against this sweep before any rank starts.
+    if (ranks > 1) WalkJournal check(journal_path, fp);
   }
-  WalkJournal journal(journal_path, fp);
-  if (!journal.records().empty() && a.merge.empty()) {
-    std::cerr << "resuming: " << journal.records().size() << " evaluations already in "
-              << journal_path << "\n";
-  }
-  a.opts.progress = progress_bar("walk");
+  dist::barrier();
+  Dataset train_data;
+  auto run_walk = [&](WalkJournal* journal) {
+    if (!a.train) return walk_clean_model(*model, test, a.opts, journal);
+    if (train_data.size() == 0) {
+      DataOptions tr;
+      tr.name = test.name;
+      tr.dir = a.data.data_dir;
+      tr.split = Split::kTrain;
+      tr.limit = a.train_limit;
+      tr.shuffle_seed = a.data.shuffle_seed;
+      train_data = load_dataset(tr);
+      if (a.save_models) {
+        nt.save_dir = (fs::path(a.out) / "models").string();
+        fs::create_directories(nt.save_dir);
+      }
+    }
+    return walk_noisy_training(train_data, test, nt, a.opts, names, journal);
+  };
 
   WalkResult result;
-  if (a.train) {
-    DataOptions tr;
-    tr.name = test.name;
-    tr.dir = a.data.data_dir;
-    tr.split = Split::kTrain;
-    tr.limit = a.train_limit;
-    tr.shuffle_seed = a.data.shuffle_seed;
-    train_data = load_dataset(tr);
-    if (a.save_models) {
-      nt.save_dir = (fs::path(a.out) / "models").string();
-      fs::create_directories(nt.save_dir);
+  std::vector<int64_t> per_rank;  // evaluations run by each MPI rank
+  if (ranks > 1) {
+    // Every rank appends what it evaluates to its own journal, starting from the merged
+    // results of earlier runs; units go to whichever rank asks next (docs/mpi.md).
+    std::vector<WalkRecord> earlier;
+    if (fs::exists(journal_path)) earlier = WalkJournal::read(journal_path).second;
+    WalkJournal own(rank_journal_path(a.out, dist::rank()), fp);
+    own.preload(earlier);
+    if (dist::is_root() && !earlier.empty()) {
+      std::cerr << "resuming: " << earlier.size() << " evaluations already in " << journal_path
+                << "\n";
     }
-    result = walk_noisy_training(train_data, test, nt, a.opts, names, &journal);
+    a.opts.progress = dist::is_root() ? progress_bar("walk (rank 0 of " +
+                                                     std::to_string(ranks) + ")")
+                                      : nullptr;
+    {
+      dist::TaskCounter counter;
+      a.opts.claim = [&counter] { return counter.next(); };
+      result = run_walk(&own);
+      a.opts.claim = nullptr;
+    }  // the counter is freed by all ranks together, after the last unit
+    const int64_t evaluations = dist::sum(result.evaluations);
+    torch::Tensor each = torch::zeros({ranks}, torch::kDouble);
+    each[dist::rank()] = static_cast<double>(result.evaluations);
+    dist::allreduce_sum(each);
+    for (int r = 0; r < ranks; ++r) per_rank.push_back(static_cast<int64_t>(each[r].item<double>()));
+    dist::barrier();
+    if (!dist::is_root()) return;
+    fold_rank_journals(a.out, journal_path);
+    WalkJournal journal(journal_path, fp);
+    a.opts.evaluate = false;
+    a.opts.progress = nullptr;
+    result = run_walk(&journal);
+    result.evaluations = evaluations;
+    result.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else {
-    result = walk_clean_model(*model, test, a.opts, &journal);
+    if (!a.merge.empty()) {
+      std::vector<std::string> inputs;
+      for (const auto& m : a.merge) inputs.push_back((fs::path(m) / "journal.jsonl").string());
+      if (fs::exists(journal_path)) inputs.push_back(journal_path);
+      const size_t n = merge_journals(inputs, journal_path);
+      std::cerr << "merged " << n << " records from " << a.merge.size() << " shard(s) into "
+                << journal_path << "\n";
+      a.opts.evaluate = false;
+    }
+    WalkJournal journal(journal_path, fp);
+    if (!journal.records().empty() && a.merge.empty()) {
+      std::cerr << "resuming: " << journal.records().size() << " evaluations already in "
+                << journal_path << "\n";
+    }
+    a.opts.progress = progress_bar("walk");
+    result = run_walk(&journal);
   }
 
   // Outputs: long-form CSV, JSON summary, figures.
@@ -378,6 +466,7 @@ void run(WalkArgs& a) {
          {"evaluations_run", result.evaluations},
          {"seconds", result.seconds},
          {"shard", a.shard.empty() ? "1/1" : a.shard},
+         {"mpi", {{"ranks", ranks}, {"evaluations_per_rank", per_rank}}},
          {"fingerprint", fp}};
   if (a.train) j["noisy_training"] = nt.train.to_json(names);
   write_file_atomic((fs::path(a.out) / "walk.csv").string(), csv.str());

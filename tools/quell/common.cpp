@@ -9,7 +9,9 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
+#include "quell/dist.h"
 #include "quell/runtime.h"
 
 namespace quell::cli {
@@ -121,7 +123,11 @@ void RuntimeArgs::add(CLI::App& app) {
 }
 
 void RuntimeArgs::apply() const {
-  set_threads(threads);
+  // Ranks sharing a machine share its cores (all of them would oversubscribe it).
+  set_threads(threads > 0 || dist::size() == 1
+                  ? threads
+                  : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
+                                    dist::local_size()));
   (void)torch_device();
 }
 

@@ -2,8 +2,19 @@
 #include <iostream>
 
 #include "common.h"
+#include "quell/dist.h"
+
+namespace {
+// Under mpirun an error on one rank must end the whole job, or the others wait forever.
+int fail(int code) {
+  if (quell::dist::size() > 1) quell::dist::abort(code);
+  quell::dist::finalize();
+  return code;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
+  quell::dist::init(&argc, &argv);
   CLI::App app{"quell: noise sensitivity of neural networks on analog / mixed-signal hardware"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("quell ") + quell::version_string());
@@ -27,28 +38,32 @@ int main(int argc, char** argv) {
       }
       std::cerr << "quell: error: unknown command '" << argv[1] << "' (known: " << known
                 << "; see --help)\n";
-      return 2;
+      return fail(2);
     }
   }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
+    quell::dist::finalize();
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    quell::dist::finalize();
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
+    quell::dist::finalize();
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "quell: error: " << e.what() << " (see --help)\n";
-    return 2;
+    return fail(2);
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
     const auto nl = msg.find('\n');
     std::cerr << "quell: error: " << msg.substr(0, nl) << "\n";
-    return 1;
+    return fail(1);
   } catch (const std::exception& e) {
     std::cerr << "quell: error: " << e.what() << "\n";
-    return 1;
+    return fail(1);
   }
+  quell::dist::finalize();
   return 0;
 }

@@ -121,7 +121,8 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
 
   // Under MPI every rank takes its share of each batch and the gradients are summed
   // (docs/mpi.md); all ranks start from rank 0's weights and stay identical.
-  const int ranks = dist::size(), rank = dist::rank();
+  const int ranks = opts.data_parallel ? dist::size() : 1;
+  const int rank = opts.data_parallel ? dist::rank() : 0;
   if (ranks > 1) broadcast_parameters(model);
   auto gen = at::detail::createCPUGenerator(opts.seed);
   TrainResult result;

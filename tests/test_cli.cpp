@@ -1409,6 +1409,26 @@ TEST_F(Cli, MpiWalkWritesTheSameResultAsOneProcess) {
   EXPECT_FALSE(fs::exists(resumed / "journal.rank-1.jsonl"));
 }
 
+TEST_F(Cli, MpiNoisyTrainingSweepEqualsOneProcess) {
+  SKIP_WITHOUT_MPI();
+  // Each rank trains its own units' models (no gradient exchange between them): the same
+  // models and rows as one process (one thread everywhere, so reductions round alike).
+  auto args = [&](const fs::path& out) {
+    return std::vector<std::string>{"walk", "--train", "--model", "mlp", "--data-dir",
+                                    data_dir().string(), "--out", out.string(), "--sites",
+                                    "fc1,fc2", "--grid", "0.01,1000", "--repeats", "2",
+                                    "--epochs", "1", "--train-limit", "300", "--figures", "none",
+                                    "--threads", kThreads};
+  };
+  const RunResult one = run_quell(args(dir_ / "one"));
+  ASSERT_EQ(one.exit_code, 0) << one;
+  const RunResult two = run_quell(args(dir_ / "two"), mpirun_prefix(2));
+  ASSERT_EQ(two.exit_code, 0) << two;
+  const std::string csv = read_file(dir_ / "one" / "walk.csv");
+  EXPECT_EQ(lines_of(csv).size(), 1u + 2u + 2u * 2u * 2u);  // header, 2 clean, 2 sites x 2 σ x 2
+  EXPECT_EQ(read_file(dir_ / "two" / "walk.csv"), csv);
+}
+
 TEST_F(Cli, MpiDataParallelStepEqualsOneProcessStep) {
   SKIP_WITHOUT_MPI();
   // One step (64 samples, batch 64) of lenet5 (no BN: batch statistics would differ by rank)

@@ -17,6 +17,10 @@ struct TrainOptions {
   NoiseConfig noise;             ///< noise during training; empty = clean training
   int64_t calib_samples = 2048;  ///< training images used to calibrate the sites
   ProgressFn progress;           ///< called after every step
+  /// Under MPI (dist::size() > 1): split every batch over the ranks and sum the gradients, so
+  /// all ranks train this one model together (docs/mpi.md). Off: each rank trains its own
+  /// model (e.g. the units of a distributed noisy-training sweep).
+  bool data_parallel = false;
   Json to_json(const std::vector<std::string>& site_names) const;
 };
 

@@ -35,6 +35,7 @@ void run(TrainArgs& a) {
   opts.cosine = !a.no_cosine;
   opts.noise = a.noise.build(model->site_names());
   const int ranks = dist::size();
+  opts.data_parallel = ranks > 1;
   opts.progress = dist::is_root() ? progress_bar("train") : nullptr;
   if (dist::is_root()) {
     std::cerr << "training " << a.model << " on " << train_set.name << " (" << train_set.size()

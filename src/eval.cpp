@@ -1,5 +1,7 @@
 #include "quell/eval.h"
 
+#include <map>
+
 #include "quell/rng.h"
 #include "quell/runtime.h"
 
@@ -96,25 +98,20 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
   // (no noise, ADC only) one pass is exact.
   const bool chips_matter = config.has_static();
   const bool draws_matter = config.has_dynamic();
-  result.deterministic = !chips_matter && !draws_matter;
   const int chips = chips_matter ? opts.chips : 1;
   const int draws = draws_matter ? opts.draws : 1;
   Progress progress;
   progress.total = static_cast<int64_t>(chips) * draws;
   progress.what = "eval";
-  std::vector<double> all, chip_means;
   try {
     for (int c = 0; c < chips; ++c) {
       WeightNoiseGuard weights(model, config.weight, config.seed, static_cast<uint64_t>(c));
-      double chip_sum = 0.0;
       for (int d = 0; d < draws; ++d) {
         model.engine().set_draw(static_cast<uint64_t>(c), static_cast<uint64_t>(d));
         DrawResult r = run_pass(model, data, opts.batch_size);
         r.chip = c;
         r.draw = d;
         result.draws.push_back(r);
-        all.push_back(r.accuracy);
-        chip_sum += r.accuracy;
         if (opts.progress) {
           ++progress.done;
           progress.accuracy = r.accuracy;
@@ -122,7 +119,6 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
           opts.progress(progress);
         }
       }
-      chip_means.push_back(chip_sum / draws);
     }
   } catch (...) {
     model.engine().configure(saved);
@@ -131,6 +127,26 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
   }
   model.engine().configure(saved);
   model.train(was_training);
+  return summarize_draws(std::move(result.draws), chips_matter, draws_matter);
+}
+
+EvalResult summarize_draws(std::vector<DrawResult> draws, bool chips_matter, bool draws_matter) {
+  EvalResult result;
+  result.deterministic = !chips_matter && !draws_matter;
+  std::vector<double> all, chip_means;
+  std::map<int, std::pair<double, int>> per_chip;  // chip -> (sum, count), in chip order
+  int chips = 0;
+  for (const auto& d : draws) {
+    all.push_back(d.accuracy);
+    auto& [sum, count] = per_chip[d.chip];
+    sum += d.accuracy;
+    ++count;
+  }
+  for (const auto& [chip, sc] : per_chip) {
+    chip_means.push_back(sc.first / sc.second);
+    ++chips;
+  }
+  result.draws = std::move(draws);
   result.accuracy = summarize(all);
   result.chip_accuracy = summarize(chip_means);
   result.chip_level = chips_matter && chips > 1;

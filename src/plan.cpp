@@ -100,9 +100,17 @@ int next_repeat(int k) {
   return k < p + p / 2 ? p + p / 2 : 2 * p;
 }
 
+AllocationBatchEvaluator one_by_one(AllocationEvaluator evaluate) {
+  return [evaluate = std::move(evaluate)](const std::vector<std::vector<int>>& ks) {
+    std::vector<Summary> out;
+    for (const auto& k : ks) out.push_back(evaluate(k));
+    return out;
+  };
+}
+
 std::vector<int> optimise_allocation(const std::vector<int>& sites, const std::vector<int>& start,
                                      const AllocationCost& cost, double budget,
-                                     const AllocationEvaluator& evaluate,
+                                     const AllocationBatchEvaluator& evaluate,
                                      const Summary& start_accuracy, double min_gain, int width,
                                      double target, std::vector<AllocationScore>* tried,
                                      const ProgressFn& progress) {
@@ -139,8 +147,12 @@ std::vector<int> optimise_allocation(const std::vector<int>& sites, const std::v
     double best_ratio = -std::numeric_limits<double>::infinity();
     size_t best = sites.size();
     Summary best_acc;
-    for (size_t i : fits) {
-      const Summary acc = evaluate(proposals[i]);
+    std::vector<std::vector<int>> batch;
+    for (size_t i : fits) batch.push_back(proposals[i]);
+    const std::vector<Summary> results = evaluate(batch);
+    for (size_t j = 0; j < fits.size(); ++j) {
+      const size_t i = fits[j];
+      const Summary& acc = results.at(j);
       if (tried) tried->push_back({proposals[i], acc, costs[i], "search", step});
       const double gain = acc.mean - current_acc;
       const double added = std::max(costs[i] - current_cost, 1e-12);

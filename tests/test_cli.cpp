@@ -1454,6 +1454,31 @@ TEST_F(Cli, MpiNoisyTrainingSweepEqualsOneProcess) {
   EXPECT_EQ(read_file(dir_ / "two" / "walk.csv"), csv);
 }
 
+TEST_F(Cli, MpiPlanEqualsOneProcess) {
+  SKIP_WITHOUT_MPI();
+  // The ranks share the validation and test evaluations; the allocations, their accuracies and
+  // the search points are those of one process.
+  const std::vector<std::string> opts = {"--noise", "all=add:0.5:rel=std", "--mean-repeats", "2",
+                                         "--energy-budget", "30", "--search-width", "2",
+                                         "--schemes", "uniform,inverse_lin", "--figures", "none"};
+  const RunResult one = plan_run(dir_ / "one", opts, checkpoint(), data_dir());
+  ASSERT_EQ(one.exit_code, 0) << one;
+  std::vector<std::string> args = {"plan", checkpoint().string(), "--out", (dir_ / "two").string(),
+                                   "--data-dir", data_dir().string(), "--threads", kThreads,
+                                   "--val-size", "150", "--draws", "2"};
+  args.insert(args.end(), opts.begin(), opts.end());
+  const RunResult two = run_quell(args, mpirun_prefix(2));
+  ASSERT_EQ(two.exit_code, 0) << two;
+  EXPECT_EQ(read_file(dir_ / "two" / "allocations.csv"), read_file(dir_ / "one" / "allocations.csv"));
+  EXPECT_EQ(read_file(dir_ / "two" / "points.csv"), read_file(dir_ / "one" / "points.csv"));
+  const Json a = parse_json_file(dir_ / "one" / "plan.json");
+  const Json b = parse_json_file(dir_ / "two" / "plan.json");
+  ASSERT_TRUE(a.is_object() && b.is_object());
+  EXPECT_EQ(a.at("allocations"), b.at("allocations"));
+  // One table, from rank 0.
+  EXPECT_EQ(two.out.find("allocations evaluated"), two.out.rfind("allocations evaluated")) << two;
+}
+
 TEST_F(Cli, MpiDataParallelStepEqualsOneProcessStep) {
   SKIP_WITHOUT_MPI();
   // One step (64 samples, batch 64) of lenet5 (no BN: batch statistics would differ by rank)

@@ -148,8 +148,8 @@ TEST(PlanBudget, OptimiseNeverEvaluatesOverBudgetOnRandomProblems) {
     const double budget = p.cost(ones) * std::uniform_real_distribution<double>(1.0, 5.0)(rng);
     const int width = std::uniform_int_distribution<int>(0, 3)(rng);
     std::vector<AllocationScore> tried;
-    const auto k = optimise_allocation(p.sites, ones, cost, budget, eval, eval(ones), 0.0, width,
-                                       0.0, &tried);
+    const auto k = optimise_allocation(p.sites, ones, cost, budget, one_by_one(eval), eval(ones),
+                                       0.0, width, 0.0, &tried);
     EXPECT_LE(p.cost(k), budget + 1e-9) << "trial " << trial;
     for (const auto& t : tried) {
       EXPECT_LE(t.cost, budget + 1e-9) << "trial " << trial;
@@ -190,17 +190,20 @@ TEST(PlanGreedy, PicksTheBestGainPerCostAndStopsAtTheTarget) {
   };
   const std::vector<int> ones = {1, 1, 1};
   std::vector<AllocationScore> tried;
-  auto k = optimise_allocation(sites, ones, cost, 13.0, eval, eval(ones), 0.0, 0, 0.0, &tried);
+  auto k = optimise_allocation(sites, ones, cost, 13.0, one_by_one(eval), eval(ones), 0.0, 0, 0.0,
+                               &tried);
   EXPECT_EQ(k, (std::vector<int>{1, 2, 1}));  // +10 for site 0 no longer fits after site 1
   EXPECT_EQ(tried.front().step, 1);
   // With room for both it takes site 1 first, then site 0.
   tried.clear();
-  k = optimise_allocation(sites, ones, cost, 100.0, eval, eval(ones), 0.0, 0, 0.0, &tried);
+  k = optimise_allocation(sites, ones, cost, 100.0, one_by_one(eval), eval(ones), 0.0, 0, 0.0,
+                          &tried);
   EXPECT_EQ(k[0], 2);
   EXPECT_EQ(k[1], 2);
   EXPECT_EQ(k[2], 1);  // no gain: never raised
   // A target stops the search as soon as it is reached.
-  k = optimise_allocation(sites, ones, cost, 100.0, eval, eval(ones), 0.0, 0, 0.52, nullptr);
+  k = optimise_allocation(sites, ones, cost, 100.0, one_by_one(eval), eval(ones), 0.0, 0, 0.52,
+                          nullptr);
   EXPECT_EQ(k, (std::vector<int>{1, 2, 1}));
   EXPECT_EQ(allocation_label(k, {"a", "b", "c"}), "b:2");
   EXPECT_EQ(allocation_label(ones, {"a", "b", "c"}), "none");

@@ -52,6 +52,10 @@ struct EvalResult {
 EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& config,
                     const EvalOptions& opts);
 
+/// The summaries of `evaluate` from its passes (e.g. passes run by several processes):
+/// accuracy over all draws, chip_accuracy over per-chip means, the CI level and determinism
+/// as evaluate sets them for a configuration with (without) per-chip and dynamic noise.
+EvalResult summarize_draws(std::vector<DrawResult> draws, bool chips_matter, bool draws_matter);
 /// Accuracy and mean loss of one pass over the data with the engine as configured.
 DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size);
 

@@ -33,6 +33,11 @@ std::vector<int> allocate_repeats(const std::vector<double>& weights, int64_t to
 using AllocationCost = std::function<double(const std::vector<int>&)>;
 /// Accuracy of a repeat vector under noise (e.g. a noisy evaluation on validation data).
 using AllocationEvaluator = std::function<Summary(const std::vector<int>&)>;
+/// Accuracies of several repeat vectors at once (e.g. spread over MPI ranks), in order.
+using AllocationBatchEvaluator =
+    std::function<std::vector<Summary>(const std::vector<std::vector<int>>&)>;
+/// A batch evaluator that calls `evaluate` on each vector in turn.
+AllocationBatchEvaluator one_by_one(AllocationEvaluator evaluate);
 
 /// Spreads repetitions over `sites` (indices into a vector of `num_sites` counts) in
 /// proportion to `weights` (one per planned site): the largest total whose allocation costs at
@@ -58,11 +63,12 @@ struct AllocationScore {
 /// ladder value, keeping the step with the largest accuracy gain per unit of added cost, while
 /// the cost stays within `budget`; stops when nothing fits, no step gains more than `min_gain`,
 /// or the accuracy reaches `target` (> 0). Step 1 evaluates every site; later steps the `width`
-/// best by their last gain per cost (lazy greedy; 0 = all). Every evaluation is appended to
-/// `tried` (method "search"). Never evaluates an allocation over the budget.
+/// best by their last gain per cost (lazy greedy; 0 = all); a step's candidates go to
+/// `evaluate` as one batch. Every evaluation is appended to `tried` (method "search"). Never
+/// evaluates an allocation over the budget.
 std::vector<int> optimise_allocation(const std::vector<int>& sites, const std::vector<int>& start,
                                      const AllocationCost& cost, double budget,
-                                     const AllocationEvaluator& evaluate,
+                                     const AllocationBatchEvaluator& evaluate,
                                      const Summary& start_accuracy, double min_gain, int width,
                                      double target, std::vector<AllocationScore>* tried,
                                      const ProgressFn& progress = nullptr);

@@ -14,6 +14,7 @@
 #include "common.h"
 #include "quell/cost.h"
 #include "quell/denoise.h"
+#include "quell/dist.h"
 #include "quell/plan.h"
 
 namespace quell::cli {
@@ -83,6 +84,8 @@ std::vector<double> robustness_from(const std::vector<SiteSensitivity>& sens,
 }
 
 void run(PlanArgs a) {
+  // Under MPI the ranks share the evaluations; rank 0 alone prints and writes.
+  if (!dist::is_root()) std::cout.setstate(std::ios_base::badbit);
   if (a.mean_repeats.empty() && a.energy_budgets.empty() && !(a.target > 0)) {
     a.mean_repeats = {2.0, 4.0};
   }
@@ -242,11 +245,47 @@ void run(PlanArgs a) {
     for (auto& [site, cfg] : c.sites) cfg.repeats = k[static_cast<size_t>(site)];
     return c;
   };
-  auto validate = [&](const std::vector<int>& k) {
-    if (const auto it = memo.find(k); it != memo.end()) return it->second;
-    ++evaluations;
-    return memo[k] = evaluate(*model, val, with_repeats(k), search_eval).headline();
+  // A batch is spread over the MPI ranks (each evaluation is deterministic, so any rank gives
+  // the same result) and every rank gets every result.
+  const int ranks = dist::size(), me = dist::rank();
+  auto validate_batch = [&](const std::vector<std::vector<int>>& ks) {
+    std::vector<std::vector<int>> todo;
+    for (const auto& k : ks) {
+      if (!memo.count(k) && std::find(todo.begin(), todo.end(), k) == todo.end()) {
+        todo.push_back(k);
+      }
+    }
+    if (!todo.empty()) {
+      torch::Tensor packed = torch::zeros({static_cast<int64_t>(todo.size()), 7}, torch::kDouble);
+      auto p = packed.accessor<double, 2>();
+      for (size_t i = 0; i < todo.size(); ++i) {
+        if (static_cast<int>(i % static_cast<size_t>(ranks)) != me) continue;
+        const Summary v = evaluate(*model, val, with_repeats(todo[i]), search_eval).headline();
+        const double fields[] = {static_cast<double>(v.n), v.mean, v.std, v.ci_low,
+                                 v.ci_high, v.min, v.max};
+        for (int f = 0; f < 7; ++f) p[static_cast<int64_t>(i)][f] = fields[f];
+      }
+      dist::allreduce_sum(packed);
+      p = packed.accessor<double, 2>();
+      for (size_t i = 0; i < todo.size(); ++i) {
+        const auto r = static_cast<int64_t>(i);
+        Summary v;
+        v.n = static_cast<int64_t>(p[r][0]);
+        v.mean = p[r][1];
+        v.std = p[r][2];
+        v.ci_low = p[r][3];
+        v.ci_high = p[r][4];
+        v.min = p[r][5];
+        v.max = p[r][6];
+        memo[todo[i]] = v;
+      }
+      evaluations += static_cast<int>(todo.size());
+    }
+    std::vector<Summary> out;
+    for (const auto& k : ks) out.push_back(memo.at(k));
+    return out;
   };
+  auto validate = [&](const std::vector<int>& k) { return validate_batch({k}).front(); };
   const Summary val_start = validate(ones);
 
   std::vector<Row> rows;
@@ -259,8 +298,7 @@ void run(PlanArgs a) {
     r.method = method;
     r.budget = budget;
     r.repeats = std::move(k);
-    r.val = validate(r.repeats);
-    rows.push_back(std::move(r));
+    rows.push_back(std::move(r));  // validated together below
   };
   add("unmitigated", "-", ones);
 
@@ -277,10 +315,10 @@ void run(PlanArgs a) {
     const std::string budget = "k=" + fmt_double(m);
     for (const auto& scheme : a.schemes) add(scheme, budget, scheme_alloc(scheme, total));
     if (a.search == "greedy") {
-      const ProgressFn bar = progress_bar("search " + budget);
+      const ProgressFn bar = dist::is_root() ? progress_bar("search " + budget) : nullptr;
       std::vector<AllocationScore> t;
       const auto k = optimise_allocation(sites, ones, repeats_of, static_cast<double>(total),
-                                         validate, val_start, a.min_gain, a.search_width, 0.0,
+                                         validate_batch, val_start, a.min_gain, a.search_width, 0.0,
                                          &t, bar);
       for (auto& x : t) x.method = "search " + budget;
       tried.insert(tried.end(), t.begin(), t.end());
@@ -296,9 +334,9 @@ void run(PlanArgs a) {
           fit_budget(sites, scheme_weights(scheme, mu), n_sites, energy_of, limit, max_total));
     }
     if (a.search == "greedy") {
-      const ProgressFn bar = progress_bar("search " + budget);
+      const ProgressFn bar = dist::is_root() ? progress_bar("search " + budget) : nullptr;
       std::vector<AllocationScore> t;
-      const auto k = optimise_allocation(sites, ones, energy_of, limit, validate, val_start,
+      const auto k = optimise_allocation(sites, ones, energy_of, limit, validate_batch, val_start,
                                          a.min_gain, a.search_width, 0.0, &t, bar);
       for (auto& x : t) x.method = "search " + budget;
       tried.insert(tried.end(), t.begin(), t.end());
@@ -321,30 +359,64 @@ void run(PlanArgs a) {
     if (a.search == "greedy") {
       std::vector<int> cap = ones;
       for (int s : sites) cap[static_cast<size_t>(s)] = static_cast<int>(std::ceil(a.max_mean));
-      const ProgressFn bar = progress_bar("search " + budget);
+      const ProgressFn bar = dist::is_root() ? progress_bar("search " + budget) : nullptr;
       std::vector<AllocationScore> t;
-      const auto k = optimise_allocation(sites, ones, energy_of, energy_of(cap), validate,
+      const auto k = optimise_allocation(sites, ones, energy_of, energy_of(cap), validate_batch,
                                          val_start, a.min_gain, a.search_width, a.target, &t, bar);
       for (auto& x : t) x.method = "search " + budget;
       tried.insert(tried.end(), t.begin(), t.end());
       if (validate(k).mean >= a.target) add("optimised", budget, k);
     }
   }
+  {
+    std::vector<std::vector<int>> ks;
+    for (const auto& r : rows) ks.push_back(r.repeats);
+    const auto vals = validate_batch(ks);
+    for (size_t i = 0; i < rows.size(); ++i) rows[i].val = vals[i];
+  }
   std::cout << evaluations << " allocations evaluated on validation" << std::endl;
 
-  // ---- Test evaluation of every reported allocation --------------------------------------------
-  for (auto& r : rows) {
+  // ---- Test evaluation of every reported allocation (rows spread over the ranks) ---------------
+  const bool chips_matter = noise.has_static(), draws_matter = noise.has_dynamic();
+  const int64_t passes = (chips_matter ? a.eval.chips : 1) * (draws_matter ? a.eval.draws : 1);
+  torch::Tensor packed =
+      torch::zeros({static_cast<int64_t>(rows.size()), passes, 4}, torch::kDouble);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    Row& r = rows[i];
     const CostReport c = estimate_cost(*model, hw, r.repeats, {});
     r.energy_pj = c.total.energy_pj();
     r.energy_overhead = c.energy_overhead_pct();
     r.latency_overhead = c.latency_overhead_pct();
+    if (static_cast<int>(i % static_cast<size_t>(ranks)) != me) continue;
     EvalOptions o = a.eval;
-    o.progress = progress_bar("eval " + r.method + " " + r.budget);
-    r.test = evaluate(*model, test, with_repeats(r.repeats), o);
+    o.progress = dist::is_root() ? progress_bar("eval " + r.method + " " + r.budget) : nullptr;
+    const EvalResult e = evaluate(*model, test, with_repeats(r.repeats), o);
+    auto p = packed.accessor<double, 3>();
+    for (size_t d = 0; d < e.draws.size() && static_cast<int64_t>(d) < passes; ++d) {
+      const auto j = static_cast<int64_t>(d);
+      p[static_cast<int64_t>(i)][j][0] = e.draws[d].chip;
+      p[static_cast<int64_t>(i)][j][1] = e.draws[d].draw;
+      p[static_cast<int64_t>(i)][j][2] = e.draws[d].accuracy;
+      p[static_cast<int64_t>(i)][j][3] = e.draws[d].loss;
+    }
+  }
+  dist::allreduce_sum(packed);
+  {
+    auto p = packed.accessor<double, 3>();
+    for (size_t i = 0; i < rows.size(); ++i) {
+      std::vector<DrawResult> draws;
+      for (int64_t j = 0; j < passes; ++j) {
+        const auto row = static_cast<int64_t>(i);
+        draws.push_back({static_cast<int>(p[row][j][0]), static_cast<int>(p[row][j][1]),
+                         p[row][j][2], p[row][j][3]});
+      }
+      rows[i].test = summarize_draws(std::move(draws), chips_matter, draws_matter);
+    }
   }
   EvalOptions quiet = a.eval;
   quiet.progress = nullptr;
   const double clean = evaluate(*model, test, NoiseConfig{}, quiet).accuracy.mean;
+  if (!dist::is_root()) return;  // rank 0 writes the outputs
 
   // ---- Other mitigations from a quell denoise report (same noise) ------------------------------
   struct Other {

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "quell/rng.h"
+#include "lazy_greedy.h"
 #include "text.h"
 #include "train_loop.h"
 
@@ -370,11 +371,7 @@ Placement measured_greedy(const std::vector<Candidate>& candidates, int64_t budg
     }
     if (fits.empty()) break;
     ++step;
-    if (width > 0 && step > 1 && static_cast<int>(fits.size()) > width) {
-      std::stable_sort(fits.begin(), fits.end(),
-                       [&](size_t a, size_t b) { return last_ratio[a] > last_ratio[b]; });
-      fits.resize(static_cast<size_t>(width));
-    }
+    detail::keep_most_promising(fits, last_ratio, width, step);
     double best_ratio = -std::numeric_limits<double>::infinity();
     Placement best;
     Summary best_acc;

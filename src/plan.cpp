@@ -6,6 +6,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "lazy_greedy.h"
+
 namespace quell {
 
 std::vector<std::string> allocation_schemes() {
@@ -136,11 +138,7 @@ std::vector<int> optimise_allocation(const std::vector<int>& sites, const std::v
     }
     if (fits.empty()) break;
     ++step;
-    if (width > 0 && step > 1 && static_cast<int>(fits.size()) > width) {
-      std::stable_sort(fits.begin(), fits.end(),
-                       [&](size_t a, size_t b) { return last_ratio[a] > last_ratio[b]; });
-      fits.resize(static_cast<size_t>(width));
-    }
+    detail::keep_most_promising(fits, last_ratio, width, step);
     prog.done = 0;
     prog.total = static_cast<int64_t>(fits.size());
     prog.what = "step " + std::to_string(step);

@@ -21,8 +21,7 @@ struct CostArgs {
   std::string format = "table";
   std::string out = "-";
   bool list = false;
-  std::string dataset = "fashion-mnist";
-  int64_t channels = 0, height = 0, width = 0, classes = 0;
+  GeometryArgs geometry;
 };
 
 void run(const CostArgs& a, bool model_given) {
@@ -47,18 +46,7 @@ void run(const CostArgs& a, bool model_given) {
   if (!a.checkpoint.empty()) {
     model = load_checked(a.checkpoint, model_given ? a.model : "", nullptr);
   } else {
-    ModelSpec spec;
-    spec.name = a.model;
-    if (a.dataset == "cifar10" || a.dataset == "cifar100") {
-      spec.in_channels = 3;
-      spec.height = spec.width = 32;
-      spec.num_classes = a.dataset == "cifar10" ? 10 : 100;
-    }
-    if (a.channels) spec.in_channels = a.channels;
-    if (a.height) spec.height = a.height;
-    if (a.width) spec.width = a.width;
-    if (a.classes) spec.num_classes = a.classes;
-    model = make_model(spec);
+    model = make_model(a.geometry.spec(a.model));
   }
   const auto names = model->site_names();
   std::vector<int> repeats(names.size(), 1);
@@ -117,13 +105,7 @@ void add_cost_command(CLI::App& app) {
   cmd->add_option("--denoisers", args->denoisers,
                   "Cost these blocks instead of the checkpoint's: a placement label as in "
                   "quell denoise's report, e.g. 'conv1/4+fc1/mlp8+bn2/ch'");
-  cmd->add_option("--dataset", args->dataset, "Input geometry of this dataset (no data is read)")
-      ->check(CLI::IsMember(dataset_names()))
-      ->capture_default_str();
-  cmd->add_option("--channels", args->channels, "Override input channels");
-  cmd->add_option("--height", args->height, "Override input height");
-  cmd->add_option("--width", args->width, "Override input width");
-  cmd->add_option("--classes", args->classes, "Override number of classes");
+  args->geometry.add(*cmd);
   cmd->add_option("--format", args->format, "table, csv or json")
       ->check(CLI::IsMember({"table", "csv", "json"}))
       ->capture_default_str();

@@ -12,8 +12,7 @@ struct SitesArgs {
   std::string checkpoint;
   std::string format = "table";
   std::string out = "-";
-  DataArgs data;
-  int64_t channels = 0, height = 0, width = 0, classes = 0;
+  GeometryArgs geometry;
 };
 
 std::string shape_str(const std::vector<int64_t>& s) {
@@ -29,18 +28,7 @@ void run(const SitesArgs& a, bool model_given, const std::string& device) {
     model = load_checked(a.checkpoint, model_given ? a.model : "", nullptr);
   } else {
     // Geometry of the default dataset unless given explicitly (no data is read).
-    ModelSpec spec;
-    spec.name = a.model;
-    if (a.data.dataset == "cifar10" || a.data.dataset == "cifar100") {
-      spec.in_channels = 3;
-      spec.height = spec.width = 32;
-      spec.num_classes = a.data.dataset == "cifar10" ? 10 : 100;
-    }
-    if (a.channels) spec.in_channels = a.channels;
-    if (a.height) spec.height = a.height;
-    if (a.width) spec.width = a.width;
-    if (a.classes) spec.num_classes = a.classes;
-    model = make_model(spec);
+    model = make_model(a.geometry.spec(a.model));
   }
   const auto sites = model->sites();
   std::ostringstream os;
@@ -112,15 +100,7 @@ void add_sites_command(CLI::App& app) {
   auto* model_opt = cmd->add_option("--model", args->model, "Model name: " + join(model_names()))
                         ->capture_default_str();
   cmd->add_option("--checkpoint", args->checkpoint, "Checkpoint file (overrides --model)");
-  cmd->add_option("--dataset", args->data.dataset,
-                  "Input geometry of this dataset (fashion-mnist, mnist: 1x28x28; cifar10/100: "
-                  "3x32x32)")
-      ->check(CLI::IsMember(dataset_names()))
-      ->capture_default_str();
-  cmd->add_option("--channels", args->channels, "Override input channels");
-  cmd->add_option("--height", args->height, "Override input height");
-  cmd->add_option("--width", args->width, "Override input width");
-  cmd->add_option("--classes", args->classes, "Override number of classes");
+  args->geometry.add(*cmd);
   cmd->add_option("--format", args->format, "table, csv or json")
       ->check(CLI::IsMember({"table", "csv", "json"}))
       ->capture_default_str();

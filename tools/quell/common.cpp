@@ -43,6 +43,33 @@ void DataArgs::add(CLI::App& app) {
       ->capture_default_str();
 }
 
+void GeometryArgs::add(CLI::App& app) {
+  app.add_option("--dataset", dataset,
+                 "Input geometry of this dataset (fashion-mnist, mnist: 1x28x28; cifar10/100: "
+                 "3x32x32); no data is read")
+      ->check(CLI::IsMember(dataset_names()))
+      ->capture_default_str();
+  app.add_option("--channels", channels, "Override input channels");
+  app.add_option("--height", height, "Override input height");
+  app.add_option("--width", width, "Override input width");
+  app.add_option("--classes", classes, "Override number of classes");
+}
+
+ModelSpec GeometryArgs::spec(const std::string& model) const {
+  ModelSpec spec;
+  spec.name = model;
+  if (dataset == "cifar10" || dataset == "cifar100") {
+    spec.in_channels = 3;
+    spec.height = spec.width = 32;
+    spec.num_classes = dataset == "cifar10" ? 10 : 100;
+  }
+  if (channels) spec.in_channels = channels;
+  if (height) spec.height = height;
+  if (width) spec.width = width;
+  if (classes) spec.num_classes = classes;
+  return spec;
+}
+
 void DataArgs::add_for_checkpoint(CLI::App& app) {
   add(app);
   dataset_option

@@ -29,6 +29,15 @@ struct DataArgs {
   Dataset load(Split split) const;
 };
 
+/// --dataset (its input geometry), --channels, --height, --width, --classes: the geometry of a
+/// registered model built without data (sites, cost).
+struct GeometryArgs {
+  std::string dataset = "fashion-mnist";
+  int64_t channels = 0, height = 0, width = 0, classes = 0;
+  void add(CLI::App& app);
+  ModelSpec spec(const std::string& model) const;
+};
+
 /// --noise, --adc, --repeat, --weight-noise, --noise-config, --noise-seed
 struct NoiseArgs {
   std::vector<std::string> noise, adc, repeat;

@@ -1479,6 +1479,18 @@ TEST_F(Cli, MpiPlanEqualsOneProcess) {
   EXPECT_EQ(two.out.find("allocations evaluated"), two.out.rfind("allocations evaluated")) << two;
 }
 
+TEST_F(Cli, MpiDenoiseRefusesToRunOnEveryRank) {
+  SKIP_WITHOUT_MPI();
+  std::vector<std::string> args = {"denoise", checkpoint().string(), "--out", (dir_ / "d").string(),
+                                   "--data-dir", data_dir().string(), "--noise", "all=add:0.5"};
+  const RunResult r = run_quell(args, mpirun_prefix(2));
+  EXPECT_NE(r.exit_code, 0) << r;
+  EXPECT_NE(r.err.find("quell: error: quell denoise runs as one process, not under mpirun"),
+            std::string::npos)
+      << r;
+  EXPECT_FALSE(fs::exists(dir_ / "d"));
+}
+
 TEST_F(Cli, MpiDataParallelStepEqualsOneProcessStep) {
   SKIP_WITHOUT_MPI();
   // One step (64 samples, batch 64) of lenet5 (no BN: batch statistics would differ by rank)

@@ -11,6 +11,7 @@
 #include "common.h"
 #include "quell/checkpoint.h"
 #include "quell/denoise.h"
+#include "quell/dist.h"
 #include "quell/plot.h"
 #include "quell/walk.h"
 
@@ -118,6 +119,10 @@ struct Row {
 };
 
 void run(DenoiseArgs& a) {
+  if (dist::size() > 1) {
+    // Every rank would run the whole study and write the same files (docs/mpi.md).
+    throw std::invalid_argument("quell denoise runs as one process, not under mpirun");
+  }
   a.runtime.apply();
   // Validate everything cheap before the first long step.
   if (fs::exists(a.out) && !fs::is_directory(a.out)) {

@@ -407,21 +407,22 @@ double HardwareConfig::analog_area_scale() const {
 double HardwareConfig::adc_energy_pj() const {
   return adc_fom_fj * 1e-3 * std::ldexp(1.0, adc_bits) * analog_energy_scale();
 }
-double HardwareConfig::mac_energy_at(int bits) const {
-  const auto it = mac_energy_pj.find(bits);
-  if (it == mac_energy_pj.end()) {
-    throw std::invalid_argument("hardware config: no MAC energy for " + std::to_string(bits) +
-                                "-bit precision");
+namespace {
+double entry(const std::map<int, double>& table, int bits, const char* what) {
+  const auto it = table.find(bits);
+  if (it == table.end()) {
+    throw std::invalid_argument(std::string("hardware config: no MAC ") + what + " for " +
+                                std::to_string(bits) + "-bit precision");
   }
-  return it->second * digital_energy_scale();
+  return it->second;
+}
+}  // namespace
+
+double HardwareConfig::mac_energy_at(int bits) const {
+  return entry(mac_energy_pj, bits, "energy") * digital_energy_scale();
 }
 double HardwareConfig::mac_area_at(int bits) const {
-  const auto it = mac_area_um2.find(bits);
-  if (it == mac_area_um2.end()) {
-    throw std::invalid_argument("hardware config: no MAC area for " + std::to_string(bits) +
-                                "-bit precision");
-  }
-  return it->second * digital_area_scale();
+  return entry(mac_area_um2, bits, "area") * digital_area_scale();
 }
 double HardwareConfig::sram_pj_per_byte(double kb) const {
   return sram_energy_pj_per_byte * std::sqrt(std::max(kb, 1.0) / 8.0) * digital_energy_scale();

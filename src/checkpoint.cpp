@@ -1,5 +1,7 @@
 #include "quell/checkpoint.h"
 
+#include "quell/script.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@ namespace quell {
 namespace {
 
 constexpr const char* kMetaKey = "quell_meta";
+constexpr const char* kScriptKey = "quell_torchscript";  // an imported model's archive
 constexpr const char* kFormat = "quell-checkpoint";
 constexpr int kFormatVersion = 1;
 
@@ -44,6 +47,14 @@ void save_checkpoint(const std::string& path, ModelImpl& model, const Checkpoint
   torch::serialize::OutputArchive archive;
   for (const auto& p : model.named_parameters()) archive.write(p.key(), p.value().detach().cpu());
   for (const auto& b : model.named_buffers()) archive.write(b.key(), b.value().cpu(), true);
+  if (const ScriptInfo* script = model.script_info()) {
+    // The imported model's architecture is its TorchScript archive, kept whole.
+    const std::string& bytes = script->archive;
+    torch::Tensor t = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+    std::copy(bytes.begin(), bytes.end(), reinterpret_cast<char*>(t.data_ptr<uint8_t>()));
+    archive.write(kScriptKey, t, /*is_buffer=*/true);
+    j["model"]["torchscript"] = script->source;
+  }
   archive.write(kMetaKey, c10::IValue(j.dump()));
   std::ostringstream bytes;
   archive.save_to(bytes);
@@ -79,7 +90,20 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
   } catch (const std::exception& e) {
     throw std::runtime_error(path + ": corrupt quell checkpoint metadata (" + e.what() + ")");
   }
-  Model model = make_model(meta.spec);
+  Model model{nullptr};
+  if (j.at("model").contains("torchscript")) {
+    torch::Tensor bytes;
+    if (!archive.try_read(kScriptKey, bytes, true) || bytes.scalar_type() != torch::kUInt8) {
+      throw std::runtime_error(path + ": imported model without its TorchScript archive");
+    }
+    bytes = bytes.contiguous();
+    std::string archive_bytes(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
+                              static_cast<size_t>(bytes.numel()));
+    model = load_script_model(meta.spec, std::move(archive_bytes),
+                              path + " (" + j["model"]["torchscript"].get<std::string>() + ")");
+  } else {
+    model = make_model(meta.spec);
+  }
   if (j.contains("denoisers") && !j["denoisers"].empty()) {
     std::vector<BlockPlacement> placement;
     try {

@@ -552,13 +552,33 @@ Json CostReport::to_json() const {
 
 namespace {
 
+// Digital cost of an imported op without an analog weight (by its label).
+template <typename Digital>
+void script_digital_cost(const Node& node, int64_t in_elems, LayerCost& c, Digital&& digital) {
+  const std::string& op = node.label;
+  c.unit = "digital";
+  if (op == "matmul") {
+    // A product of two activations: the arrays hold weights, so it runs on the digital unit.
+    c.macs = node.macs;
+    digital(node.macs);
+  } else if (op == "batchnorm") {
+    digital(2 * c.activations);  // scale and shift
+  } else if (op == "layernorm" || op == "groupnorm" || op == "instancenorm") {
+    digital(4 * c.activations);  // mean, variance, normalise, scale and shift
+  } else if (op == "maxpool" || op == "avgpool") {
+    digital(in_elems);
+  } else {
+    digital(c.activations);  // activations, additions, other element-wise ops
+  }
+}
+
 // Cost of one execution of node `i` (k = 1).
 LayerCost node_cost(const ModelImpl& model, int i, const HardwareConfig& hw) {
   const Node& node = model.nodes()[static_cast<size_t>(i)];
   LayerCost c;
   c.site = i;
   c.name = node.name;
-  c.op = op_name(node.op);
+  c.op = node.op_label();
   c.activations = product(node.shape);
   const double act_bytes = hw.activation_bits / 8.0;
   const double buf = hw.sram_pj_per_byte(static_cast<double>(hw.buffer_kb));
@@ -579,10 +599,18 @@ LayerCost node_cost(const ModelImpl& model, int i, const HardwareConfig& hw) {
       c.dram_pj = static_cast<double>(c.activations) * act_bytes * hw.dram_energy_pj_per_byte;
       c.sram_pj = static_cast<double>(c.activations) * act_bytes * buf;
       break;
+    case OpType::kScript:
+      if (!node.weight.defined()) {
+        script_digital_cost(node, in_elems, c, digital);
+        break;
+      }
+      [[fallthrough]];  // a conv, linear or matmul with a weight: on the crossbars
     case OpType::kConv:
     case OpType::kLinear: {
       c.unit = "analog";
-      const torch::Tensor& w = node.op == OpType::kConv ? node.conv->weight : node.linear->weight;
+      const torch::Tensor& w = node.op == OpType::kScript ? node.weight
+                               : node.op == OpType::kConv ? node.conv->weight
+                                                          : node.linear->weight;
       const int64_t n_out = w.size(0);
       const int64_t fan_in = w.numel() / n_out;
       const int64_t positions = c.activations / n_out;  // output pixels (1 for linear)

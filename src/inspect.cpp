@@ -88,7 +88,7 @@ std::vector<WeightStats> weight_stats(ModelImpl& model) {
   const auto& nodes = model.nodes();
   for (const auto& [site, w] : model.analog_weights()) {
     const Node& node = nodes.at(static_cast<size_t>(site));
-    out.push_back(tensor_weight_stats(w, site, node.name, op_name(node.op)));
+    out.push_back(tensor_weight_stats(w, site, node.name, node.op_label()));
   }
   return out;
 }

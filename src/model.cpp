@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "quell/models.h"
+#include "quell/script.h"
 
 namespace quell {
 namespace {
@@ -117,6 +118,8 @@ const char* op_name(OpType op) {
       return "add";
     case OpType::kShortcut:
       return "shortcut";
+    case OpType::kScript:
+      return "script";
   }
   return "?";
 }
@@ -153,7 +156,7 @@ std::vector<SiteInfo> ModelImpl::sites() const {
     SiteInfo s;
     s.index = static_cast<int>(i);
     s.name = n.name;
-    s.op = op_name(n.op);
+    s.op = n.op_label();
     s.shape = n.shape;
     auto count = [](const torch::nn::Module& m) {
       int64_t c = 0;
@@ -164,6 +167,7 @@ std::vector<SiteInfo> ModelImpl::sites() const {
     if (n.linear) s.params = count(*n.linear);
     if (n.bn2d) s.params = count(*n.bn2d);
     if (n.bn1d) s.params = count(*n.bn1d);
+    if (n.op == OpType::kScript) s.params = n.param_count;
     out.push_back(std::move(s));
   }
   return out;
@@ -275,6 +279,8 @@ torch::Tensor ModelImpl::run_node(const Node& node, std::vector<torch::Tensor>& 
           {Slice(), Slice(), Slice(None, None, node.stride), Slice(None, None, node.stride)});
       return torch::constant_pad_nd(y, {0, 0, 0, 0, node.pad_channels, node.pad_channels});
     }
+    case OpType::kScript:
+      return run_script_node(node, values);
   }
   TORCH_INTERNAL_ASSERT(false, "unhandled op");
   return {};
@@ -375,8 +381,24 @@ std::vector<std::pair<int, torch::Tensor>> ModelImpl::analog_weights() {
   for (size_t i = 0; i < nodes_.size(); ++i) {
     if (nodes_[i].conv) out.emplace_back(static_cast<int>(i), nodes_[i].conv->weight);
     if (nodes_[i].linear) out.emplace_back(static_cast<int>(i), nodes_[i].linear->weight);
+    if (nodes_[i].weight.defined()) out.emplace_back(static_cast<int>(i), nodes_[i].weight);
   }
   return out;
+}
+
+void ModelImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (script_set_training_) script_set_training_(on);
+}
+
+const ScriptInfo* ModelImpl::script_info() const { return script_info_.get(); }
+
+void ModelImpl::set_script(std::shared_ptr<void> module_state, std::shared_ptr<ScriptInfo> info,
+                           std::function<void(bool)> set_training) {
+  script_state_ = std::move(module_state);
+  script_info_ = std::move(info);
+  script_set_training_ = std::move(set_training);
+  if (script_set_training_) script_set_training_(is_training());
 }
 
 // ---------------------------------------------------------------------------------------------

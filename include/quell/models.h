@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,8 @@ enum class OpType {
   kMaxPool,
   kAvgPool,
   kAdd,
-  kShortcut
+  kShortcut,
+  kScript  ///< a segment of an imported TorchScript graph (quell/script.h)
 };
 const char* op_name(OpType op);
 
@@ -50,6 +52,9 @@ struct SiteInfo {
   int64_t numel() const;
 };
 
+struct ScriptOp;
+struct ScriptInfo;
+
 /// One node of the graph; its output is site `index`.
 struct Node {
   OpType op = OpType::kInput;
@@ -62,6 +67,17 @@ struct Node {
   int64_t kernel = 0, stride = 0;  ///< pooling; shortcut stride
   int64_t pad_channels = 0;        ///< shortcut: zero channels added on each side
   std::vector<int64_t> shape;      ///< per-sample output shape
+  // Imported nodes (op == kScript): the graph segment computing the site, the op's label
+  // (conv, linear, matmul, layernorm, ...), its analog weight (a conv, linear or matmul reading
+  // a parameter, as [outputs, fan-in...] sharing the parameter's storage), the trainable
+  // parameters it reads and, for a product of two activations, its MACs per sample.
+  std::shared_ptr<const ScriptOp> script;
+  std::string label;
+  torch::Tensor weight;
+  int64_t param_count = 0;
+  int64_t macs = 0;
+  /// The op column of the site table: label for imported nodes, op_name(op) otherwise.
+  std::string op_label() const { return op == OpType::kScript ? label : op_name(op); }
 };
 
 /// The live values at one point of the forward pass: enough to continue from there.
@@ -128,6 +144,14 @@ class ModelImpl : public torch::nn::Module {
   SiteEngine& engine() { return engine_; }
   const SiteEngine& engine() const { return engine_; }
 
+  /// Sets training mode, of an imported graph's modules too.
+  void train(bool on = true) override;
+  /// The import record of a model loaded from TorchScript (quell/script.h), else null.
+  const ScriptInfo* script_info() const;
+  /// Installed by the importer: keeps the TorchScript module alive and records the import.
+  void set_script(std::shared_ptr<void> module_state, std::shared_ptr<ScriptInfo> info,
+                  std::function<void(bool)> set_training);
+
   /// Measures per-site clean statistics (std, max|x|, min, max) on up to `max_samples` images
   /// in eval mode, and installs them in the engine.
   void calibrate(const torch::Tensor& images, int64_t max_samples = 2048, int64_t batch = 512);
@@ -148,6 +172,9 @@ class ModelImpl : public torch::nn::Module {
   std::shared_ptr<torch::nn::Module> block_set_;  ///< registered as "denoisers"
   bool denoisers_enabled_ = true;
   std::function<void(int, const torch::Tensor&)> block_observer_;
+  std::shared_ptr<void> script_state_;
+  std::shared_ptr<ScriptInfo> script_info_;
+  std::function<void(bool)> script_set_training_;
   torch::Tensor denoise(int site, torch::Tensor x) {
     const auto i = static_cast<size_t>(site);
     if (!denoisers_enabled_ || i >= blocks_.size() || !blocks_[i]) return x;

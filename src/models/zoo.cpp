@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "quell/models.h"
+#include "quell/script.h"
 
 namespace quell {
 namespace {
@@ -120,6 +121,7 @@ std::vector<std::string> model_names() {
 Model make_model(const ModelSpec& spec) {
   const auto& r = registry();
   const auto it = r.find(spec.name);
+  if (it == r.end() && looks_like_model_file(spec.name)) return load_script_model(spec);
   if (it == r.end()) {
     std::string known;
     for (const auto& kv : r) known += (known.empty() ? "" : ", ") + kv.first;

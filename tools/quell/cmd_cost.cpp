@@ -44,7 +44,7 @@ void run(const CostArgs& a, bool model_given) {
 
   Model model{nullptr};
   if (!a.checkpoint.empty()) {
-    model = load_checked(a.checkpoint, model_given ? a.model : "", nullptr);
+    model = load_checked(a.checkpoint, model_given ? a.model : "", nullptr, nullptr, &a.geometry);
   } else {
     model = make_model(a.geometry.spec(a.model));
   }
@@ -87,7 +87,7 @@ void add_cost_command(CLI::App& app) {
       "cost", "Energy, latency and area of one inference on a mixed-signal accelerator");
   cmd->add_option("checkpoint", args->checkpoint,
                   "Checkpoint (its denoising blocks are costed too); without it, --model");
-  auto* model_opt = cmd->add_option("--model", args->model, "Model name: " + join(model_names()))
+  auto* model_opt = cmd->add_option("--model", args->model, "Model name (" + join(model_names()) + ") or a TorchScript file")
                         ->capture_default_str();
   cmd->add_option("--hardware", args->hardware,
                   "Preset (" + join(hardware_preset_names()) +

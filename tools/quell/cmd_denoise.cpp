@@ -152,7 +152,7 @@ void run(DenoiseArgs& a) {
   }
 
   CheckpointMeta meta;
-  Model backbone = load_checkpoint(a.checkpoint, &meta);
+  Model backbone = load_checked(a.checkpoint, "", &meta, &a.data);
   if (backbone->has_denoisers()) {
     throw std::invalid_argument(a.checkpoint +
                                 ": already has denoising blocks; give quell denoise the backbone");

@@ -50,7 +50,7 @@ void run(EvalArgs& a) {
     throw std::invalid_argument("--json and --csv cannot both write to stdout ('-')");
   }
   CheckpointMeta meta;
-  Model model = load_checked(a.checkpoint, a.model, &meta);
+  Model model = load_checked(a.checkpoint, a.model, &meta, &a.data);
   model->to(a.runtime.torch_device());
   // Evaluate on the training dataset of the checkpoint unless told otherwise.
   a.data.use_checkpoint_dataset(meta);

@@ -115,7 +115,7 @@ void run(PlanArgs a) {
   hw.validate();
 
   CheckpointMeta meta;
-  Model model = load_checked(a.checkpoint, "", &meta);
+  Model model = load_checked(a.checkpoint, "", &meta, &a.data);
   const torch::Device device = a.runtime.torch_device();
   model->to(device);
   model->eval();

@@ -1,8 +1,10 @@
 // quell sites: the table of noise sites of a model or checkpoint.
 #include <iomanip>
+#include <map>
 #include <sstream>
 
 #include "common.h"
+#include "quell/script.h"
 
 namespace quell::cli {
 namespace {
@@ -21,11 +23,29 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out;
 }
 
+// Ops of an imported graph after which quell places no site, grouped: "aten::mean (top level,
+// not a site kind)", with a count when an op repeats.
+std::string unplaced_text(const ScriptInfo& script) {
+  if (script.unplaced.empty()) return "every compute op of the imported graph is a site\n";
+  std::map<std::string, int> groups;
+  std::vector<std::string> order;
+  for (const auto& u : script.unplaced) {
+    const std::string key = u.op + " (" + (u.where.empty() ? "top level" : u.where) + ", " +
+                            u.reason + ")";
+    if (groups[key]++ == 0) order.push_back(key);
+  }
+  std::string out = "ops without a site:";
+  for (const auto& key : order) {
+    out += "\n  " + key + (groups[key] > 1 ? " x" + std::to_string(groups[key]) : "");
+  }
+  return out + "\n";
+}
+
 void run(const SitesArgs& a, bool model_given, const std::string& device) {
   check_writable(a.out);
   Model model{nullptr};
   if (!a.checkpoint.empty()) {
-    model = load_checked(a.checkpoint, model_given ? a.model : "", nullptr);
+    model = load_checked(a.checkpoint, model_given ? a.model : "", nullptr, nullptr, &a.geometry);
   } else {
     // Geometry of the default dataset unless given explicitly (no data is read).
     model = make_model(a.geometry.spec(a.model));
@@ -49,7 +69,14 @@ void run(const SitesArgs& a, bool model_given, const std::string& device) {
                         {"block", b.block.str()},
                         {"params", b.block.params(sites[static_cast<size_t>(b.site)].shape)}});
     }
+    Json unplaced = Json::array();
+    if (const ScriptInfo* script = model->script_info()) {
+      for (const auto& u : script->unplaced) {
+        unplaced.push_back({{"op", u.op}, {"where", u.where}, {"reason", u.reason}});
+      }
+    }
     Json j{{"model", model->spec().to_json()},
+           {"unplaced_ops", unplaced},
            {"total_params", model->num_params()},
            {"sites", rows},
            {"denoisers", blocks},
@@ -74,6 +101,9 @@ void run(const SitesArgs& a, bool model_given, const std::string& device) {
       os << std::left << std::setw(6) << s.index << std::setw(22) << s.name << std::setw(11) << s.op
          << std::setw(12) << shape_str(s.shape) << std::right << std::setw(9) << s.params << "\n";
     }
+    if (const ScriptInfo* script = model->script_info()) {
+      os << unplaced_text(*script);
+    }
     const auto blocks = model->denoiser_placement();
     if (!blocks.empty()) {
       os << blocks.size() << " denoising block(s), " << model->num_denoiser_params()
@@ -97,7 +127,7 @@ void add_sites_command(CLI::App& app) {
   auto args = std::make_shared<SitesArgs>();
   auto runtime = std::make_shared<RuntimeArgs>();
   CLI::App* cmd = app.add_subcommand("sites", "List the noise sites of a model or checkpoint");
-  auto* model_opt = cmd->add_option("--model", args->model, "Model name: " + join(model_names()))
+  auto* model_opt = cmd->add_option("--model", args->model, "Model name (" + join(model_names()) + ") or a TorchScript file")
                         ->capture_default_str();
   cmd->add_option("--checkpoint", args->checkpoint, "Checkpoint file (overrides --model)");
   args->geometry.add(*cmd);

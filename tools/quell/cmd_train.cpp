@@ -89,7 +89,9 @@ void run(TrainArgs& a) {
 void add_train_command(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
   CLI::App* cmd = app.add_subcommand("train", "Train a model (clean, or noise-aware with --noise)");
-  cmd->add_option("--model", a->model, "Model name: " + join(model_names()))->capture_default_str();
+  cmd->add_option("--model", a->model,
+                  "Model name (" + join(model_names()) +
+                      ") or a TorchScript file (trained from its weights; --epochs 0 imports it)")->capture_default_str();
   cmd->add_option("--out,-o", a->out, "Checkpoint file to write")->required();
   cmd->add_option("--metrics", a->metrics_out, "Also write training metrics as JSON here");
   cmd->add_option("--epochs", a->opts.epochs, "Epochs")

@@ -282,7 +282,7 @@ void run(WalkArgs& a) {
   CheckpointMeta meta;
   Model model{nullptr};
   if (!a.checkpoint.empty()) {
-    model = load_checked(a.checkpoint, a.model, &meta);
+    model = load_checked(a.checkpoint, a.model, &meta, &a.data);
   } else if (!a.train) {
     throw std::invalid_argument("a checkpoint is required (or --train with --model)");
   } else if (a.model.empty()) {

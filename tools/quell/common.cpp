@@ -13,6 +13,8 @@
 
 #include "quell/dist.h"
 #include "quell/runtime.h"
+#include "quell/script.h"
+#include "quell/train.h"
 
 namespace quell::cli {
 
@@ -67,6 +69,8 @@ ModelSpec GeometryArgs::spec(const std::string& model) const {
   if (height) spec.height = height;
   if (width) spec.width = width;
   if (classes) spec.num_classes = classes;
+  // An imported model knows its classes unless told.
+  if (looks_like_model_file(model) && !classes) spec.num_classes = 0;
   return spec;
 }
 
@@ -265,7 +269,34 @@ PlotFormats parse_figure_formats(const std::string& text) {
 }
 
 Model load_checked(const std::string& checkpoint, const std::string& model_name,
-                   CheckpointMeta* meta) {
+                   CheckpointMeta* meta, const DataArgs* data, const GeometryArgs* geometry) {
+  if (is_torchscript_model(checkpoint)) {
+    if (!model_name.empty() && model_name != checkpoint) {
+      throw std::invalid_argument(checkpoint + ": a TorchScript model, but --model says '" +
+                                  model_name + "'");
+    }
+    CheckpointMeta m;
+    Model model{nullptr};
+    if (data) {
+      const Dataset train = data->load(Split::kTrain);
+      model = load_script_model(ModelSpec::for_dataset(checkpoint, train));
+      model->calibrate(train.images, TrainOptions{}.calib_samples);
+      m.dataset = train.name;
+    } else if (geometry) {
+      ModelSpec spec = geometry->spec(checkpoint);
+      model = load_script_model(spec);
+    } else {
+      throw std::invalid_argument(checkpoint +
+                                  ": a TorchScript model, not a quell checkpoint; import it "
+                                  "with: quell train --model " + checkpoint +
+                                  " --epochs 0 --out CHECKPOINT");
+    }
+    m.spec = model->spec();
+    m.train_config = Json{{"imported", checkpoint}};
+    m.provenance = provenance();
+    if (meta) *meta = m;
+    return model;
+  }
   Model model = load_checkpoint(checkpoint, meta);
   if (!model_name.empty() && model_name != model->spec().name) {
     throw std::invalid_argument(checkpoint + ": checkpoint holds model '" + model->spec().name +

@@ -92,8 +92,12 @@ void add_denoise_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_cost_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
-/// Loads a model: from --checkpoint, or built fresh (random init) by --model for the dataset.
 /// Loads a checkpoint; if `model_name` is non-empty it must match the checkpoint's model.
+/// A TorchScript model in place of the checkpoint is imported on the spot (docs/models.md):
+/// with `data`, its geometry and classes come from the training split, which also calibrates
+/// its sites (the meta records the import); without data, from `geometry` (uncalibrated);
+/// with neither, it is an error that says how to import it.
 Model load_checked(const std::string& checkpoint, const std::string& model_name,
-                   CheckpointMeta* meta);
+                   CheckpointMeta* meta, const DataArgs* data = nullptr,
+                   const GeometryArgs* geometry = nullptr);
 }  // namespace quell::cli

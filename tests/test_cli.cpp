@@ -1526,4 +1526,81 @@ TEST_F(Cli, MpiDataParallelStepEqualsOneProcessStep) {
   EXPECT_NE(two.err.find("data parallel over 2 ranks"), std::string::npos) << two;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Imported TorchScript models (tests/fixtures, made by scripts/make_fixtures.py)
+
+std::string fixture(const std::string& name) {
+  return std::string(QUELL_FIXTURES_DIR) + "/" + name;
+}
+
+TEST_F(Cli, ImportedModelsRunThroughEveryCommand) {
+  // sites without data: the geometry from the flags, the classes from the model.
+  RunResult r =
+      run_quell({"sites", "--model", fixture("resnet_small.script.pt"), "--dataset", "cifar10"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find("layer1.0.relu#2"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("every compute op of the imported graph is a site"), std::string::npos) << r;
+  r = run_quell({"sites", "--model", fixture("vit_tiny.trace.pt"), "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const Json sites = Json::parse(r.out);
+  EXPECT_EQ(sites.at("sites").size(), 19u);
+  EXPECT_EQ(sites.at("unplaced_ops").size(), 2u) << sites.at("unplaced_ops").dump();
+  EXPECT_EQ(sites.at("model").at("num_classes"), 10);
+  // cost: q @ k^T on the digital unit, the projections on the arrays.
+  r = run_quell({"cost", "--model", fixture("vit_tiny.script.pt"), "--format", "csv"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  bool matmul_digital = false, q_analog = false;
+  for (const auto& line : lines_of(r.out)) {
+    matmul_digital |= line.find("block.attn.matmul,matmul,digital") != std::string::npos;
+    q_analog |= line.find("block.attn.q,linear,analog") != std::string::npos;
+  }
+  EXPECT_TRUE(matmul_digital && q_analog) << r;
+
+  // train from the exported weights into a checkpoint that no longer needs the file.
+  const fs::path copy = dir_ / "exported.pt";
+  fs::copy_file(fixture("lenet5_bn.script.pt"), copy);
+  const fs::path ckpt = dir_ / "lenet.pt";
+  r = run_quell({"train", "--model", copy.string(), "--epochs", "1", "--batch-size", "32",
+                 "--data-dir", data_dir().string(), "--out", ckpt.string(), "--threads",
+                 kThreads});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  fs::remove(copy);
+  r = run_quell({"eval", "--checkpoint", ckpt.string(), "--data-dir", data_dir().string(),
+                 "--noise", "all=add:0.1:rel=std", "--draws", "2", "--threads", kThreads});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const auto clean = lines_of(r.out);
+  ASSERT_GE(clean.size(), 3u) << r;
+  EXPECT_GT(std::stod(tokens_of(clean[2]).at(1)), 0.5) << "a trained imported model" << r;
+
+  // walk straight on the TorchScript file: imported and calibrated on the training split.
+  r = walk_run(dir_ / "w",
+               {"--sites", "input,conv1,fc3", "--grid", "1e-2:1e2", "--per-decade", "1",
+                "--repeats", "1"},
+               fixture("lenet5_bn.trace.pt"), data_dir());
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const Json walk = parse_json_file(dir_ / "w" / "walk.json");
+  EXPECT_EQ(walk.at("sites").size(), 3u);
+  EXPECT_TRUE(fs::exists(dir_ / "w" / "walk.csv"));
+
+  // denoise on the imported checkpoint.
+  r = denoise_run(dir_ / "d",
+                  {"--noise", "all=add:0.6:static:rel=std", "--sites", "conv1,fc1", "--ratios",
+                   "4", "--budget", "20", "--epochs", "1", "--search-limit", "200", "--draws",
+                   "1", "--chips", "2", "--robustness", "1", "--robust-draws", "1"},
+                  ckpt, data_dir());
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(parse_json_file(dir_ / "d" / "report.json").at("backbone_params"), 62158);
+
+  // Bad input: a corrupt model file, and a command that needs a quell checkpoint.
+  write_file(dir_ / "garbage.pt", "not a zip archive");
+  expect_one_line_error(run_quell({"walk", (dir_ / "garbage.pt").string(), "--data-dir",
+                                   data_dir().string(), "--out", (dir_ / "g").string()}),
+                        {"garbage.pt"});
+  EXPECT_FALSE(fs::exists(dir_ / "g" / "walk.csv"));
+  expect_one_line_error(run_quell({"inspect", fixture("lenet5_bn.script.pt")}),
+                        {"lenet5_bn.script.pt", "quell train --model"});
+  expect_one_line_error(run_quell({"sites", "--model", fixture("resnet_small.script.pt")}),
+                        {"resnet_small.script.pt", "forward fails on a 1x28x28 input"});
+}
+
 }  // namespace

@@ -10,6 +10,7 @@
 // effects (BatchNorm's counter, input checks) run in the node of the next site.
 #include "quell/script.h"
 
+#include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/remove_mutation.h>
@@ -380,6 +381,50 @@ void functionalize_in_place(jit::Graph& graph) {
   }
 }
 
+// Replaces reads of constant module attributes (bools, numbers, strings, None; not `training`,
+// and not attributes forward writes) by their values, then folds the control flow that tested
+// them: torchvision's `if self.use_res_connect:` becomes straight-line code whose ops are
+// sites.
+void fold_module_constants(std::shared_ptr<jit::Graph>& graph, const jit::Module& module) {
+  const jit::Value* self = graph->inputs()[0];
+  std::vector<jit::Node*> reads;
+  std::set<std::string> written;
+  std::function<void(jit::Block*)> visit = [&](jit::Block* b) {
+    for (jit::Node* n : b->nodes()) {
+      if (n->kind() == c10::prim::GetAttr) reads.push_back(n);
+      if (n->kind() == c10::prim::SetAttr) written.insert(n->s(jit::attr::name));
+      for (jit::Block* inner : n->blocks()) visit(inner);
+    }
+  };
+  visit(graph->block());
+  bool folded = false;
+  for (jit::Node* n : reads) {
+    const std::string name = n->s(jit::attr::name);
+    if (name == "training" || written.count(name)) continue;
+    // The attribute's value, following the chain of attribute reads back to `self`.
+    std::vector<std::string> path;
+    const jit::Value* v = n->output();
+    while (v != self && v->node()->kind() == c10::prim::GetAttr) {
+      path.push_back(v->node()->s(jit::attr::name));
+      v = v->node()->input(0);
+    }
+    if (v != self) continue;
+    c10::IValue value = module._ivalue();
+    for (auto it = path.rbegin(); it != path.rend(); ++it) {
+      value = value.toObjectRef().getAttr(*it);
+      if (it + 1 != path.rend() && !value.isObject()) break;
+    }
+    if (!(value.isBool() || value.isInt() || value.isDouble() || value.isString() ||
+          value.isNone())) {
+      continue;
+    }
+    jit::WithInsertPoint guard(n);
+    n->output()->replaceAllUsesWith(graph->insertConstant(value));
+    folded = true;
+  }
+  if (folded) jit::ConstantPropagation(graph);
+}
+
 // Values a top-level node reads that are defined outside it (its inputs and its blocks' free
 // values), in first-use order.
 std::vector<const jit::Value*> free_inputs(const jit::Node* n) {
@@ -494,6 +539,7 @@ struct Importer {
     if (!forward) fail("the TorchScript module has no forward method (a quell checkpoint?)");
     graph = forward->graph()->copy();
     jit::Inline(*graph);
+    fold_module_constants(graph, module);
     jit::RemoveTensorMutation(graph);
     functionalize_in_place(*graph);
     jit::EliminateDeadCode(graph);

@@ -160,6 +160,38 @@ class TinyViT(nn.Module):
         return self.head(x)
 
 
+class Flags(nn.Module):
+    """Control flow quell must handle: a residual guarded by a bool attribute (torchvision's
+    MobileNetV2 `use_res_connect`: folded, its ops are sites), a branch on the data (its ops
+    are listed as inside control flow), and a dropout (listed, not a site)."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.use_res = True
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.fc = nn.Linear(28 * 28, classes)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x):
+        if self.use_res:
+            x = x + self.conv(x)
+        if bool(x.mean() > 100.0):
+            x = torch.relu(x)
+        return self.fc(self.drop(torch.flatten(x, 1)))
+
+
+class TwoOutputs(nn.Module):
+    """Returns (logits, features): not a classifier quell can evaluate."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, classes)
+
+    def forward(self, x):
+        f = torch.flatten(x, 1)
+        return self.fc(f), f
+
+
 def randomise_bn(model, gen):
     """Non-trivial BN statistics and affine parameters, so tests see them used."""
     for m in model.modules():
@@ -194,6 +226,10 @@ def main():
     torch.jit.script(vit).save(os.path.join(out, "vit_tiny.script.pt"))
     torch.jit.trace(vit, torch.randn(2, 1, 28, 28)).save(os.path.join(out, "vit_tiny.trace.pt"))
     made += ["vit_tiny.script.pt", "vit_tiny.trace.pt"]
+
+    torch.jit.script(Flags().eval()).save(os.path.join(out, "flags.script.pt"))
+    torch.jit.script(TwoOutputs().eval()).save(os.path.join(out, "two_outputs.script.pt"))
+    made += ["flags.script.pt", "two_outputs.script.pt"]
 
     # Reference logits for a fixed input, so the C++ side can check its interpreter.
     x = torch.linspace(-1, 1, 2 * 28 * 28).reshape(2, 1, 28, 28)

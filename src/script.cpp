@@ -709,7 +709,7 @@ struct Importer {
     };
     for (const jit::Node* n : tops) {
       nested(n);
-      if (sites.count(n) || recomputable(n) || has_effects(n)) continue;
+      if (sites.count(n) || recomputable(n) || has_effects(n) || !n->blocks().empty()) continue;
       bool tensor = false;
       for (const jit::Value* v : n->outputs()) tensor = tensor || is_tensor(v);
       if (!tensor) continue;

@@ -138,6 +138,47 @@ TEST(Script, TransformerSitesIncludeTheAttentionProducts) {
   }
 }
 
+TEST(Script, ControlFlowOnAttributesFoldsAndTheRestIsListed) {
+  Model m = load_script_model(spec_for("flags.script.pt"));
+  // `if self.use_res:` is folded (its residual is a site); the branch on the data is not.
+  EXPECT_EQ(site_names_of(m), (std::vector<std::string>{"input", "conv", "add", "fc"}));
+  std::vector<std::string> unplaced;
+  for (const auto& u : m->script_info()->unplaced) {
+    unplaced.push_back(u.op + "@" + u.where + ": " + u.reason);
+  }
+  EXPECT_EQ(unplaced, (std::vector<std::string>{"aten::mean@: not a site kind",
+                                                "aten::gt@: not a site kind",
+                                                "aten::relu@: inside control flow",
+                                                "aten::dropout@drop: not a site kind"}));
+  // The branch still runs: the imported model computes what PyTorch does.
+  torch::NoGradGuard no_grad;
+  m->eval();
+  auto p = m->named_parameters();
+  auto reference = [&](const torch::Tensor& x) {
+    torch::Tensor y = x + torch::conv2d(x, p["conv.weight"], p["conv.bias"], 1, 1);
+    if (y.mean().item<double>() > 100.0) y = torch::relu(y);
+    return torch::linear(y.flatten(1), p["fc.weight"], p["fc.bias"]);
+  };
+  // Half the pixels at +500, half at -100: the mean is over 100, so the ReLU branch runs.
+  torch::Tensor taken = torch::full({2, 1, 28, 28}, 500.0);
+  taken.narrow(3, 0, 14).fill_(-100.0);
+  const torch::Tensor skipped = taken - 400.0;  // mean under 100: the branch is skipped
+  for (const auto& x : {taken, skipped}) {
+    EXPECT_TRUE(torch::allclose(m->forward(x), reference(x), 1e-4, 1e-3));
+  }
+  EXPECT_FALSE(torch::allclose(m->forward(taken),
+                               torch::linear((taken + torch::conv2d(taken, p["conv.weight"],
+                                                                    p["conv.bias"], 1, 1))
+                                                 .flatten(1),
+                                             p["fc.weight"], p["fc.bias"]),
+                               1e-4, 1e-3));
+
+  const std::string e = error_of([&] { load_script_model(spec_for("two_outputs.script.pt")); });
+  EXPECT_NE(e.find("two_outputs.script.pt: forward must return one tensor (the logits)"),
+            std::string::npos)
+      << e;
+}
+
 // Reference logits PyTorch computed for each fixture (tests/fixtures/reference_logits.txt).
 std::map<std::string, std::vector<double>> reference_logits() {
   std::ifstream in(fixture("reference_logits.txt"));

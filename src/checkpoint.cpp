@@ -158,4 +158,22 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
   return model;
 }
 
+Model clone_model(ModelImpl& model) {
+  Model copy{nullptr};
+  if (const ScriptInfo* script = model.script_info()) {
+    copy = load_script_model(model.spec(), script->archive, script->source);
+  } else {
+    copy = make_model(model.spec());
+  }
+  copy->set_denoisers(model.denoiser_placement());
+  torch::NoGradGuard no_grad;
+  auto params = model.named_parameters();
+  auto buffers = model.named_buffers();
+  for (auto& p : copy->named_parameters()) p.value().copy_(params[p.key()]);
+  for (auto& b : copy->named_buffers()) b.value().copy_(buffers[b.key()]);
+  copy->engine().set_calibration(model.engine().calibration());
+  copy->eval();
+  return copy;
+}
+
 }  // namespace quell

@@ -1582,12 +1582,12 @@ TEST_F(Cli, ImportedModelsRunThroughEveryCommand) {
   EXPECT_EQ(walk.at("sites").size(), 3u);
   EXPECT_TRUE(fs::exists(dir_ / "w" / "walk.csv"));
 
-  // denoise on the imported checkpoint.
+  // denoise straight on the TorchScript file too.
   r = denoise_run(dir_ / "d",
                   {"--noise", "all=add:0.6:static:rel=std", "--sites", "conv1,fc1", "--ratios",
                    "4", "--budget", "20", "--epochs", "1", "--search-limit", "200", "--draws",
                    "1", "--chips", "2", "--robustness", "1", "--robust-draws", "1"},
-                  ckpt, data_dir());
+                  fixture("lenet5_bn.script.pt"), data_dir());
   ASSERT_EQ(r.exit_code, 0) << r;
   EXPECT_EQ(parse_json_file(dir_ / "d" / "report.json").at("backbone_params"), 62158);
 

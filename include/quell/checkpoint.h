@@ -25,4 +25,8 @@ void save_checkpoint(const std::string& path, ModelImpl& model, const Checkpoint
 /// and the problem (missing, not a quell checkpoint, mismatched tensors).
 Model load_checkpoint(const std::string& path, CheckpointMeta* meta = nullptr);
 
+/// A fresh copy of `model` (no file involved): same architecture (an imported model's archive
+/// included), weights, buffers, calibration and denoising blocks, on the CPU, in eval mode.
+Model clone_model(ModelImpl& model);
+
 }  // namespace quell

@@ -260,7 +260,7 @@ void run(DenoiseArgs& a) {
     const std::string key = p.label(names);
     if (const auto it = memo.find(key); it != memo.end()) return it->second;
     if (p.blocks.empty()) return memo[key] = val_noisy;
-    Model m = load_checkpoint(a.checkpoint);
+    Model m = clone_model(*backbone);
     m->to(device);
     m->set_denoisers(p.placement());
     restore_blocks(*m, cache);
@@ -381,7 +381,7 @@ void run(DenoiseArgs& a) {
     models.emplace(name, m);
   };
   auto train_placement = [&](const Placement& p, const std::string& label) {
-    Model m = load_checkpoint(a.checkpoint);
+    Model m = clone_model(*backbone);
     m->to(device);
     m->set_denoisers(p.placement());
     restore_blocks(*m, cache);
@@ -421,7 +421,7 @@ void run(DenoiseArgs& a) {
     add_row("all sites", train_placement(all, "all sites"), all.label(names), all.params());
   }
   if (a.finetune) {
-    Model m = load_checkpoint(a.checkpoint);
+    Model m = clone_model(*backbone);
     m->to(device);
     TrainOptions t;
     t.epochs = a.train.epochs;

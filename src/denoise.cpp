@@ -1,5 +1,7 @@
 #include "quell/denoise.h"
 
+#include "quell/dist.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -109,6 +111,9 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
         [&](int site, const torch::Tensor& y) { block_out[static_cast<size_t>(site)] = y; });
   }
 
+  const int ranks = o.data_parallel ? dist::size() : 1;
+  const int rank = o.data_parallel ? dist::rank() : 0;
+  if (ranks > 1) detail::broadcast_parameters(model);
   auto gen = at::detail::createCPUGenerator(o.seed);
   TrainResult result;
   const auto t_start = std::chrono::steady_clock::now();
@@ -121,16 +126,28 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
     detail::EpochMeter meter(epoch + 1, progress, o.progress);
     for (int64_t b = 0; b < n; b += o.batch_size) {
       if (o.cosine) detail::set_lr(optimizer, detail::cosine_lr(o.lr, step, total_steps));
-      const torch::Tensor idx = perm.narrow(0, b, std::min(o.batch_size, n - b));
+      const int64_t global = std::min(o.batch_size, n - b);
+      torch::Tensor idx = perm.narrow(0, b, global);
+      if (ranks > 1) {  // data parallel: this rank's contiguous share of the batch
+        const int64_t lo = global * rank / ranks, hi = global * (rank + 1) / ranks;
+        idx = idx.narrow(0, lo, hi - lo);
+      }
       const torch::Tensor x = data.images.index_select(0, idx).to(device);
       const torch::Tensor y = data.labels.index_select(0, idx).to(device);
+      if (varying) model.engine().configure(o.noise.scaled(scale_dist(scale_rng)));
+      if (x.size(0) == 0) {  // a rank's share of a last, tiny batch: no samples, no gradient
+        optimizer.zero_grad();
+        detail::allreduce_gradients(model);
+        optimizer.step();
+        ++step;
+        continue;
+      }
       if (o.feature_weight > 0) {
         torch::NoGradGuard no_grad;
         model.set_denoisers_enabled(false);
         model.forward(x, clean_engine);
         model.set_denoisers_enabled(true);
       }
-      if (varying) model.engine().configure(o.noise.scaled(scale_dist(scale_rng)));
       const uint64_t chip = mix_seed(kDenoiseChipTag, static_cast<uint64_t>(step));
       model.engine().set_draw(chip, 0);
       optimizer.zero_grad();
@@ -147,8 +164,12 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
           }
           loss = loss + o.feature_weight * feature / static_cast<double>(placement.size());
         }
-        loss.backward();
+        // Summed over the ranks, each rank's mean weighted by its share is the global mean.
+        (ranks == 1 ? loss
+                    : loss * (static_cast<double>(x.size(0)) / static_cast<double>(global)))
+            .backward();
       }
+      if (ranks > 1) detail::allreduce_gradients(model);
       optimizer.step();
       meter.add(loss, logits, y, ++step);
     }

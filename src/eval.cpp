@@ -1,5 +1,7 @@
 #include "quell/eval.h"
 
+#include "quell/dist.h"
+
 #include <map>
 
 #include "quell/rng.h"
@@ -103,10 +105,17 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
   Progress progress;
   progress.total = static_cast<int64_t>(chips) * draws;
   progress.what = "eval";
+  const int ranks = opts.distributed ? dist::size() : 1;
+  const int rank = opts.distributed ? dist::rank() : 0;
+  auto mine = [&](int c, int d) { return (c * draws + d) % ranks == rank; };
   try {
     for (int c = 0; c < chips; ++c) {
+      bool any = false;
+      for (int d = 0; d < draws; ++d) any = any || mine(c, d);
+      if (!any) continue;
       WeightNoiseGuard weights(model, config.weight, config.seed, static_cast<uint64_t>(c));
       for (int d = 0; d < draws; ++d) {
+        if (!mine(c, d)) continue;
         model.engine().set_draw(static_cast<uint64_t>(c), static_cast<uint64_t>(d));
         DrawResult r = run_pass(model, data, opts.batch_size);
         r.chip = c;
@@ -127,6 +136,26 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
   }
   model.engine().configure(saved);
   model.train(was_training);
+  if (ranks > 1) {
+    // Every pass's accuracy and loss from the rank that ran it (the others add zeros).
+    torch::Tensor packed = torch::zeros({2 * chips * draws}, torch::kDouble);
+    for (const auto& r : result.draws) {
+      packed[2 * (r.chip * draws + r.draw)] = r.accuracy;
+      packed[2 * (r.chip * draws + r.draw) + 1] = r.loss;
+    }
+    dist::allreduce_sum(packed);
+    result.draws.clear();
+    for (int c = 0; c < chips; ++c) {
+      for (int d = 0; d < draws; ++d) {
+        DrawResult r;
+        r.chip = c;
+        r.draw = d;
+        r.accuracy = packed[2 * (c * draws + d)].item<double>();
+        r.loss = packed[2 * (c * draws + d) + 1].item<double>();
+        result.draws.push_back(r);
+      }
+    }
+  }
   return summarize_draws(std::move(result.draws), chips_matter, draws_matter);
 }
 

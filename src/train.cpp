@@ -51,55 +51,6 @@ bool needs_calibration(const NoiseConfig& cfg) {
   return false;
 }
 
-// Sums every parameter's gradient over the ranks (one flat buffer, one allreduce).
-void allreduce_gradients(ModelImpl& model) {
-  std::vector<torch::Tensor> params;
-  std::vector<torch::Tensor> flat;
-  for (auto& p : model.parameters()) {
-    if (!p.requires_grad()) continue;
-    params.push_back(p);
-    flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
-  }
-  if (params.empty()) return;
-  torch::Tensor buffer = torch::cat(flat).to(torch::kCPU).contiguous();
-  dist::allreduce_sum(buffer);
-  int64_t offset = 0;
-  for (auto& p : params) {
-    torch::Tensor g = buffer.narrow(0, offset, p.numel()).view(p.sizes()).to(p.device());
-    if (p.grad().defined()) {
-      p.mutable_grad().copy_(g);
-    } else {
-      p.mutable_grad() = g.clone();
-    }
-    offset += p.numel();
-  }
-}
-
-// Rank 0's parameters and buffers on every rank.
-void broadcast_parameters(ModelImpl& model) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> all = model.parameters();
-  for (const auto& b : model.buffers()) all.push_back(b);
-  for (auto& t : all) {
-    if (!t.is_floating_point()) continue;
-    torch::Tensor c = t.to(torch::kCPU).contiguous().clone();
-    if (!dist::is_root()) c.zero_();
-    dist::allreduce_sum(c);  // only rank 0 contributes
-    t.copy_(c.to(t.device()));
-  }
-}
-
-// The mean of each floating-point buffer (BN running statistics) over the ranks.
-void average_buffers(ModelImpl& model) {
-  torch::NoGradGuard no_grad;
-  for (auto& b : model.buffers()) {
-    if (!b.is_floating_point()) continue;
-    torch::Tensor c = b.to(torch::kCPU).contiguous().clone();
-    dist::allreduce_sum(c);
-    b.copy_((c / static_cast<double>(dist::size())).to(b.device()));
-  }
-}
-
 }  // namespace
 
 TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opts) {
@@ -123,7 +74,7 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
   // (docs/mpi.md); all ranks start from rank 0's weights and stay identical.
   const int ranks = opts.data_parallel ? dist::size() : 1;
   const int rank = opts.data_parallel ? dist::rank() : 0;
-  if (ranks > 1) broadcast_parameters(model);
+  if (ranks > 1) detail::broadcast_parameters(model);
   auto gen = at::detail::createCPUGenerator(opts.seed);
   TrainResult result;
   const auto t_start = std::chrono::steady_clock::now();
@@ -165,14 +116,14 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
               .backward();
         }
       }
-      if (ranks > 1) allreduce_gradients(model);
+      if (ranks > 1) detail::allreduce_gradients(model);
       optimizer->step();
       ++step;
       if (loss.defined()) meter.add(loss, logits, y, step);
     }
     result.epochs.push_back(meter.finish("training"));
   }
-  if (ranks > 1) average_buffers(model);  // BN running statistics of all ranks' batches
+  if (ranks > 1) detail::average_buffers(model);  // BN running statistics of all ranks' batches
   model.eval();
   model.engine().configure(NoiseConfig{});  // the trained model is evaluated clean by default
   model.calibrate(calib_images, opts.calib_samples);

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "quell/dist.h"
+#include "quell/models.h"
 #include "quell/train.h"
 
 namespace quell::detail {
@@ -65,5 +67,55 @@ class EpochMeter {
   int64_t correct_ = 0, seen_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
+
+/// Sums the gradient of every parameter that requires one over the MPI ranks (one flat
+/// buffer, one allreduce).
+inline void allreduce_gradients(ModelImpl& model) {
+  std::vector<torch::Tensor> params;
+  std::vector<torch::Tensor> flat;
+  for (auto& p : model.parameters()) {
+    if (!p.requires_grad()) continue;
+    params.push_back(p);
+    flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
+  }
+  if (params.empty()) return;
+  torch::Tensor buffer = torch::cat(flat).to(torch::kCPU).contiguous();
+  dist::allreduce_sum(buffer);
+  int64_t offset = 0;
+  for (auto& p : params) {
+    torch::Tensor g = buffer.narrow(0, offset, p.numel()).view(p.sizes()).to(p.device());
+    if (p.grad().defined()) {
+      p.mutable_grad().copy_(g);
+    } else {
+      p.mutable_grad() = g.clone();
+    }
+    offset += p.numel();
+  }
+}
+
+/// Rank 0's parameters and floating-point buffers on every rank.
+inline void broadcast_parameters(ModelImpl& model) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> all = model.parameters();
+  for (const auto& b : model.buffers()) all.push_back(b);
+  for (auto& t : all) {
+    if (!t.is_floating_point()) continue;
+    torch::Tensor c = t.to(torch::kCPU).contiguous().clone();
+    if (!dist::is_root()) c.zero_();
+    dist::allreduce_sum(c);  // only rank 0 contributes
+    t.copy_(c.to(t.device()));
+  }
+}
+
+/// The mean of each floating-point buffer (BN running statistics) over the ranks.
+inline void average_buffers(ModelImpl& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& b : model.buffers()) {
+    if (!b.is_floating_point()) continue;
+    torch::Tensor c = b.to(torch::kCPU).contiguous().clone();
+    dist::allreduce_sum(c);
+    b.copy_((c / static_cast<double>(dist::size())).to(b.device()));
+  }
+}
 
 }  // namespace quell::detail

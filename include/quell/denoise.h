@@ -23,6 +23,9 @@ struct DenoiseTrainOptions {
   /// λ of the feature loss: mean over blocks of ‖block output − clean activation‖² / (numel ·
   /// calibrated variance of the site), added to the cross-entropy. 0 = cross-entropy only.
   double feature_weight = 0.0;
+  /// Under MPI: each rank trains on its share of every batch and the block gradients are
+  /// summed (as TrainOptions::data_parallel); all ranks end with rank 0's blocks.
+  bool data_parallel = false;
   ProgressFn progress;
   Json to_json(const std::vector<std::string>& site_names) const;
 };

@@ -24,6 +24,9 @@ struct EvalOptions {
   int draws = 5;             ///< dynamic-noise draws per chip instance
   int chips = 1;             ///< chip instances (static / aging noise, weight noise)
   int64_t batch_size = 256;  // measured fastest on CPU (docs/bench.md)
+  /// Under MPI: the (chip, draw) passes go round robin to the ranks and every rank returns all
+  /// of them, the same as one process (each pass depends only on its seeds).
+  bool distributed = false;
   ProgressFn progress;
 };
 

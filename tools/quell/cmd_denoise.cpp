@@ -119,10 +119,14 @@ struct Row {
 };
 
 void run(DenoiseArgs& a) {
-  if (dist::size() > 1) {
-    // Every rank would run the whole study and write the same files (docs/mpi.md).
-    throw std::invalid_argument("quell denoise runs as one process, not under mpirun");
-  }
+  // Under mpirun every rank runs the study in lockstep: each evaluation's passes are spread over
+  // the ranks, each training is data parallel, and rank 0 writes (docs/mpi.md).
+  const bool root = dist::is_root();
+  const bool distributed = dist::size() > 1;
+  if (!root) std::cout.setstate(std::ios_base::badbit);
+  auto bar = [&](const std::string& what) { return root ? progress_bar(what) : ProgressFn(); };
+  a.eval.distributed = distributed;
+  a.train.data_parallel = distributed;
   a.runtime.apply();
   // Validate everything cheap before the first long step.
   if (fs::exists(a.out) && !fs::is_directory(a.out)) {
@@ -233,6 +237,14 @@ void run(DenoiseArgs& a) {
   // ---- Rankings -------------------------------------------------------------------------------
   std::map<std::string, std::vector<SiteSensitivity>> rankings;
   rankings["taylor"] = taylor_sensitivity(*backbone, fit, a.taylor_samples);
+  if (distributed) {
+    // Rank 0's values on every rank, so that every rank takes the same decisions.
+    auto& taylor = rankings["taylor"];
+    torch::Tensor v = torch::zeros({static_cast<int64_t>(taylor.size())}, torch::kDouble);
+    for (size_t i = 0; root && i < taylor.size(); ++i) v[static_cast<int64_t>(i)] = taylor[i].value;
+    dist::allreduce_sum(v);
+    for (size_t i = 0; i < taylor.size(); ++i) taylor[i].value = v[static_cast<int64_t>(i)].item<double>();
+  }
   if (!a.walk_json.empty()) rankings["walk"] = walk_sensitivity(a.walk_json, names);
   if (a.drop_ranking) {
     rankings["drop"] = drop_sensitivity(*backbone, val, noise, sites, search_eval);
@@ -292,9 +304,8 @@ void run(DenoiseArgs& a) {
     }
   }
   if (a.search == "greedy") {
-    const ProgressFn bar = progress_bar("search");
     measured_greedy(candidates, budget_params(a.budgets.back()), evaluate_placement, val_noisy,
-                    a.min_gain, &tried, bar, a.search_width);
+                    a.min_gain, &tried, bar("search"), a.search_width);
   }
   std::cout << evaluations << " placements trained and evaluated in the search" << std::endl;
 
@@ -343,6 +354,7 @@ void run(DenoiseArgs& a) {
   // The search's results are on disk before the (long) final trainings start.
   std::vector<std::string> written;
   auto put = [&](const std::string& file, const std::string& content) {
+    if (!root) return;
     write_file_atomic((fs::path(a.out) / file).string(), content);
     written.push_back(file);
   };
@@ -375,7 +387,7 @@ void run(DenoiseArgs& a) {
     quiet.progress = nullptr;
     r.clean = evaluate(*m, test, NoiseConfig{}, quiet).accuracy.mean;
     EvalOptions o = final_eval;
-    o.progress = progress_bar("eval " + name);
+    o.progress = bar("eval " + name);
     r.noisy = evaluate(*m, test, noise, o);
     rows.push_back(r);
     models.emplace(name, m);
@@ -386,7 +398,7 @@ void run(DenoiseArgs& a) {
     m->set_denoisers(p.placement());
     restore_blocks(*m, cache);
     DenoiseTrainOptions o = a.train;
-    o.progress = progress_bar(label);
+    o.progress = bar(label);
     train_denoisers(*m, fit, o);
     return m;
   };
@@ -409,9 +421,11 @@ void run(DenoiseArgs& a) {
       out_meta.train_config = a.train.to_json(names);
       out_meta.provenance = provenance();
       const std::string file = "denoised-" + fmt_double(b) + ".pt";
-      m->to(torch::kCPU);
-      save_checkpoint((fs::path(a.out) / file).string(), *m, out_meta);
-      m->to(device);
+      if (root) {
+        m->to(torch::kCPU);
+        save_checkpoint((fs::path(a.out) / file).string(), *m, out_meta);
+        m->to(device);
+      }
       saved[tag] = file;
     }
   }
@@ -424,12 +438,13 @@ void run(DenoiseArgs& a) {
     Model m = clone_model(*backbone);
     m->to(device);
     TrainOptions t;
+    t.data_parallel = distributed;
     t.epochs = a.train.epochs;
     t.batch_size = a.train.batch_size;
     t.lr = a.finetune_lr;
     t.seed = a.train.seed;
     t.noise = noise;
-    t.progress = progress_bar("fine-tune");
+    t.progress = bar("fine-tune");
     train(*m, fit, t);
     add_row("noise-aware fine-tune", m, "whole network", 0);
     rows.back().extra["trains_parameters"] = backbone_params;
@@ -459,6 +474,7 @@ void run(DenoiseArgs& a) {
   }
 
   // ---- Outputs ----------------------------------------------------------------------------------
+  if (!root) return;  // rank 0 writes the outputs
   const Row& base = rows.front();
   CsvTable report_csv({"model", "placement", "params", "overhead_pct", "clean_accuracy",
                        "noisy_mean", "ci95_low", "ci95_high", "n", "ci_over",

@@ -31,6 +31,7 @@ void save_checkpoint(const std::string& path, ModelImpl& model, const Checkpoint
          {"format_version", kFormatVersion},
          {"model", meta.spec.to_json()},
          {"dataset", meta.dataset},
+         {"data", meta.data},
          {"train_config", meta.train_config},
          {"metrics", meta.metrics},
          {"provenance", meta.provenance}};
@@ -84,6 +85,7 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
     if (j.value("format", "") != kFormat) throw std::runtime_error("wrong format tag");
     meta.spec = ModelSpec::from_json(j.at("model"));
     meta.dataset = j.value("dataset", "");
+    meta.data = j.value("data", Json::object());
     meta.train_config = j.value("train_config", Json::object());
     meta.metrics = j.value("metrics", Json::object());
     meta.provenance = j.value("provenance", Json::object());

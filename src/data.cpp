@@ -1,5 +1,6 @@
 // Dataset readers and writers: IDX (MNIST / Fashion-MNIST), CIFAR binary, and a synthetic
-// IDX generator. Every file error is a std::runtime_error of one line, "<path>: <problem>".
+// IDX generator; image folders live in image_folder.cpp. Every file error is a
+// std::runtime_error of one line, "<path>: <problem>".
 #include "quell/data.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -15,6 +16,8 @@
 #include <memory>
 #include <sstream>
 #include <stdexcept>
+
+#include "quell/image_folder.h"
 
 namespace quell {
 namespace {
@@ -32,6 +35,9 @@ constexpr int kCifar10Batches = 5;
 // deflate cannot expand data by more than ~1032:1 (zlib FAQ); bounds the gzip ISIZE hint.
 constexpr size_t kMaxDeflateRatio = 1032;
 constexpr size_t kIoChunkBytes = size_t{1} << 20;
+// The image-folder dataset: not in the fixed-format registry (its geometry, classes and
+// normalisation come from the folder and the options).
+constexpr const char* kImagesName = "images";
 
 enum class Format { kIdx, kCifar10, kCifar100 };
 
@@ -59,8 +65,13 @@ const DatasetSpec& find_spec(const std::string& name) {
   for (const auto& spec : registry()) {
     if (name == spec.name) return spec;
   }
+  if (name == kImagesName) {
+    throw std::runtime_error(
+        "dataset 'images' has no fixed format or normalisation constants: "
+        "they come from the image folder and the options");
+  }
   std::string known;
-  for (const auto& spec : registry()) known += (known.empty() ? "" : ", ") + std::string(spec.name);
+  for (const auto& n : dataset_names()) known += (known.empty() ? "" : ", ") + n;
   throw std::runtime_error("unknown dataset '" + name + "'; known datasets: " + known);
 }
 
@@ -241,6 +252,7 @@ std::vector<int64_t> Dataset::sample_shape() const {
 std::vector<std::string> dataset_names() {
   std::vector<std::string> names;
   for (const auto& spec : registry()) names.emplace_back(spec.name);
+  names.emplace_back(kImagesName);
   return names;
 }
 
@@ -497,12 +509,45 @@ void write_synthetic_idx(const std::string& dir, int64_t n_train, int64_t n_test
   write_split("t10k", n_test);
 }
 
+Json DataOptions::preprocessing_json() const {
+  if (name != kImagesName) return Json{{"dataset", name}};
+  return Json{{"dataset", name},  {"channels", channels}, {"height", height}, {"width", width},
+              {"resize", resize}, {"mean", mean},         {"stddev", stddev}};
+}
+
+void DataOptions::apply_preprocessing_json(const Json& j) {
+  try {
+    if (!j.is_object()) throw std::runtime_error("expected a JSON object, got " + j.dump());
+    name = j.at("dataset").get<std::string>();
+    if (name != kImagesName) return;
+    const auto size_field = [&](const char* key, int64_t& field) {
+      if (!j.contains(key)) return;
+      const int64_t v = j.at(key).get<int64_t>();
+      if (v < 0) {
+        throw std::runtime_error(std::string(key) + " must be >= 0, got " + j.at(key).dump());
+      }
+      field = v;
+    };
+    size_field("channels", channels);
+    size_field("height", height);
+    size_field("width", width);
+    size_field("resize", resize);
+    if (j.contains("mean")) mean = j.at("mean").get<std::vector<double>>();
+    if (j.contains("stddev")) stddev = j.at("stddev").get<std::vector<double>>();
+  } catch (const Json::exception& e) {
+    throw std::runtime_error(std::string("bad data preprocessing record: ") + e.what());
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string("bad data preprocessing record: ") + e.what());
+  }
+}
+
 Dataset load_dataset(const DataOptions& opts) {
-  const DatasetSpec& spec = find_spec(opts.name);
   if (opts.limit < 0) {
     throw std::runtime_error("limit must be >= 0 (0 = all samples), got " +
                              std::to_string(opts.limit));
   }
+  if (opts.name == kImagesName) return load_image_folder(opts);
+  const DatasetSpec& spec = find_spec(opts.name);
   const std::string dir = opts.dir.empty() ? default_data_dir(opts.name) : opts.dir;
   const bool train = opts.split == Split::kTrain;
 

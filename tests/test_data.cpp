@@ -511,9 +511,9 @@ TEST(LoadDatasetMalformed, MissingCifarBatch) {
 TEST(LoadDatasetMalformed, UnknownNameListsKnownOnes) {
   quell::DataOptions opts;
   opts.name = "imagenet";
-  EXPECT_TRUE(throws_with([&] { quell::load_dataset(opts); },
-                          {"unknown dataset 'imagenet'", "fashion-mnist", "mnist", "cifar10",
-                           "cifar100"}));
+  EXPECT_TRUE(throws_with(
+      [&] { quell::load_dataset(opts); },
+      {"unknown dataset 'imagenet'", "fashion-mnist", "mnist", "cifar10", "cifar100", "images"}));
   EXPECT_TRUE(throws_with([&] { quell::dataset_normalisation("svhn"); },
                           {"unknown dataset 'svhn'", "cifar100"}));
 }
@@ -575,7 +575,9 @@ TEST(Normalisation, PerDatasetConstants) {
   EXPECT_EQ(c100_mean, (std::vector<double>{0.5071, 0.4865, 0.4409}));
   EXPECT_EQ(c100_std, (std::vector<double>{0.2673, 0.2564, 0.2762}));
   EXPECT_EQ(quell::dataset_names(),
-            (std::vector<std::string>{"fashion-mnist", "mnist", "cifar10", "cifar100"}));
+            (std::vector<std::string>{"fashion-mnist", "mnist", "cifar10", "cifar100", "images"}));
+  // Image folders have no fixed constants (computed from the data or given).
+  EXPECT_TRUE(throws_with([&] { quell::dataset_normalisation("images"); }, {"'images'"}));
 }
 
 TEST(Normalisation, IdxPixelsMapToStandardisedValues) {

@@ -12,6 +12,9 @@ namespace quell {
 struct CheckpointMeta {
   ModelSpec spec;
   std::string dataset;  ///< dataset the model was trained on (normalisation follows it)
+  /// How its inputs were prepared: DataOptions::preprocessing_json() with the mean/std actually
+  /// used (image folders); {} in checkpoints written before it existed.
+  Json data = Json::object();
   Json train_config = Json::object();
   Json metrics = Json::object();
   Json provenance = Json::object();

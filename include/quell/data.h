@@ -1,4 +1,5 @@
-// Datasets: real file formats (IDX, CIFAR binary) and a synthetic generator that writes them.
+// Datasets: real file formats (IDX, CIFAR binary, image folders of JPEG/PNG files) and a
+// synthetic generator that writes them.
 #pragma once
 
 #include <torch/torch.h>
@@ -6,6 +7,8 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "quell/io.h"
 
 namespace quell {
 
@@ -17,6 +20,9 @@ struct Dataset {
   int64_t num_classes = 0;
   std::vector<double> mean;    ///< per-channel mean subtracted (in [0,1] pixel units)
   std::vector<double> stddev;  ///< per-channel std divided by
+  /// Unreadable images left out (image folders with DataOptions::skip_bad), one
+  /// "<path>: <problem>" each.
+  std::vector<std::string> skipped;
 
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
   /// Accuracy of guessing: 1 / num_classes.
@@ -29,12 +35,30 @@ enum class Split { kTrain, kTest };
 
 /// Options for loading a dataset by name.
 struct DataOptions {
-  std::string name = "fashion-mnist";  ///< fashion-mnist | mnist | cifar10 | cifar100
+  std::string name = "fashion-mnist";  ///< fashion-mnist | mnist | cifar10 | cifar100 | images
   std::string dir;                     ///< empty: default_data_dir(name)
   Split split = Split::kTrain;
   int64_t limit = 0;          ///< keep the first `limit` samples after shuffling; 0 = all
   uint64_t shuffle_seed = 0;  ///< 0 = keep file order; otherwise a seeded permutation
   bool normalise = true;      ///< subtract per-dataset mean, divide by std
+
+  // Image folders only (name "images", see quell/image_folder.h); the fixed-format datasets
+  // ignore these.
+  int64_t channels = 0;        ///< 1 (luminance) or 3 (RGB); 0 = not set (an error for images)
+  int64_t height = 0;          ///< model input height in pixels; 0 = not set (an error for images)
+  int64_t width = 0;           ///< model input width in pixels; 0 = not set (an error for images)
+  int64_t resize = 0;          ///< shorter side before the centre crop; 0 = max(height, width)
+  std::vector<double> mean;    ///< per channel, [0,1] pixel units; empty = computed on train
+  std::vector<double> stddev;  ///< per channel; empty = computed on the train split
+  bool skip_bad = false;       ///< drop unreadable images (Dataset::skipped) instead of failing
+  bool image_cache = true;     ///< keep decoded images in memory and in the disk cache
+
+  /// The preprocessing of an image dataset, for a checkpoint: {"dataset": "images", "channels",
+  /// "height", "width", "resize", "mean", "stddev"}. For other datasets {"dataset": name}.
+  Json preprocessing_json() const;
+  /// Sets name and the image fields present in `j` (a preprocessing_json()); others stay.
+  /// Throws std::runtime_error naming the bad field if `j` is malformed.
+  void apply_preprocessing_json(const Json& j);
 };
 
 /// Names of the datasets load_dataset() understands.
@@ -46,7 +70,8 @@ std::string default_data_dir(const std::string& name);
 
 /// Loads a dataset. IDX datasets (mnist, fashion-mnist) read
 /// {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] from `dir`; cifar10 reads
-/// data_batch_{1..5}.bin / test_batch.bin; cifar100 reads train.bin / test.bin (fine labels).
+/// data_batch_{1..5}.bin / test_batch.bin; cifar100 reads train.bin / test.bin (fine labels);
+/// images reads a folder of class folders of JPEG/PNG files (load_image_folder()).
 /// Throws std::runtime_error naming the file and the problem on missing, truncated or
 /// inconsistent files, or on an unknown name (listing the known ones).
 Dataset load_dataset(const DataOptions& opts);
@@ -76,7 +101,8 @@ void write_cifar_bin(const std::string& path, const torch::Tensor& images_u8,
 void write_synthetic_idx(const std::string& dir, int64_t n_train, int64_t n_test, uint64_t seed,
                          bool gzip = true);
 
-/// Per-dataset normalisation constants (mean, std per channel, pixel units in [0,1]).
+/// Per-dataset normalisation constants (mean, std per channel, pixel units in [0,1]). Not
+/// defined for "images" (computed from the data or given): throws.
 std::pair<std::vector<double>, std::vector<double>> dataset_normalisation(const std::string& name);
 
 }  // namespace quell

@@ -134,6 +134,13 @@ void run(EvalArgs& a) {
          {"noise", base.to_json(names)},
          {"clean", {{"accuracy", clean.accuracy.mean}, {"loss", clean.draws.at(0).loss}}},
          {"levels", levels}};
+  if (a.data.dataset == "images") {
+    DataOptions used = a.data.options(Split::kTest);  // with the normalisation actually applied
+    used.mean = data.mean;
+    used.stddev = data.stddev;
+    j["dataset"]["preprocessing"] = used.preprocessing_json();
+    j["dataset"]["skipped_images"] = data.skipped.size();
+  }
   if (!a.json_out.empty()) emit(a.json_out, j.dump(2) + "\n");
   if (!a.csv_out.empty()) emit(a.csv_out, csv.str());
 }

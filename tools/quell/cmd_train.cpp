@@ -28,6 +28,9 @@ void run(TrainArgs& a) {
   if (!a.metrics_out.empty() && a.metrics_out != "-") check_writable(a.metrics_out);
   const torch::Device device = a.runtime.torch_device();
   const Dataset train_set = a.data.load(Split::kTrain);
+  // Image folders: the test split and the checkpoint take the train split's normalisation.
+  a.data.mean = train_set.mean;
+  a.data.stddev = train_set.stddev;
   torch::manual_seed(a.opts.seed);
   Model model = make_model(ModelSpec::for_dataset(a.model, train_set));
   model->to(device);
@@ -50,6 +53,7 @@ void run(TrainArgs& a) {
   CheckpointMeta meta;
   meta.spec = model->spec();
   meta.dataset = train_set.name;
+  meta.data = a.data.options(Split::kTrain).preprocessing_json();
   meta.train_config = opts.to_json(model->site_names());
   meta.train_config["limit"] = a.data.limit;
   meta.provenance = provenance();
@@ -63,12 +67,18 @@ void run(TrainArgs& a) {
                       {"seconds", e.seconds}});
   }
   meta.metrics = {{"epochs", epochs}, {"seconds", result.seconds}};
+  if (a.data.dataset == "images") {
+    meta.metrics["skipped_images"] = {{"train", train_set.skipped.size()}};
+  }
   if (a.eval_test) {
     Dataset test_set = a.data.load(Split::kTest);
     const DrawResult clean = run_pass(*model, test_set, EvalOptions{}.batch_size);
     meta.metrics["test_accuracy"] = clean.accuracy;
     meta.metrics["test_loss"] = clean.loss;
     meta.metrics["test_samples"] = test_set.size();
+    if (a.data.dataset == "images") {
+      meta.metrics["skipped_images"]["test"] = test_set.skipped.size();
+    }
     // stdout carries the metrics JSON when --metrics is '-'.
     (a.metrics_out == "-" ? std::cerr : std::cout)
         << "test accuracy " << fmt_double(clean.accuracy, 4) << " (" << test_set.size()

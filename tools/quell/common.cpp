@@ -36,19 +36,58 @@ void DataArgs::add(CLI::App& app) {
   app.add_option("--data-dir", data_dir,
                  "Directory of the dataset files (default: $QUELL_DATA_DIR/<dataset> if set, else "
                  "/usr/share/datasets/fashion-mnist for fashion-mnist and data/<dataset> for the "
-                 "others)");
+                 "others); for images a folder of class folders, or of train/ and val/ (or test/) "
+                 "folders of class folders (docs/data.md)");
   app.add_option("--limit", limit, "Use only the first N samples (after shuffling); 0 = all")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--shuffle-seed", shuffle_seed,
                  "Shuffle the samples with this seed before --limit (0 = file order)")
       ->capture_default_str();
+  const std::string images = "Images: ";
+  image_size_option =
+      app.add_option("--image-size", image_size,
+                     images +
+                         "model input size H or HxW: images are resized (shorter side "
+                         "--resize) and centre-cropped to it (default: the checkpoint's)")
+          ->type_name("H[xW]");
+  channels_option = app.add_option("--image-channels", image_channels,
+                                   images +
+                                       "1 (luminance, ITU-R 601) or 3 (RGB); default: the "
+                                       "checkpoint's, else 3")
+                        ->check(CLI::IsMember({1, 3}));
+  resize_option = app.add_option("--resize", resize,
+                                 images +
+                                     "shorter side after resizing, before the centre crop "
+                                     "(default 0 = max(H, W))")
+                      ->check(CLI::NonNegativeNumber);
+  mean_option = app.add_option("--mean", mean,
+                               images +
+                                   "per-channel mean to subtract, pixel units [0,1], "
+                                   "comma-separated (default: computed on the train split, "
+                                   "or the checkpoint's)")
+                    ->delimiter(',')
+                    ->type_name("M[,M,M]");
+  std_option = app.add_option("--std", stddev,
+                              images +
+                                  "per-channel std to divide by (default: computed on the "
+                                  "train split, or the checkpoint's)")
+                   ->delimiter(',')
+                   ->type_name("S[,S,S]");
+  app.add_flag("--skip-bad-images", skip_bad,
+               images +
+                   "leave unreadable files out (counted and listed on stderr) instead of "
+                   "failing on the first");
+  app.add_flag("--no-image-cache", no_image_cache,
+               images +
+                   "decode every run: no decoded-image cache in memory or on disk "
+                   "($QUELL_CACHE_DIR, else $XDG_CACHE_HOME/quell, else ~/.cache/quell)");
 }
 
 void GeometryArgs::add(CLI::App& app) {
   app.add_option("--dataset", dataset,
                  "Input geometry of this dataset (fashion-mnist, mnist: 1x28x28; cifar10/100: "
-                 "3x32x32); no data is read")
+                 "3x32x32; images: give all of the overrides below); no data is read")
       ->check(CLI::IsMember(dataset_names()))
       ->capture_default_str();
   app.add_option("--channels", channels, "Override input channels");
@@ -58,6 +97,11 @@ void GeometryArgs::add(CLI::App& app) {
 }
 
 ModelSpec GeometryArgs::spec(const std::string& model) const {
+  if (dataset == "images" && (channels == 0 || height == 0 || width == 0 || classes == 0)) {
+    throw std::invalid_argument(
+        "--dataset images has no fixed geometry: give --channels, --height, --width and "
+        "--classes");
+  }
   ModelSpec spec;
   spec.name = model;
   if (dataset == "cifar10" || dataset == "cifar100") {
@@ -84,17 +128,69 @@ void DataArgs::add_for_checkpoint(CLI::App& app) {
 
 void DataArgs::use_checkpoint_dataset(const CheckpointMeta& meta) {
   if (dataset_option->count() == 0 && !meta.dataset.empty()) dataset = meta.dataset;
+  if (dataset != "images") return;
+  // How the checkpoint's images were preprocessed; without a record (trained on another
+  // dataset), at least its model's input geometry.
+  DataOptions recorded;
+  if (meta.data.is_object() && meta.data.value("dataset", "") == "images") {
+    recorded.apply_preprocessing_json(meta.data);
+  } else {
+    recorded.channels = meta.spec.in_channels;
+    recorded.height = meta.spec.height;
+    recorded.width = meta.spec.width;
+  }
+  if (image_size_option->count() == 0) {
+    height = recorded.height;
+    width = recorded.width;
+  }
+  if (channels_option->count() == 0 && recorded.channels > 0) image_channels = recorded.channels;
+  if (resize_option->count() == 0) resize = recorded.resize;
+  if (mean_option->count() == 0 && std_option->count() == 0) {
+    mean = recorded.mean;
+    stddev = recorded.stddev;
+  }
 }
 
-Dataset DataArgs::load(Split split) const {
+DataOptions DataArgs::options(Split split) const {
   DataOptions o;
   o.name = dataset;
   o.dir = data_dir;
   o.split = split;
   o.limit = limit;
   o.shuffle_seed = shuffle_seed;
-  return load_dataset(o);
+  o.channels = image_channels;
+  o.height = height;
+  o.width = width;
+  if (!image_size.empty()) {
+    // "H" or "HxW", positive integers.
+    const auto x = image_size.find('x');
+    const auto parse = [&](const std::string& text) -> int64_t {
+      size_t used = 0;
+      long long v = 0;
+      try {
+        v = std::stoll(text, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != text.size() || v <= 0) {
+        throw std::invalid_argument("--image-size '" + image_size +
+                                    "': expected H or HxW with positive integers, e.g. 224 or "
+                                    "32x48");
+      }
+      return v;
+    };
+    o.height = parse(image_size.substr(0, x));
+    o.width = x == std::string::npos ? o.height : parse(image_size.substr(x + 1));
+  }
+  o.resize = resize;
+  o.mean = mean;
+  o.stddev = stddev;
+  o.skip_bad = skip_bad;
+  o.image_cache = !no_image_cache;
+  return o;
 }
+
+Dataset DataArgs::load(Split split) const { return load_dataset(options(split)); }
 
 void NoiseArgs::add(CLI::App& app) {
   app.add_option(

@@ -14,18 +14,36 @@
 
 namespace quell::cli {
 
-/// --dataset, --data-dir, --limit, --shuffle-seed
+/// --dataset, --data-dir, --limit, --shuffle-seed, and for image folders --image-size,
+/// --image-channels, --resize, --mean, --std, --skip-bad-images, --no-image-cache
 struct DataArgs {
   std::string dataset = "fashion-mnist";
   std::string data_dir;
   int64_t limit = 0;
   uint64_t shuffle_seed = 0;
+  std::string image_size;                 ///< "H" or "HxW"; empty = the checkpoint's input size
+  int64_t image_channels = 3;             ///< 1 (luminance) or 3 (RGB)
+  int64_t resize = 0;                     ///< shorter side before the centre crop; 0 = max(H, W)
+  std::vector<double> mean;               ///< per channel; empty = computed on the train split
+  std::vector<double> stddev;             ///< per channel; empty = computed on the train split
+  bool skip_bad = false;                  ///< leave unreadable images out instead of failing
+  bool no_image_cache = false;            ///< decode every time: no memory or disk cache
+  int64_t height = 0, width = 0;          ///< from --image-size or the checkpoint
   CLI::Option* dataset_option = nullptr;  ///< to tell whether --dataset was given
+  CLI::Option* image_size_option = nullptr;
+  CLI::Option* channels_option = nullptr;
+  CLI::Option* resize_option = nullptr;
+  CLI::Option* mean_option = nullptr;
+  CLI::Option* std_option = nullptr;
   void add(CLI::App& app);
   /// add(), with --dataset defaulting to the checkpoint's dataset (see use_checkpoint_dataset).
   void add_for_checkpoint(CLI::App& app);
-  /// Takes the checkpoint's dataset unless --dataset was given.
+  /// Takes the checkpoint's dataset unless --dataset was given; for image folders also its
+  /// preprocessing (input size, channels, resize, mean/std) unless given by flags, and when the
+  /// checkpoint has no preprocessing record, its model's input geometry.
   void use_checkpoint_dataset(const CheckpointMeta& meta);
+  /// The options of `split` from the flags (parses --image-size).
+  DataOptions options(Split split) const;
   Dataset load(Split split) const;
 };
 

@@ -463,17 +463,20 @@ void check_normalisation_options(const DataOptions& opts) {
   }
   if (opts.mean.empty()) return;
   const auto c = static_cast<size_t>(opts.channels);
-  if (opts.mean.size() != c || opts.stddev.size() != c) {
+  auto fits = [&](size_t n) { return n == c || n == 1; };  // one value: every channel
+  if (!fits(opts.mean.size()) || !fits(opts.stddev.size())) {
     throw std::invalid_argument("image normalisation: mean and std need one value per channel (" +
-                                std::to_string(c) + "), got " + std::to_string(opts.mean.size()) +
-                                " and " + std::to_string(opts.stddev.size()));
+                                std::to_string(c) + ") or one for all, got " +
+                                std::to_string(opts.mean.size()) + " and " +
+                                std::to_string(opts.stddev.size()));
   }
   for (size_t i = 0; i < c; ++i) {
-    if (!std::isfinite(opts.mean[i]) || !std::isfinite(opts.stddev[i]) || opts.stddev[i] <= 0) {
+    const double m = opts.mean[opts.mean.size() == 1 ? 0 : i];
+    const double sd = opts.stddev[opts.stddev.size() == 1 ? 0 : i];
+    if (!std::isfinite(m) || !std::isfinite(sd) || sd <= 0) {
       throw std::invalid_argument("image normalisation: channel " + std::to_string(i) +
-                                  " has mean " + std::to_string(opts.mean[i]) + " and std " +
-                                  std::to_string(opts.stddev[i]) +
-                                  "; expected finite values and std > 0");
+                                  " has mean " + std::to_string(m) + " and std " +
+                                  std::to_string(sd) + "; expected finite values and std > 0");
     }
   }
 }
@@ -685,8 +688,11 @@ Dataset load_image_folder(const DataOptions& opts) {
     return ds;
   }
   if (!opts.mean.empty()) {
-    ds.mean = opts.mean;
-    ds.stddev = opts.stddev;
+    auto per_channel = [&](const std::vector<double>& v) {
+      return v.size() == 1 ? std::vector<double>(static_cast<size_t>(g.channels), v[0]) : v;
+    };
+    ds.mean = per_channel(opts.mean);
+    ds.stddev = per_channel(opts.stddev);
   } else if (use_train) {
     std::tie(ds.mean, ds.stddev) = pixel_statistics(split.images);
   } else {

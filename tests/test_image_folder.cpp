@@ -527,9 +527,19 @@ TEST_F(ImageFolder, BadOptionsAndLayoutsAreClearErrors) {
   o.resize = 4;
   EXPECT_TRUE(throws_with([&] { quell::load_dataset(o); }, {"resize 4", "6x6"}));
   o = image_options((root / "ok").string());
-  o.mean = {0.5};
-  o.stddev = {0.2};
+  o.mean = {0.5, 0.5};
+  o.stddev = {0.2, 0.2};
   EXPECT_TRUE(throws_with([&] { quell::load_dataset(o); }, {"one value per channel (3)"}));
+  o.mean = {0.5};  // one value serves every channel
+  o.stddev = {0.25};
+  {
+    o.normalise = false;
+    const quell::Dataset raw = quell::load_dataset(o);
+    o.normalise = true;
+    const quell::Dataset d = quell::load_dataset(o);
+    EXPECT_EQ(d.mean, (std::vector<double>{0.5, 0.5, 0.5}));
+    EXPECT_TRUE(torch::allclose(d.images, (raw.images - 0.5) / 0.25, 1e-5, 1e-6));
+  }
   o.mean = {0.5, 0.5, 0.5};
   o.stddev.clear();
   EXPECT_TRUE(throws_with([&] { quell::load_dataset(o); }, {"both mean and std"}));

@@ -298,7 +298,15 @@ std::vector<int64_t> kept_samples(const ImageFolderIndex& index, const DataOptio
     const auto perm = torch::randperm(n, gen, torch::kLong);
     std::memcpy(kept.data(), perm.data_ptr<int64_t>(), static_cast<size_t>(n) * sizeof(int64_t));
   }
-  if (opts.limit > 0 && opts.limit < n) kept.resize(static_cast<size_t>(opts.limit));
+  if (opts.limit > 0 && opts.limit < n) {
+    if (opts.shuffle_seed == 0) {
+      // Files come class by class: the first N cover only the first classes.
+      note_once("note: --limit " + std::to_string(opts.limit) + " keeps the first files of " +
+                index.root + " in class order (only some classes); add --shuffle-seed S for a "
+                "random subset");
+    }
+    kept.resize(static_cast<size_t>(opts.limit));
+  }
   return kept;
 }
 

@@ -122,8 +122,11 @@ std::string table_of(const WalkResult& r, const std::string& header) {
   std::snprintf(line, sizeof line, "clean accuracy %.4f, chance %.4f, threshold %.4f\n",
                 r.clean_accuracy, r.chance, r.threshold);
   os << line;
-  std::snprintf(line, sizeof line, "%5s  %-16s %11s  %-23s %6s  %s\n", "site", "name", "midpoint",
-                "95% CI", "points", "note");
+  // The name column fits the longest name (imported models have long module paths).
+  int width = 16;
+  for (const auto& c : r.sites) width = std::max(width, static_cast<int>(c.name.size()));
+  std::snprintf(line, sizeof line, "%5s  %-*s %11s  %-23s %6s  %s\n", "site", width, "name",
+                "midpoint", "95% CI", "points", "note");
   os << line;
   auto row = [&](const SiteCurveSummary& c) {
     std::string note;
@@ -145,10 +148,15 @@ std::string table_of(const WalkResult& r, const std::string& header) {
                                ? "[" + fmt_mid(c.midpoint.lo) + ", " + fmt_mid(c.midpoint.hi) + "]"
                                : "-";
     const std::string idx = c.site >= 0 ? std::to_string(c.site) : "-";
-    std::snprintf(line, sizeof line, "%5s  %-16s %11s  %-23s %6zu  %s\n", idx.c_str(),
-                  c.name.c_str(), fmt_mid(c.midpoint.value).c_str(), ci.c_str(), c.sigma.size(),
-                  note.c_str());
-    os << line;
+    os << [&] {
+      std::string text(256 + c.name.size() + note.size(), '\0');
+      const int n = std::snprintf(text.data(), text.size(), "%5s  %-*s %11s  %-23s %6zu  %s\n",
+                                  idx.c_str(), width, c.name.c_str(),
+                                  fmt_mid(c.midpoint.value).c_str(), ci.c_str(), c.sigma.size(),
+                                  note.c_str());
+      text.resize(static_cast<size_t>(std::max(0, std::min<int>(n, static_cast<int>(text.size()) - 1))));
+      return text;
+    }();
   };
   for (const auto& c : r.sites) row(c);
   if (r.global) row(*r.global);

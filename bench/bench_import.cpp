@@ -27,6 +27,7 @@
 #include <string>
 
 #include "bench_paths.h"  // QUELL_SOURCE_DIR
+#include "demo_model.h"
 #include "quell/checkpoint.h"
 #include "quell/data.h"
 #include "quell/eval.h"
@@ -52,29 +53,6 @@ double best_of(int reps, const std::function<void()>& fn) {
   double best = 1e300;
   for (int i = 0; i < reps; ++i) best = std::min(best, timed(fn));
   return best;
-}
-
-quell::Model builtin_lenet(const std::string& given) {
-  std::string path = given;
-  if (path.empty()) path = std::string(QUELL_SOURCE_DIR) + "/runs/demo/lenet5-bn.pt";
-  if (!fs::exists(path) && given.empty()) {
-    std::fprintf(stderr, "training lenet5-bn (5 epochs) into %s ...\n", path.c_str());
-    quell::DataOptions d;
-    d.split = quell::Split::kTrain;
-    const quell::Dataset train = quell::load_dataset(d);
-    torch::manual_seed(1);
-    quell::Model m = quell::make_model(quell::ModelSpec::for_dataset("lenet5-bn", train));
-    quell::TrainOptions o;
-    o.epochs = 5;
-    quell::train(*m, train, o);
-    fs::create_directories(fs::path(path).parent_path());
-    quell::CheckpointMeta meta;
-    meta.spec = m->spec();
-    meta.dataset = train.name;
-    quell::save_checkpoint(path, *m, meta);
-  }
-  std::fprintf(stderr, "checkpoint %s\n", path.c_str());
-  return quell::load_checkpoint(path);
 }
 
 std::string fixture(const std::string& name) {
@@ -113,7 +91,7 @@ int main(int argc, char** argv) {
   quell::DataOptions d;
   d.split = quell::Split::kTest;
   const quell::Dataset test = quell::load_dataset(d);
-  quell::Model builtin = builtin_lenet(checkpoint);
+  quell::Model builtin = quell::bench::demo_lenet5_bn(checkpoint);
   quell::Model imported =
       quell::load_script_model(quell::ModelSpec::for_dataset(fixture("lenet5_bn.script.pt"),
                                                               test));

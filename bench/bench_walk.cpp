@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "bench_paths.h"  // QUELL_SOURCE_DIR
+#include "demo_model.h"
 #include "export_weights.h"
 #include "quell/checkpoint.h"
 #include "quell/data.h"
@@ -97,30 +98,6 @@ std::string quote(const std::string& s) {
   return q + "'";
 }
 
-quell::Model demo_checkpoint(const Args& a, const quell::Dataset& test) {
-  std::string path = a.checkpoint;
-  if (path.empty()) path = std::string(QUELL_SOURCE_DIR) + "/runs/demo/lenet5-bn.pt";
-  if (!fs::exists(path) && a.checkpoint.empty()) {
-    std::fprintf(stderr, "training lenet5-bn (5 epochs) into %s ...\n", path.c_str());
-    quell::DataOptions d;
-    d.split = quell::Split::kTrain;
-    const quell::Dataset train = quell::load_dataset(d);
-    torch::manual_seed(1);
-    quell::Model m = quell::make_model(quell::ModelSpec::for_dataset("lenet5-bn", train));
-    quell::TrainOptions o;
-    o.epochs = 5;
-    quell::train(*m, train, o);
-    fs::create_directories(fs::path(path).parent_path());
-    quell::CheckpointMeta meta;
-    meta.spec = m->spec();
-    meta.dataset = train.name;
-    quell::save_checkpoint(path, *m, meta);
-  }
-  std::fprintf(stderr, "checkpoint %s\n", path.c_str());
-  (void)test;
-  return quell::load_checkpoint(path);
-}
-
 double timed(const std::function<void()>& fn) {
   const auto t0 = Clock::now();
   fn();
@@ -178,7 +155,7 @@ int main(int argc, char** argv) {
   quell::DataOptions d;
   d.split = quell::Split::kTest;
   const quell::Dataset test = quell::load_dataset(d);
-  quell::Model model = demo_checkpoint(a, test);
+  quell::Model model = quell::bench::demo_lenet5_bn(a.checkpoint);
   model->eval();
   const auto names = model->site_names();
 

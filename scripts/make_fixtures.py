@@ -14,37 +14,11 @@ import sys
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-
-class LeNet5BN(nn.Module):
-    """quell's built-in lenet5-bn, with the same module names (so the same site names)."""
-
-    def __init__(self, classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
-        self.bn1 = nn.BatchNorm2d(6)
-        self.relu1 = nn.ReLU()
-        self.pool1 = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.bn2 = nn.BatchNorm2d(16)
-        self.relu2 = nn.ReLU()
-        self.pool2 = nn.MaxPool2d(2, 2)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.bn3 = nn.BatchNorm1d(120)
-        self.relu3 = nn.ReLU()
-        self.fc2 = nn.Linear(120, 84)
-        self.bn4 = nn.BatchNorm1d(84)
-        self.relu4 = nn.ReLU()
-        self.fc3 = nn.Linear(84, classes)
-
-    def forward(self, x):
-        x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
-        x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
-        x = torch.flatten(x, 1)
-        x = self.relu3(self.bn3(self.fc1(x)))
-        x = self.relu4(self.bn4(self.fc2(x)))
-        return self.fc3(x)
+# quell's built-in lenet5-bn with its module names (so its site names): the one the Walking
+# Noise bench's PyTorch peer uses.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from walk_peer import LeNet5BN  # noqa: E402
 
 
 def conv3x3(cin, cout, stride=1):

@@ -30,6 +30,7 @@ namespace fs = std::filesystem;
 const char* const kRealFashionMnist = "/usr/share/datasets/fashion-mnist";
 
 using quell::testing::ScratchDir;
+using quell::testing::throws_with;
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -66,28 +67,6 @@ std::vector<uint8_t> idx_labels_bytes(uint32_t magic, uint32_t n, size_t payload
   return b;
 }
 
-/// Runs `fn`, expects a std::runtime_error whose one-line message contains every needle.
-::testing::AssertionResult throws_with(const std::function<void()>& fn,
-                                       std::initializer_list<std::string> needles) {
-  try {
-    fn();
-  } catch (const std::runtime_error& e) {
-    const std::string msg = e.what();
-    if (msg.find('\n') != std::string::npos) {
-      return ::testing::AssertionFailure() << "message is not one line: \"" << msg << "\"";
-    }
-    for (const auto& needle : needles) {
-      if (msg.find(needle) == std::string::npos) {
-        return ::testing::AssertionFailure()
-               << "message \"" << msg << "\" does not contain \"" << needle << "\"";
-      }
-    }
-    return ::testing::AssertionSuccess() << msg;
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-runtime_error: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
 
 torch::Tensor random_u8(std::vector<int64_t> shape, uint64_t seed) {
   auto gen = at::detail::createCPUGenerator(seed);
@@ -287,14 +266,14 @@ TEST(IdxImagesMalformed, EmptyFile) {
   ScratchDir dir;
   const auto path = dir.file("empty-images");
   write_bytes(path, {});
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); }, {path + ": ", "empty file"}));
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); }, {path + ": ", "empty file"}));
 }
 
 TEST(IdxImagesMalformed, TruncatedHeader) {
   ScratchDir dir;
   const auto path = dir.file("short-images");
   write_bytes(path, {0, 0, 8, 3, 0, 0});
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); },
                           {path + ": ", "truncated", "6 bytes", "16-byte IDX image header"}));
 }
 
@@ -302,7 +281,7 @@ TEST(IdxImagesMalformed, TruncatedPayload) {
   ScratchDir dir;
   const auto path = dir.file("train-images-idx3-ubyte");
   write_bytes(path, idx_images_bytes(0x803, 3, 4, 5, 59));
-  EXPECT_TRUE(throws_with(
+  EXPECT_TRUE(throws_with<std::runtime_error>(
       [&] { quell::read_idx_images(path); },
       {path + ": truncated: header says 3 images of 4x5 (60 bytes) but 59 bytes follow"}));
 }
@@ -318,7 +297,7 @@ TEST(IdxImagesMalformed, TruncatedGzipPayloadIsReportedAsTruncatedImages) {
   bytes[6] = 0xea;  // 60000 = 0x0000ea60
   bytes[7] = 0x60;
   write_bytes(dir.file("raw"), bytes);
-  EXPECT_TRUE(throws_with(
+  EXPECT_TRUE(throws_with<std::runtime_error>(
       [&] { quell::read_idx_images(dir.file("raw")); },
       {dir.file("raw") + ": truncated: header says 60000 images of 28x28 (47040000 bytes) but "
                          "7840 bytes follow"}));
@@ -328,7 +307,7 @@ TEST(IdxImagesMalformed, Oversized) {
   ScratchDir dir;
   const auto path = dir.file("big-images");
   write_bytes(path, idx_images_bytes(0x803, 3, 4, 5, 61));
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); },
                           {path + ": oversized: header says 3 images of 4x5 (60 bytes) but 61 "
                                   "bytes follow"}));
 }
@@ -337,7 +316,7 @@ TEST(IdxImagesMalformed, WrongMagic) {
   ScratchDir dir;
   const auto path = dir.file("magic-images");
   write_bytes(path, idx_images_bytes(0x0a0b0c0d, 1, 1, 1, 1));
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); },
                           {path + ": ", "bad magic 0x0a0b0c0d", "expected 0x00000803"}));
 }
 
@@ -345,7 +324,7 @@ TEST(IdxImagesMalformed, LabelFilePassedAsImages) {
   ScratchDir dir;
   const auto path = dir.file("labels-as-images");
   quell::write_idx_labels(path, random_labels(100, 10, 15), /*gzip=*/false);
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); },
                           {path + ": ", "bad magic 0x00000801", "looks like an IDX label file"}));
 }
 
@@ -354,7 +333,7 @@ TEST(IdxImagesMalformed, ZeroDimensions) {
   for (const auto& dims : std::vector<std::array<uint32_t, 3>>{{0, 28, 28}, {5, 0, 28}, {5, 28, 0}}) {
     const auto path = dir.file("zero-images");
     write_bytes(path, idx_images_bytes(0x803, dims[0], dims[1], dims[2], 0));
-    EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); },
+    EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); },
                             {path + ": bad dimensions: " + std::to_string(dims[0]) +
                              " images of " + std::to_string(dims[1]) + "x" +
                              std::to_string(dims[2])}));
@@ -365,7 +344,7 @@ TEST(IdxImagesMalformed, DimensionsOverflowing64Bits) {
   ScratchDir dir;
   const auto path = dir.file("huge-images");
   write_bytes(path, idx_images_bytes(0x803, 0xffffffff, 0xffffffff, 0xffffffff, 10));
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); },
                           {path + ": bad dimensions", "too large"}));
 }
 
@@ -374,7 +353,7 @@ TEST(IdxLabelsMalformed, EmptyTruncatedOversizedMagicAndZeroCount) {
   const auto path = dir.file("train-labels-idx1-ubyte");
   const auto check = [&](const std::vector<uint8_t>& bytes, std::initializer_list<std::string> n) {
     write_bytes(path, bytes);
-    return throws_with([&] { quell::read_idx_labels(path); }, n);
+    return throws_with<std::runtime_error>([&] { quell::read_idx_labels(path); }, n);
   };
   EXPECT_TRUE(check({}, {path + ": empty file"}));
   EXPECT_TRUE(check({0, 0, 8, 1, 0}, {path + ": truncated", "8-byte IDX label header"}));
@@ -391,17 +370,17 @@ TEST(IdxLabelsMalformed, EmptyTruncatedOversizedMagicAndZeroCount) {
 TEST(IdxMalformed, MissingFile) {
   ScratchDir dir;
   const auto path = dir.file("does-not-exist.gz");
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); },
                           {path + ": cannot open: No such file or directory"}));
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_labels(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_labels(path); },
                           {path + ": cannot open: No such file or directory"}));
-  EXPECT_TRUE(throws_with([&] { quell::read_cifar_bin(path, 1, 10); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_cifar_bin(path, 1, 10); },
                           {path + ": cannot open: No such file or directory"}));
 }
 
 TEST(IdxMalformed, DirectoryInsteadOfFile) {
   ScratchDir dir;
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(dir.str()); }, {dir.str() + ": "}));
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(dir.str()); }, {dir.str() + ": "}));
 }
 
 TEST(IdxMalformed, CorruptGzipStream) {
@@ -412,7 +391,7 @@ TEST(IdxMalformed, CorruptGzipStream) {
   ASSERT_GT(bytes.size(), 200u);
   for (size_t i = 20; i < 120; ++i) bytes[i] ^= 0x5a;  // scramble the deflate stream
   write_bytes(path, bytes);
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); },
                           {path + ": corrupt gzip stream"}));
 }
 
@@ -423,7 +402,7 @@ TEST(IdxMalformed, GzipWithBadChecksum) {
   auto bytes = file_bytes(path);
   bytes[bytes.size() - 8] ^= 0xff;  // CRC-32 field of the trailer
   write_bytes(path, bytes);
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_labels(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_labels(path); },
                           {path + ": corrupt gzip stream", "check"}));
 }
 
@@ -434,11 +413,11 @@ TEST(IdxMalformed, TruncatedGzipStream) {
   auto bytes = file_bytes(path);
   bytes.resize(bytes.size() / 2);
   write_bytes(path, bytes);
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); },
                           {path + ": corrupt gzip stream", "truncated"}));
   bytes.resize(2);  // the magic alone
   write_bytes(path, bytes);
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_images(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_images(path); },
                           {path + ": corrupt gzip stream"}));
 }
 
@@ -449,7 +428,7 @@ TEST(IdxMalformed, TrailingGarbageAfterGzipStream) {
   auto bytes = file_bytes(path);
   bytes.insert(bytes.end(), {1, 2, 3});
   write_bytes(path, bytes);
-  EXPECT_TRUE(throws_with([&] { quell::read_idx_labels(path); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_idx_labels(path); },
                           {path + ": corrupt gzip stream", "3 bytes of trailing data"}));
 }
 
@@ -465,7 +444,7 @@ TEST(LoadDatasetMalformed, CountMismatchNamesBothFiles) {
   quell::DataOptions opts;
   opts.name = "fashion-mnist";
   opts.dir = dir.str();
-  EXPECT_TRUE(throws_with([&] { quell::load_dataset(opts); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::load_dataset(opts); },
                           {dir.file("train-labels-idx1-ubyte.gz") + ": count mismatch: 10 labels",
                            dir.file("train-images-idx3-ubyte.gz") + " has 9 images"}));
 }
@@ -478,7 +457,7 @@ TEST(LoadDatasetMalformed, IdxLabelOutOfRange) {
   quell::DataOptions opts;
   opts.name = "mnist";
   opts.dir = dir.str();
-  EXPECT_TRUE(throws_with([&] { quell::load_dataset(opts); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::load_dataset(opts); },
                           {dir.file("train-labels-idx1-ubyte") + ": label 10 at index 5",
                            "out of range for 10 classes"}));
 }
@@ -489,7 +468,7 @@ TEST(LoadDatasetMalformed, MissingIdxFilesNameBothVariants) {
   opts.name = "mnist";
   opts.dir = dir.str();
   opts.split = quell::Split::kTest;
-  EXPECT_TRUE(throws_with([&] { quell::load_dataset(opts); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::load_dataset(opts); },
                           {dir.file("t10k-images-idx3-ubyte.gz") +
                                ": cannot open: No such file or directory",
                            dir.file("t10k-images-idx3-ubyte")}));
@@ -504,17 +483,17 @@ TEST(LoadDatasetMalformed, MissingCifarBatch) {
   quell::DataOptions opts;
   opts.name = "cifar10";
   opts.dir = dir.str();
-  EXPECT_TRUE(throws_with([&] { quell::load_dataset(opts); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::load_dataset(opts); },
                           {dir.file("data_batch_5.bin") + ": cannot open: No such file"}));
 }
 
 TEST(LoadDatasetMalformed, UnknownNameListsKnownOnes) {
   quell::DataOptions opts;
   opts.name = "imagenet";
-  EXPECT_TRUE(throws_with(
+  EXPECT_TRUE(throws_with<std::runtime_error>(
       [&] { quell::load_dataset(opts); },
       {"unknown dataset 'imagenet'", "fashion-mnist", "mnist", "cifar10", "cifar100", "images"}));
-  EXPECT_TRUE(throws_with([&] { quell::dataset_normalisation("svhn"); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::dataset_normalisation("svhn"); },
                           {"unknown dataset 'svhn'", "cifar100"}));
 }
 
@@ -522,31 +501,31 @@ TEST(LoadDatasetMalformed, NegativeLimit) {
   quell::DataOptions opts;
   opts.name = "mnist";
   opts.limit = -1;
-  EXPECT_TRUE(throws_with([&] { quell::load_dataset(opts); }, {"limit", "-1"}));
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::load_dataset(opts); }, {"limit", "-1"}));
 }
 
 TEST(CifarMalformed, EmptyPartialRecordAndLabelOutOfRange) {
   ScratchDir dir;
   const auto path = dir.file("data_batch_1.bin");
   write_bytes(path, {});
-  EXPECT_TRUE(throws_with([&] { quell::read_cifar_bin(path, 1, 10); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_cifar_bin(path, 1, 10); },
                           {path + ": empty file", "3073-byte CIFAR records"}));
 
   quell::write_cifar_bin(path, random_u8({2, 3, 32, 32}, 25), torch::tensor({1, 2}), 1);
   auto bytes = file_bytes(path);
   bytes.pop_back();
   write_bytes(path, bytes);
-  EXPECT_TRUE(throws_with([&] { quell::read_cifar_bin(path, 1, 10); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_cifar_bin(path, 1, 10); },
                           {path + ": truncated", "6145 bytes", "1 records and 3072 extra bytes"}));
 
   bytes.push_back(0);
   bytes[3073] = 10;  // record 1's label
   write_bytes(path, bytes);
-  EXPECT_TRUE(throws_with([&] { quell::read_cifar_bin(path, 1, 10); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_cifar_bin(path, 1, 10); },
                           {path + ": label 10 of record 1 is out of range for 10 classes"}));
 
   // CIFAR-10 records read as CIFAR-100 records: 6146 is not a multiple of 3074.
-  EXPECT_TRUE(throws_with([&] { quell::read_cifar_bin(path, 2, 100); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_cifar_bin(path, 2, 100); },
                           {path + ": ", "3074-byte CIFAR records"}));
 }
 
@@ -554,7 +533,7 @@ TEST(CifarMalformed, Cifar100FineLabelOutOfRange) {
   ScratchDir dir;
   const auto path = dir.file("test.bin");
   quell::write_cifar_bin(path, random_u8({1, 3, 32, 32}, 26), torch::tensor({100}), 2);
-  EXPECT_TRUE(throws_with([&] { quell::read_cifar_bin(path, 2, 100); },
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::read_cifar_bin(path, 2, 100); },
                           {path + ": label 100 of record 0 is out of range for 100 classes"}));
 }
 
@@ -577,7 +556,7 @@ TEST(Normalisation, PerDatasetConstants) {
   EXPECT_EQ(quell::dataset_names(),
             (std::vector<std::string>{"fashion-mnist", "mnist", "cifar10", "cifar100", "images"}));
   // Image folders have no fixed constants (computed from the data or given).
-  EXPECT_TRUE(throws_with([&] { quell::dataset_normalisation("images"); }, {"'images'"}));
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::dataset_normalisation("images"); }, {"'images'"}));
 }
 
 TEST(Normalisation, IdxPixelsMapToStandardisedValues) {

@@ -24,27 +24,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using quell::testing::ScratchDir;
+using quell::testing::throws_with;
 
-/// Runs `fn`, expects an exception whose one-line message contains every needle.
-::testing::AssertionResult throws_with(const std::function<void()>& fn,
-                                       std::initializer_list<std::string> needles) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    const std::string msg = e.what();
-    if (msg.find('\n') != std::string::npos) {
-      return ::testing::AssertionFailure() << "message is not one line: \"" << msg << "\"";
-    }
-    for (const auto& needle : needles) {
-      if (msg.find(needle) == std::string::npos) {
-        return ::testing::AssertionFailure()
-               << "message \"" << msg << "\" does not contain \"" << needle << "\"";
-      }
-    }
-    return ::testing::AssertionSuccess() << msg;
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
 
 torch::Tensor random_u8(std::vector<int64_t> shape, uint64_t seed) {
   auto gen = at::detail::createCPUGenerator(seed);

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
+#include <initializer_list>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -82,6 +84,32 @@ inline std::vector<std::string> tokens_of(const std::string& line) {
   std::istringstream in(line);
   for (std::string t; in >> t;) tokens.push_back(t);
   return tokens;
+}
+
+/// Runs `fn` and expects it to throw an `Expected` whose message is one line containing every
+/// needle (the file, the value, the problem).
+template <typename Expected = std::exception>
+::testing::AssertionResult throws_with(const std::function<void()>& fn,
+                                       std::initializer_list<std::string> needles) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    if (dynamic_cast<const Expected*>(&e) == nullptr) {
+      return ::testing::AssertionFailure() << "threw another exception type: " << msg;
+    }
+    if (msg.find('\n') != std::string::npos) {
+      return ::testing::AssertionFailure() << "message is not one line: \"" << msg << "\"";
+    }
+    for (const auto& needle : needles) {
+      if (msg.find(needle) == std::string::npos) {
+        return ::testing::AssertionFailure()
+               << "message \"" << msg << "\" does not contain \"" << needle << "\"";
+      }
+    }
+    return ::testing::AssertionSuccess() << msg;
+  }
+  return ::testing::AssertionFailure() << "did not throw";
 }
 
 /// Writes `content` to `path` directly (not atomically: tests use it to plant files).

@@ -7,20 +7,14 @@
 #include <vector>
 
 #include "quell/noise.h"
+#include "test_util.h"
 
 namespace quell {
 namespace {
 
-const std::vector<std::string> kNames = {"input", "conv1", "bn1", "relu1", "pool1", "fc"};
+using testing::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+const std::vector<std::string> kNames = {"input", "conv1", "bn1", "relu1", "pool1", "fc"};
 
 TEST(NoiseSpecParse, Additive) {
   const NoiseSpec s = NoiseSpec::parse("add:0.25");

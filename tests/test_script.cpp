@@ -19,6 +19,7 @@ namespace quell {
 namespace {
 
 using testing::blob_dataset;
+using testing::error_of;
 using testing::ScratchDir;
 
 std::string fixture(const std::string& name) {
@@ -36,17 +37,6 @@ ModelSpec spec_for(const std::string& file, int64_t channels = 1, int64_t size =
 }
 
 std::vector<std::string> site_names_of(const Model& m) { return m->site_names(); }
-
-// The error message of `f`, "" if it does not throw.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(Script, LooksLikeAModelFile) {
   EXPECT_TRUE(looks_like_model_file("model.pt"));

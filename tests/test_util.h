@@ -86,6 +86,16 @@ inline std::vector<std::string> tokens_of(const std::string& line) {
   return tokens;
 }
 
+/// The message of what `f` throws, "" if it does not throw.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 /// Runs `fn` and expects it to throw an `Expected` whose message is one line containing every
 /// needle (the file, the value, the problem).
 template <typename Expected = std::exception>

@@ -86,7 +86,7 @@ void add_cost_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "cost", "Energy, latency and area of one inference on a mixed-signal accelerator");
   cmd->add_option("checkpoint", args->checkpoint,
-                  "Checkpoint (its denoising blocks are costed too); without it, --model");
+                  "Checkpoint (its denoising blocks are costed too) or TorchScript file; without it, --model");
   auto* model_opt = cmd->add_option("--model", args->model, "Model name (" + join(model_names()) + ") or a TorchScript file")
                         ->capture_default_str();
   cmd->add_option("--hardware", args->hardware,

@@ -620,7 +620,7 @@ void add_denoise_command(CLI::App& app) {
       "Denoising blocks in a frozen checkpoint: rank sites, search placements under parameter "
       "budgets, train the blocks, compare with no mitigation, blocks everywhere and noise-aware "
       "fine-tuning (report, checkpoints with blocks, figures)");
-  cmd->add_option("checkpoint,--checkpoint,-c", a->checkpoint, "Trained backbone checkpoint")
+  cmd->add_option("checkpoint,--checkpoint,-c", a->checkpoint, "Trained backbone checkpoint, or a TorchScript file")
       ->required();
   cmd->add_option("--out,-o", a->out,
                   "Output directory (report.json/csv, points.csv, rankings.csv, robustness.csv, "

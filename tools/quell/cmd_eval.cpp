@@ -151,7 +151,7 @@ void add_eval_command(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   CLI::App* cmd = app.add_subcommand(
       "eval", "Accuracy under noise: mean, std and 95% CI over noise draws and chip instances");
-  cmd->add_option("--checkpoint,-c", a->checkpoint, "Checkpoint to evaluate")->required();
+  cmd->add_option("--checkpoint,-c", a->checkpoint, "Checkpoint to evaluate, or a TorchScript file (imported and calibrated on the training split)")->required();
   cmd->add_option("--model", a->model, "Expected model name (checked against the checkpoint)");
   cmd->add_option("--split", a->split, "train or test")
       ->check(CLI::IsMember({"train", "test"}))

@@ -616,7 +616,7 @@ void add_plan_command(CLI::App& app) {
   auto args = std::make_shared<PlanArgs>();
   CLI::App* cmd = app.add_subcommand(
       "plan", "Multi-execution planner: repetitions per site under a budget, evaluated and costed");
-  cmd->add_option("checkpoint", args->checkpoint, "Trained checkpoint")->required();
+  cmd->add_option("checkpoint", args->checkpoint, "Trained checkpoint, or a TorchScript file")->required();
   cmd->add_option("--out", args->out, "Output directory")->required();
   cmd->add_option("--sites", args->sites,
                   "Sites that may be repeated (all | names, indices, ranges); only sites with "

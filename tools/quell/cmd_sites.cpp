@@ -129,7 +129,7 @@ void add_sites_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("sites", "List the noise sites of a model or checkpoint");
   auto* model_opt = cmd->add_option("--model", args->model, "Model name (" + join(model_names()) + ") or a TorchScript file")
                         ->capture_default_str();
-  cmd->add_option("--checkpoint", args->checkpoint, "Checkpoint file (overrides --model)");
+  cmd->add_option("--checkpoint", args->checkpoint, "Checkpoint file or TorchScript file (overrides --model)");
   args->geometry.add(*cmd);
   cmd->add_option("--format", args->format, "table, csv or json")
       ->check(CLI::IsMember({"table", "csv", "json"}))

@@ -517,8 +517,8 @@ void add_walk_command(CLI::App& app) {
       "Walking Noise: noise at one site at a time over a sigma grid; midpoint per site, CSV, "
       "JSON and figures. Resumable (journal in --out), shardable (--shard, --merge)");
   cmd->add_option("checkpoint,--checkpoint,-c", a->checkpoint,
-                  "Trained checkpoint (clean-training setting; with --train optional, it then "
-                  "only gives the model)");
+                  "Trained checkpoint or TorchScript file (clean-training setting; with --train "
+                  "optional, it then only gives the model)");
   cmd->add_option("--model", a->model, "Model name (checked against the checkpoint; with --train "
                                        "and no checkpoint, the model to train)");
   cmd->add_option("--out,-o", a->out, "Output directory (journal.jsonl, walk.csv, walk.json, "

@@ -366,13 +366,19 @@ PlotFormats parse_figure_formats(const std::string& text) {
 
 Model load_checked(const std::string& checkpoint, const std::string& model_name,
                    CheckpointMeta* meta, const DataArgs* data, const GeometryArgs* geometry) {
-  if (is_torchscript_model(checkpoint)) {
+  // A quell checkpoint is read once; only a file that is not one is probed for TorchScript.
+  Model model{nullptr};
+  try {
+    model = load_checkpoint(checkpoint, meta);
+  } catch (const std::runtime_error&) {
+    if (!is_torchscript_model(checkpoint)) throw;
+  }
+  if (!model) {
     if (!model_name.empty() && model_name != checkpoint) {
       throw std::invalid_argument(checkpoint + ": a TorchScript model, but --model says '" +
                                   model_name + "'");
     }
     CheckpointMeta m;
-    Model model{nullptr};
     if (data) {
       const Dataset train = data->load(Split::kTrain);
       model = load_script_model(ModelSpec::for_dataset(checkpoint, train));
@@ -393,7 +399,6 @@ Model load_checked(const std::string& checkpoint, const std::string& model_name,
     if (meta) *meta = m;
     return model;
   }
-  Model model = load_checkpoint(checkpoint, meta);
   if (!model_name.empty() && model_name != model->spec().name) {
     throw std::invalid_argument(checkpoint + ": checkpoint holds model '" + model->spec().name +
                                 "' but --model says '" + model_name + "'");

@@ -12,6 +12,7 @@
 //
 // Usage: bench_walk [--checkpoint FILE] [--threads N] [--repeats R] [--out DIR]
 //                   [--python /usr/bin/python3] [--no-peer] [--no-full] [--sites SEL]
+//                   [--unfused]   (also time quell walk with fused inference off)
 //   Without --checkpoint, uses runs/demo/lenet5-bn.pt of the source tree, training it first
 //   (5 epochs, as scripts/demo.sh does) if it does not exist.
 
@@ -54,6 +55,7 @@ struct Args {
   std::string sites = "all";
   bool peer = true;
   bool full = true;
+  bool unfused = false;
 };
 
 Args parse_args(int argc, char** argv) {
@@ -81,6 +83,8 @@ Args parse_args(int argc, char** argv) {
       a.sites = value();
     } else if (k == "--no-peer") {
       a.peer = false;
+    } else if (k == "--unfused") {
+      a.unfused = true;
     } else if (k == "--no-full") {
       a.full = false;
     } else {
@@ -180,6 +184,23 @@ int main(int argc, char** argv) {
   std::printf("quell walk (prefix cache):     %8.1f s  %5lld evaluations\n", t_quick,
               static_cast<long long>(quick.evaluations));
   std::fflush(stdout);
+  double t_unfused = NAN;
+  if (a.unfused) {
+    // The same sweep with every op on its own (no fused batch norm + ReLU + pool kernels).
+    model->set_fused_inference(false);
+    quell::WalkResult unfused;
+    t_unfused = timed([&] { unfused = quell::walk_clean_model(*model, test, o); });
+    model->set_fused_inference(true);
+    bool same = unfused.records.size() == quick.records.size();
+    for (size_t i = 0; same && i < unfused.records.size(); ++i) {
+      same = unfused.records[i].accuracy == quick.records[i].accuracy;
+    }
+    std::printf("quell walk, ops unfused:       %8.1f s  %5lld evaluations  (fused %.2fx faster; "
+                "%s results)\n",
+                t_unfused, static_cast<long long>(unfused.evaluations), t_unfused / t_quick,
+                same ? "identical" : "DIFFERENT");
+    std::fflush(stdout);
+  }
   double t_full = NAN;
   if (a.full) {
     quell::WalkOptions f = o;
@@ -289,7 +310,11 @@ int main(int argc, char** argv) {
          {"repeats", o.repeats},
          {"grid", o.grid.to_json()},
          {"seconds",
-          {{"quell", t_quick}, {"full", t_full}, {"peer", t_peer}, {"adaptive", t_adaptive}}},
+          {{"quell", t_quick},
+           {"unfused", t_unfused},
+           {"full", t_full},
+           {"peer", t_peer},
+           {"adaptive", t_adaptive}}},
          {"evaluations",
           {{"quell", quick.evaluations},
            {"full", full.evaluations},

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "fused.h"
 #include "quell/models.h"
 #include "quell/script.h"
 
@@ -57,6 +58,10 @@ torch::Tensor max_pool_2d(const torch::Tensor& x, int64_t kernel, int64_t stride
                     x.size(2) >= kernel && x.size(3) >= kernel;
   if (!fast) return torch::max_pool2d(x, kernel, stride);
   const torch::Tensor in = x.contiguous();
+  const detail::FusedChain pool_only{nullptr, /*relu=*/false, /*pool=*/true};
+  if (kernel == 2 && detail::fused_kernels_available() && detail::fused_applies(pool_only, in)) {
+    return detail::run_fused(pool_only, in);
+  }
   const int64_t n = in.size(0), c = in.size(1), h = in.size(2), w = in.size(3);
   torch::Tensor out = torch::empty({n, c, h / kernel, w / kernel}, in.options());
   AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "max_pool_2d", [&] {
@@ -315,15 +320,69 @@ ForwardState ModelImpl::run_until(const torch::Tensor& x, int site, bool with_si
   return state;
 }
 
+int ModelImpl::fused_chain_end(int first, const SiteEngine& engine) const {
+  const int n = num_sites();
+  if (!fused_ || torch::GradMode::is_enabled() || engine.has_observer() ||
+      !detail::fused_kernels_available()) {
+    return first;
+  }
+  // Site m passes its value straight on: no site logic or block there in this pass, and only
+  // the next node reads it.
+  auto inert = [&](int m) {
+    const bool block = denoisers_enabled_ && static_cast<size_t>(m) < blocks_.size() &&
+                       static_cast<bool>(blocks_[m]);
+    return m + 1 < n && !engine.active(m) && !block && last_use_[m] == m + 1 &&
+           nodes_[m + 1].inputs.size() == 1 && nodes_[m + 1].inputs[0] == m;
+  };
+  int last = first;
+  const Node& head = nodes_[first];
+  if (head.op == OpType::kBatchNorm && head.bn2d) {
+    // A batch norm alone is LibTorch's own kernel; it fuses with the ReLU after it.
+    if (!(inert(last) && nodes_[last + 1].op == OpType::kReLU)) return first;
+    ++last;
+  } else if (head.op != OpType::kReLU) {
+    return first;
+  }
+  const Node& next = nodes_[std::min(last + 1, n - 1)];
+  if (inert(last) && next.op == OpType::kMaxPool && next.kernel == 2 && next.stride == 2) ++last;
+  return last;
+}
+
+torch::Tensor ModelImpl::run_chain(int first, int last, std::vector<torch::Tensor>& values) {
+  if (last > first) {
+    detail::FusedChain chain;
+    for (int m = first; m <= last; ++m) {
+      const Node& node = nodes_[m];
+      if (node.op == OpType::kBatchNorm) chain.bn = node.bn2d.get();
+      if (node.op == OpType::kReLU) chain.relu = true;
+      if (node.op == OpType::kMaxPool) chain.pool = true;
+    }
+    const torch::Tensor& x = values[nodes_[first].inputs[0]];
+    if (detail::fused_applies(chain, x)) return detail::run_fused(chain, x);
+  }
+  // Not fusable after all (dtype, layout, device): the ops one by one.
+  for (int m = first; m < last; ++m) values[m] = run_node(nodes_[m], values);
+  torch::Tensor out = run_node(nodes_[last], values);
+  for (int m = first; m < last; ++m) values[m] = torch::Tensor();
+  return out;
+}
+
 torch::Tensor ModelImpl::run_from(ForwardState state, SiteEngine& engine) {
   auto& values = state.values;
   const int n = num_sites();
   for (int i = state.site; i < n; ++i) {
-    if (i > state.site) values[i] = run_node(nodes_[i], values);
+    const int first = i;
+    if (i > state.site) {
+      i = fused_chain_end(first, engine);
+      values[i] = first == i ? run_node(nodes_[i], values) : run_chain(first, i, values);
+    }
     // The input site is not a fresh tensor: it may be a view of the caller's data.
-    values[i] = denoise(i, engine.apply(std::move(values[i]), i, /*owned=*/i > 0));
-    for (int in : nodes_[i].inputs) {
-      if (last_use_[in] == i) values[in] = torch::Tensor();
+    const bool owned = i > 0 && (i != state.site || state.site_owned);
+    values[i] = denoise(i, engine.apply(std::move(values[i]), i, owned));
+    for (int m = first; m <= i; ++m) {
+      for (int in : nodes_[m].inputs) {
+        if (last_use_[in] == m) values[in] = torch::Tensor();
+      }
     }
   }
   return values[n - 1];

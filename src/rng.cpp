@@ -347,7 +347,7 @@ void check_scale(const char* fn, const char* name, double v) {
   }
 }
 
-void check_tensor(const char* fn, const torch::Tensor& x) {
+void check_tensor(const char* fn, const torch::Tensor& x, bool in_place = true) {
   if (!x.defined()) {
     throw std::invalid_argument(std::string("quell::") + fn + ": tensor is undefined");
   }
@@ -359,8 +359,10 @@ void check_tensor(const char* fn, const torch::Tensor& x) {
   if (x.requires_grad() && at::GradMode::is_enabled()) {
     throw std::invalid_argument(
         std::string("quell::") + fn +
-        ": in-place noise on a tensor that requires grad while grad mode is on; wrap the call "
-        "in torch::NoGradGuard or pass a tensor that does not require grad");
+        (in_place ? ": in-place noise on a tensor that requires grad"
+                  : ": the noise kernels are not differentiable, and the tensor requires grad") +
+        " while grad mode is on; wrap the call in torch::NoGradGuard or pass a tensor that does "
+        "not require grad");
   }
 }
 
@@ -444,64 +446,116 @@ void fill_direct(torch::Tensor& x, RngStream s, double mean, double std) {
   });
 }
 
+// The kernels read `in` and write `out`, which are the same tensor for the in-place functions or
+// two distinct contiguous tensors of the same type and size for the out-of-place ones.
 template <class T>
-void add_direct(torch::Tensor& x, RngStream s, uint32_t substream, double sigma) {
-  T* data = x.data_ptr<T>();
+void add_direct(const torch::Tensor& in, torch::Tensor& out, RngStream s, uint32_t substream,
+                double sigma) {
+  const T* src = in.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
   const T sg = static_cast<T>(sigma);
-  for_each_block(x.numel(), s, substream, [&](int64_t first, int64_t count, const float* n) {
-    T* __restrict out = data + first;
-    for (int64_t k = 0; k < count; ++k) out[k] += sg * static_cast<T>(n[k]);
+  for_each_block(in.numel(), s, substream, [&](int64_t first, int64_t count, const float* n) {
+    const T* x = src + first;
+    T* y = dst + first;
+    for (int64_t k = 0; k < count; ++k) y[k] = x[k] + sg * static_cast<T>(n[k]);
   });
 }
 
 template <class T>
-void mul_direct(torch::Tensor& x, RngStream s, double sigma) {
-  T* data = x.data_ptr<T>();
+void mul_direct(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma) {
+  const T* src = in.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
   const T sg = static_cast<T>(sigma);
-  for_each_block(x.numel(), s, /*substream=*/0, [&](int64_t first, int64_t count, const float* n) {
-    T* __restrict out = data + first;
-    for (int64_t k = 0; k < count; ++k) out[k] *= T(1) + sg * static_cast<T>(n[k]);
+  for_each_block(in.numel(), s, /*substream=*/0, [&](int64_t first, int64_t count, const float* n) {
+    const T* x = src + first;
+    T* y = dst + first;
+    for (int64_t k = 0; k < count; ++k) y[k] = x[k] * (T(1) + sg * static_cast<T>(n[k]));
   });
 }
 
 template <class T>
-void mul_add_direct(torch::Tensor& x, RngStream s, double sigma_mul, double sigma_add) {
-  T* data = x.data_ptr<T>();
+void mul_add_direct(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma_mul,
+                    double sigma_add) {
+  const T* src = in.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
   const T sm = static_cast<T>(sigma_mul);
   const T sa = static_cast<T>(sigma_add);
   for_each_block2(
-      x.numel(), s, [&](int64_t first, int64_t count, const float* n1, const float* n2) {
-        T* __restrict out = data + first;
+      in.numel(), s, [&](int64_t first, int64_t count, const float* n1, const float* n2) {
+        const T* x = src + first;
+        T* y = dst + first;
         for (int64_t k = 0; k < count; ++k) {
-          out[k] = out[k] * (T(1) + sm * static_cast<T>(n1[k])) + sa * static_cast<T>(n2[k]);
+          y[k] = x[k] * (T(1) + sm * static_cast<T>(n1[k])) + sa * static_cast<T>(n2[k]);
         }
       });
 }
 
 template <class T>
-void add_mul_direct(torch::Tensor& x, RngStream s, double sigma_mul, double sigma_add) {
-  T* data = x.data_ptr<T>();
+void add_mul_direct(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma_mul,
+                    double sigma_add) {
+  const T* src = in.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
   const T sm = static_cast<T>(sigma_mul);
   const T sa = static_cast<T>(sigma_add);
   for_each_block2(
-      x.numel(), s, [&](int64_t first, int64_t count, const float* n1, const float* n2) {
-        T* __restrict out = data + first;
+      in.numel(), s, [&](int64_t first, int64_t count, const float* n1, const float* n2) {
+        const T* x = src + first;
+        T* y = dst + first;
         for (int64_t k = 0; k < count; ++k) {
-          out[k] = (out[k] + sa * static_cast<T>(n2[k])) * (T(1) + sm * static_cast<T>(n1[k]));
+          y[k] = (x[k] + sa * static_cast<T>(n2[k])) * (T(1) + sm * static_cast<T>(n1[k]));
         }
       });
 }
 
-// x += sigma * n with n from `substream`; arguments already checked, sigma > 0.
-void add_normal_substream(torch::Tensor& x, RngStream s, uint32_t substream, double sigma) {
-  with_direct(x, /*needs_input=*/true, [&](torch::Tensor& t) {
-    if (t.scalar_type() == torch::kDouble) {
-      add_direct<double>(t, s, substream, sigma);
+// Runs kernel<T>(in, out) for x's type: in place when out_of_place is false (x is modified and
+// returned), else into a new tensor (x is untouched). Tensors the kernels cannot address
+// directly go through with_direct's contiguous copy, with the same values.
+template <template <class> class Kernel, class... Args>
+torch::Tensor run_kernel(torch::Tensor& x, bool out_of_place, Args... args) {
+  auto run = [&](const torch::Tensor& in, torch::Tensor& out) {
+    if (in.scalar_type() == torch::kDouble) {
+      Kernel<double>::run(in, out, args...);
     } else {
-      add_direct<float>(t, s, substream, sigma);
+      Kernel<float>::run(in, out, args...);
     }
-  });
+  };
+  if (out_of_place && is_direct(x)) {
+    torch::Tensor out = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+    run(x, out);
+    return out;
+  }
+  torch::Tensor target = out_of_place ? x.clone(torch::MemoryFormat::Contiguous) : x;
+  with_direct(target, /*needs_input=*/true, [&](torch::Tensor& t) { run(t, t); });
+  return target;
 }
+
+template <class T>
+struct AddKernel {
+  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, uint32_t substream,
+                  double sigma) {
+    add_direct<T>(in, out, s, substream, sigma);
+  }
+};
+template <class T>
+struct MulKernel {
+  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma) {
+    mul_direct<T>(in, out, s, sigma);
+  }
+};
+template <class T>
+struct MulAddKernel {
+  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sm,
+                  double sa) {
+    mul_add_direct<T>(in, out, s, sm, sa);
+  }
+};
+template <class T>
+struct AddMulKernel {
+  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sm,
+                  double sa) {
+    add_mul_direct<T>(in, out, s, sm, sa);
+  }
+};
 
 }  // namespace
 
@@ -579,72 +633,79 @@ void normal_fill_(torch::Tensor& x, RngStream s, double mean, double std) {
   });
 }
 
+namespace {
+
+// The checked entry points of the noise kernels, in place or out of place. A zero scale is the
+// identity; with one scale of a mixed kind 0 the formula has one noise term, run by the single
+// kernel on that term's substream (same values, half the generation cost).
+torch::Tensor add_impl(torch::Tensor& x, RngStream s, double sigma, bool out_of_place) {
+  check_scale(out_of_place ? "add_normal" : "add_normal_", "sigma", sigma);
+  check_tensor(out_of_place ? "add_normal" : "add_normal_", x, !out_of_place);
+  if (sigma == 0.0 || x.numel() == 0) return out_of_place ? x.clone(torch::MemoryFormat::Contiguous) : x;
+  return run_kernel<AddKernel>(x, out_of_place, s, /*substream=*/0u, sigma);
+}
+
+torch::Tensor mul_impl(torch::Tensor& x, RngStream s, double sigma, bool out_of_place) {
+  check_scale(out_of_place ? "mul_normal" : "mul_normal_", "sigma", sigma);
+  check_tensor(out_of_place ? "mul_normal" : "mul_normal_", x, !out_of_place);
+  if (sigma == 0.0 || x.numel() == 0) return out_of_place ? x.clone(torch::MemoryFormat::Contiguous) : x;
+  return run_kernel<MulKernel>(x, out_of_place, s, sigma);
+}
+
+template <template <class> class Both>
+torch::Tensor mixed_impl(const char* name, torch::Tensor& x, RngStream s, double sigma_mul,
+                         double sigma_add, bool out_of_place) {
+  check_scale(name, "sigma_mul", sigma_mul);
+  check_scale(name, "sigma_add", sigma_add);
+  check_tensor(name, x, !out_of_place);
+  if ((sigma_mul == 0.0 && sigma_add == 0.0) || x.numel() == 0) {
+    return out_of_place ? x.clone(torch::MemoryFormat::Contiguous) : x;
+  }
+  if (sigma_add == 0.0) return run_kernel<MulKernel>(x, out_of_place, s, sigma_mul);
+  if (sigma_mul == 0.0) {
+    return run_kernel<AddKernel>(x, out_of_place, s, /*substream=*/1u, sigma_add);
+  }
+  return run_kernel<Both>(x, out_of_place, s, sigma_mul, sigma_add);
+}
+
+}  // namespace
+
 void add_normal_(torch::Tensor& x, RngStream s, double sigma) {
-  check_scale("add_normal_", "sigma", sigma);
-  check_tensor("add_normal_", x);
-  if (sigma == 0.0 || x.numel() == 0) return;
-  add_normal_substream(x, s, /*substream=*/0, sigma);
+  add_impl(x, s, sigma, /*out_of_place=*/false);
 }
 
 void mul_normal_(torch::Tensor& x, RngStream s, double sigma) {
-  check_scale("mul_normal_", "sigma", sigma);
-  check_tensor("mul_normal_", x);
-  if (sigma == 0.0 || x.numel() == 0) return;
-  with_direct(x, /*needs_input=*/true, [&](torch::Tensor& t) {
-    if (t.scalar_type() == torch::kDouble) {
-      mul_direct<double>(t, s, sigma);
-    } else {
-      mul_direct<float>(t, s, sigma);
-    }
-  });
+  mul_impl(x, s, sigma, /*out_of_place=*/false);
 }
 
 void mul_add_normal_(torch::Tensor& x, RngStream s, double sigma_mul, double sigma_add) {
-  check_scale("mul_add_normal_", "sigma_mul", sigma_mul);
-  check_scale("mul_add_normal_", "sigma_add", sigma_add);
-  check_tensor("mul_add_normal_", x);
-  if ((sigma_mul == 0.0 && sigma_add == 0.0) || x.numel() == 0) return;
-  // With one scale 0 the formula has one noise term: run the single kernel on that term's
-  // substream (same values, half the generation cost).
-  if (sigma_add == 0.0) {
-    mul_normal_(x, s, sigma_mul);
-    return;
-  }
-  if (sigma_mul == 0.0) {
-    add_normal_substream(x, s, /*substream=*/1, sigma_add);
-    return;
-  }
-  with_direct(x, /*needs_input=*/true, [&](torch::Tensor& t) {
-    if (t.scalar_type() == torch::kDouble) {
-      mul_add_direct<double>(t, s, sigma_mul, sigma_add);
-    } else {
-      mul_add_direct<float>(t, s, sigma_mul, sigma_add);
-    }
-  });
+  mixed_impl<MulAddKernel>("mul_add_normal_", x, s, sigma_mul, sigma_add, false);
 }
 
 void add_mul_normal_(torch::Tensor& x, RngStream s, double sigma_mul, double sigma_add) {
-  check_scale("add_mul_normal_", "sigma_mul", sigma_mul);
-  check_scale("add_mul_normal_", "sigma_add", sigma_add);
-  check_tensor("add_mul_normal_", x);
-  if ((sigma_mul == 0.0 && sigma_add == 0.0) || x.numel() == 0) return;
-  // With one scale 0 the formula has one noise term: run the single kernel on that term's
-  // substream (same values, half the generation cost).
-  if (sigma_add == 0.0) {
-    mul_normal_(x, s, sigma_mul);
-    return;
-  }
-  if (sigma_mul == 0.0) {
-    add_normal_substream(x, s, /*substream=*/1, sigma_add);
-    return;
-  }
-  with_direct(x, /*needs_input=*/true, [&](torch::Tensor& t) {
-    if (t.scalar_type() == torch::kDouble) {
-      add_mul_direct<double>(t, s, sigma_mul, sigma_add);
-    } else {
-      add_mul_direct<float>(t, s, sigma_mul, sigma_add);
-    }
-  });
+  mixed_impl<AddMulKernel>("add_mul_normal_", x, s, sigma_mul, sigma_add, false);
+}
+
+torch::Tensor add_normal(const torch::Tensor& x, RngStream s, double sigma) {
+  torch::Tensor in = x;
+  return add_impl(in, s, sigma, /*out_of_place=*/true);
+}
+
+torch::Tensor mul_normal(const torch::Tensor& x, RngStream s, double sigma) {
+  torch::Tensor in = x;
+  return mul_impl(in, s, sigma, /*out_of_place=*/true);
+}
+
+torch::Tensor mul_add_normal(const torch::Tensor& x, RngStream s, double sigma_mul,
+                             double sigma_add) {
+  torch::Tensor in = x;
+  return mixed_impl<MulAddKernel>("mul_add_normal", in, s, sigma_mul, sigma_add, true);
+}
+
+torch::Tensor add_mul_normal(const torch::Tensor& x, RngStream s, double sigma_mul,
+                             double sigma_add) {
+  torch::Tensor in = x;
+  return mixed_impl<AddMulKernel>("add_mul_normal", in, s, sigma_mul, sigma_add, true);
 }
 
 }  // namespace quell

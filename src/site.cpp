@@ -97,31 +97,40 @@ torch::Tensor SiteEngine::apply(torch::Tensor x, int site, bool owned) {
   if (it == config_.sites.end() || it->second.is_identity()) return x;
   const SiteConfig& cfg = it->second;
   const bool differentiable = torch::GradMode::is_enabled() && x.requires_grad();
-  auto fresh = [&]() { return (owned || differentiable) ? x : x.clone(); };
 
   const int k = cfg.repeats;
-  if (k == 1) return apply_once(fresh(), site, cfg, 0, differentiable);
+  if (k == 1) return apply_once(std::move(x), site, cfg, 0, differentiable, owned);
   if (all_dynamic_additive(cfg)) {
     // The mean of k copies of x + N(0, σ²) is x + N(0, σ²/k): one draw, same distribution.
     SiteConfig one = cfg;
     for (auto& s : one.noise) s.sigma_add /= std::sqrt(static_cast<double>(k));
     one.repeats = 1;
-    return apply_once(fresh(), site, one, 0, differentiable);
+    return apply_once(std::move(x), site, one, 0, differentiable, owned);
   }
-  // k noisy copies of the same clean value. The differentiable path never writes in place, and
-  // the last copy may reuse x when it is ours: only the other copies need a clone.
-  auto copy_of_x = [&](int r) { return (differentiable || (owned && r == k - 1)) ? x : x.clone(); };
-  torch::Tensor acc = apply_once(copy_of_x(0), site, cfg, 0, differentiable);
+  // k noisy copies of the same clean value. The differentiable path never writes in place;
+  // otherwise the last copy may write x when it is ours, and the others write new tensors.
+  torch::Tensor acc = apply_once(x, site, cfg, 0, differentiable, /*owned=*/false);
+  if (!differentiable && acc.is_same(x)) acc = acc.clone();  // accumulated in place below
   for (int r = 1; r < k; ++r) {
-    torch::Tensor copy = apply_once(copy_of_x(r), site, cfg, r, differentiable);
+    torch::Tensor copy = apply_once(x, site, cfg, r, differentiable, owned && r == k - 1);
     acc = differentiable ? acc + copy : acc.add_(copy);
   }
   return differentiable ? acc / static_cast<double>(k) : acc.div_(static_cast<double>(k));
 }
 
 torch::Tensor SiteEngine::apply_once(torch::Tensor x, int site, const SiteConfig& cfg,
-                                     int repetition, bool differentiable) {
-  if (!differentiable && !x.is_contiguous()) x = x.contiguous();
+                                     int repetition, bool differentiable, bool owned) {
+  // Without autograd, noise is written in place into a tensor that is ours. A tensor that is
+  // not (the caller's input, a cached activation) gets the first dynamic noise out of place,
+  // which writes a new tensor in the same pass; anything else writes a copy.
+  if (!differentiable && !x.is_contiguous()) {
+    x = x.contiguous();
+    owned = true;
+  }
+  auto own = [&]() {
+    if (!owned) x = x.clone();
+    owned = true;
+  };
   const RngStream dyn_base{mix_seed(config_.seed, chip_, mix_seed(draw_, kDynamicTag)),
                            mix_seed(static_cast<uint64_t>(site), forward_index_)};
   for (size_t c = 0; c < cfg.noise.size(); ++c) {
@@ -135,6 +144,24 @@ torch::Tensor SiteEngine::apply_once(torch::Tensor x, int site, const SiteConfig
 
     if (spec.temporal == Temporal::kDynamic) {
       const RngStream s{dyn_base.key, mix_seed(dyn_base.stream, repetition, c)};
+      if (!differentiable && !owned) {
+        switch (spec.kind) {
+          case NoiseKind::kAdditive:
+            x = add_normal(x, s, sa);
+            break;
+          case NoiseKind::kMultiplicative:
+            x = mul_normal(x, s, sm);
+            break;
+          case NoiseKind::kMulAdd:
+            x = mul_add_normal(x, s, sm, sa);
+            break;
+          case NoiseKind::kAddMul:
+            x = add_mul_normal(x, s, sm, sa);
+            break;
+        }
+        owned = true;
+        continue;
+      }
       if (!differentiable) {
         switch (spec.kind) {
           case NoiseKind::kAdditive:
@@ -186,6 +213,7 @@ torch::Tensor SiteEngine::apply_once(torch::Tensor x, int site, const SiteConfig
         if (has_add) x = x + eps;
       }
     } else {
+      own();
       if (spec.kind == NoiseKind::kAddMul) {
         x.add_(eps).mul_(eta);
       } else {
@@ -209,6 +237,7 @@ torch::Tensor SiteEngine::apply_once(torch::Tensor x, int site, const SiteConfig
         }
         x = x + (q - x).detach();  // straight-through estimator
       } else {
+        own();
         x.clamp_(cal.min, cal.max).sub_(cal.min).div_(step).round_().mul_(step).add_(cal.min);
       }
     }

@@ -813,9 +813,9 @@ class CleanModelEvaluator {
         logits = model_.forward(xs_[b], e);
       } else {
         ForwardState s = cache_[b].site >= 0 ? cache_[b] : model_.run_until(xs_[b], site, false, e);
-        // Shares the cached tensors; only the walked value is written (run_from adds noise to
-        // it in place), so it gets its own copy.
-        if (cache_[b].site >= 0 && s.site > 0) s.values[s.site] = s.values[s.site].clone();
+        // Shares the cached tensors, which run_from only reads: the walked value gets its noise
+        // out of place.
+        if (cache_[b].site >= 0) s.site_owned = false;
         e.set_forward_index(static_cast<uint64_t>(b) + 1);
         logits = model_.run_from(std::move(s), e);
       }

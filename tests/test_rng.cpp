@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -496,6 +497,65 @@ TEST(Kernels, MixedKernelsFollowTheirFormulasElementwise) {
   torch::Tensor mul = x.clone();
   quell::mul_normal_(mul, s, sm);
   EXPECT_TRUE(torch::allclose(mul, x * (1 + sm * n1), 1e-14, 1e-14));
+}
+
+TEST(Kernels, OutOfPlaceEqualsInPlaceOnACopyAndLeavesTheInput) {
+  // Every kernel, float and double, contiguous and strided, zero and non-zero scales: the
+  // out-of-place function returns exactly what the in-place one writes into a copy, as a new
+  // contiguous tensor, and the input keeps its bits.
+  const RngStream s{/*key=*/12, /*stream=*/34};
+  using InPlace = std::function<void(torch::Tensor&)>;
+  using OutOfPlace = std::function<torch::Tensor(const torch::Tensor&)>;
+  struct Case {
+    const char* name;
+    InPlace in_place;
+    OutOfPlace out_of_place;
+  };
+  const std::vector<Case> cases = {
+      {"add", [&](torch::Tensor& x) { quell::add_normal_(x, s, 0.3); },
+       [&](const torch::Tensor& x) { return quell::add_normal(x, s, 0.3); }},
+      {"mul", [&](torch::Tensor& x) { quell::mul_normal_(x, s, 0.2); },
+       [&](const torch::Tensor& x) { return quell::mul_normal(x, s, 0.2); }},
+      {"mul_add", [&](torch::Tensor& x) { quell::mul_add_normal_(x, s, 0.2, 0.3); },
+       [&](const torch::Tensor& x) { return quell::mul_add_normal(x, s, 0.2, 0.3); }},
+      {"add_mul", [&](torch::Tensor& x) { quell::add_mul_normal_(x, s, 0.2, 0.3); },
+       [&](const torch::Tensor& x) { return quell::add_mul_normal(x, s, 0.2, 0.3); }},
+      {"mul_add sigma_mul 0", [&](torch::Tensor& x) { quell::mul_add_normal_(x, s, 0.0, 0.3); },
+       [&](const torch::Tensor& x) { return quell::mul_add_normal(x, s, 0.0, 0.3); }},
+      {"add sigma 0", [&](torch::Tensor& x) { quell::add_normal_(x, s, 0.0); },
+       [&](const torch::Tensor& x) { return quell::add_normal(x, s, 0.0); }},
+  };
+  for (const auto dtype : {torch::kFloat, torch::kDouble}) {
+    const torch::Tensor base =
+        torch::randn({37, 300}, torch::Generator(at::detail::createCPUGenerator(11)))
+            .to(dtype);
+    for (const bool strided : {false, true}) {
+      const torch::Tensor x = strided ? base.t().contiguous().t() : base.clone();
+      ASSERT_EQ(x.is_contiguous(), !strided);
+      const torch::Tensor before = x.clone();
+      for (const auto& c : cases) {
+        torch::Tensor expected = x.clone();
+        c.in_place(expected);
+        const torch::Tensor y = c.out_of_place(x);
+        const std::string what = std::string(c.name) + (strided ? " strided " : " ") +
+                                 c10::toString(dtype);
+        EXPECT_TRUE(y.is_contiguous()) << what;
+        EXPECT_NE(y.data_ptr(), x.data_ptr()) << what;
+        EXPECT_EQ(y.scalar_type(), dtype) << what;
+        EXPECT_TRUE(bit_identical(y, expected.contiguous())) << what;
+        EXPECT_TRUE(bit_identical(x, before)) << what;
+      }
+    }
+  }
+  // Not differentiable: a tensor requiring grad under grad mode is refused, naming why.
+  const torch::Tensor w = torch::zeros({8}, torch::requires_grad());
+  try {
+    quell::add_normal(w, s, 0.1);
+    ADD_FAILURE() << "accepted a tensor that requires grad";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("not differentiable"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(quell::mul_normal(w.detach(), s, -1.0), std::invalid_argument);
 }
 
 // ---- argument checks --------------------------------------------------------------------

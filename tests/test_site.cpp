@@ -76,14 +76,41 @@ TEST(SiteContract, SigmaZeroIsTheIdentity) {
   EXPECT_TRUE(torch::equal(apply(e, x, /*site=*/2), x)) << "unconfigured sites are the identity";
 }
 
-TEST(SiteContract, NotOwnedInputIsNotModified) {
-  const torch::Tensor x = torch::randn({4, 10});
+TEST(SiteContract, NotOwnedInputIsNotModifiedAndGivesTheOwnedResult) {
+  // A value the engine does not own (the caller's input, a cached activation) gets its noise
+  // written to a new tensor: the same bits as in place on a copy, for every component, with
+  // ADC, with repetitions and with a strided input; the input keeps its bits.
+  const torch::Tensor x = torch::randn({4, 3, 5, 5});
   const torch::Tensor keep = x.clone();
-  SiteEngine e = engine_for("add:1");
+  const torch::Tensor strided = x.transpose(2, 3).contiguous().transpose(2, 3);
+  ASSERT_FALSE(strided.is_contiguous());
   torch::NoGradGuard g;
-  const torch::Tensor y = e.apply(x, 1, /*owned=*/false);
-  EXPECT_TRUE(torch::equal(x, keep));
-  EXPECT_FALSE(torch::equal(y, x));
+  auto check = [&](SiteEngine e, const std::string& what) {
+    SiteEngine twin = e;
+    const torch::Tensor owned = twin.apply(x.clone(), 1, /*owned=*/true);
+    for (const auto& input : {x, strided}) {
+      SiteEngine fresh = e;
+      const torch::Tensor y = fresh.apply(input, 1, /*owned=*/false);
+      EXPECT_TRUE(torch::equal(y, owned)) << what;
+      EXPECT_FALSE(torch::equal(y, keep)) << what;
+      EXPECT_TRUE(torch::equal(input, keep)) << what << ": the input was written";
+    }
+  };
+  for (const auto& comp : kAllComponents) {
+    check(engine_for(comp), comp);
+    for (int repeats : {2, 3}) {
+      NoiseConfig cfg;
+      cfg.seed = 11;
+      cfg.sites[1].noise = {NoiseSpec::parse(comp)};
+      cfg.sites[1].repeats = repeats;
+      cfg.sites[1].adc_bits = repeats == 3 ? 4 : 0;
+      SiteEngine e = engine_for(comp);
+      e.configure(cfg);
+      e.set_draw(0, 0);
+      e.begin_forward();
+      check(e, comp + " x" + std::to_string(repeats));
+    }
+  }
 }
 
 TEST(SiteContract, GradientsFlowThroughEveryComponent) {

@@ -85,6 +85,9 @@ struct Node {
 struct ForwardState {
   int site = -1;
   std::vector<torch::Tensor> values;
+  /// Whether run_from may write the value at `site` in place; false when it is shared (e.g.
+  /// with a cache), so the site logic writes a new tensor instead.
+  bool site_owned = true;
   const torch::Tensor& at_site() const { return values.at(site); }
 };
 
@@ -144,6 +147,13 @@ class ModelImpl : public torch::nn::Module {
   SiteEngine& engine() { return engine_; }
   const SiteEngine& engine() const { return engine_; }
 
+  /// Fused inference (on by default): without autograd, a batch norm (eval mode), ReLU and
+  /// 2x2 max pool whose sites in between do nothing in this pass run as one kernel, with the
+  /// same bits as the separate ops (AVX-512 CPUs; elsewhere the separate ops run). Off runs
+  /// every op on its own (tests and benchmarks compare the two).
+  void set_fused_inference(bool on) { fused_ = on; }
+  bool fused_inference() const { return fused_; }
+
   /// Sets training mode, of an imported graph's modules too.
   void train(bool on = true) override;
   /// The import record of a model loaded from TorchScript (quell/script.h), else null.
@@ -164,6 +174,11 @@ class ModelImpl : public torch::nn::Module {
 
  private:
   torch::Tensor run_node(const Node& node, std::vector<torch::Tensor>& values);
+  /// The last node of a fusable chain starting at node `first` in this pass, or `first`.
+  int fused_chain_end(int first, const SiteEngine& engine) const;
+  /// Runs nodes first..last and returns the value of `last` (the values between are never
+  /// materialised when the fused kernel takes the input).
+  torch::Tensor run_chain(int first, int last, std::vector<torch::Tensor>& values);
   ModelSpec spec_;
   std::vector<Node> nodes_;
   std::vector<int> last_use_;  ///< last node reading each node's output
@@ -171,6 +186,7 @@ class ModelImpl : public torch::nn::Module {
   std::vector<Denoiser> blocks_;                    ///< per site; empty holder = none
   std::shared_ptr<torch::nn::Module> block_set_;  ///< registered as "denoisers"
   bool denoisers_enabled_ = true;
+  bool fused_ = true;
   std::function<void(int, const torch::Tensor&)> block_observer_;
   std::shared_ptr<void> script_state_;
   std::shared_ptr<ScriptInfo> script_info_;

@@ -38,4 +38,14 @@ void mul_add_normal_(torch::Tensor& x, RngStream s, double sigma_mul, double sig
 /// x = (x + sigma_add * n2) * (1 + sigma_mul * n1) in place (add then mul).
 void add_mul_normal_(torch::Tensor& x, RngStream s, double sigma_mul, double sigma_add);
 
+/// Out of place: the same values as the in-place function of the same name on a copy of x,
+/// returned as a new contiguous tensor; x is not modified. One pass that reads x and writes the
+/// result, so noise on a value that must be kept (a cached activation) costs no extra copy.
+torch::Tensor add_normal(const torch::Tensor& x, RngStream s, double sigma);
+torch::Tensor mul_normal(const torch::Tensor& x, RngStream s, double sigma);
+torch::Tensor mul_add_normal(const torch::Tensor& x, RngStream s, double sigma_mul,
+                             double sigma_add);
+torch::Tensor add_mul_normal(const torch::Tensor& x, RngStream s, double sigma_mul,
+                             double sigma_add);
+
 }  // namespace quell

@@ -63,7 +63,7 @@ class SiteEngine {
 
  private:
   torch::Tensor apply_once(torch::Tensor x, int site, const SiteConfig& cfg, int repetition,
-                           bool differentiable);
+                           bool differentiable, bool owned);
   const torch::Tensor& static_pattern(int site, int component, const torch::Tensor& like);
   double effective_sigma(double sigma, const NoiseSpec& spec, int site) const;
   const SiteCalibration& calib(int site, const char* why) const;

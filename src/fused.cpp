@@ -1,0 +1,206 @@
+// Fused batch norm + ReLU + 2x2 max pool for inert chains (see fused.h), AVX-512.
+//
+// Bit-exactness with the separate LibTorch ops: LibTorch 1.13's CPU batch norm (eval) computes
+// alpha = invstd * w and beta = b - mean * alpha per channel, then y = x * alpha + beta, and its
+// vectorised kernels are compiled with contraction, so beta and y are fused multiply-adds; this
+// file does the same with explicit FMAs (tested: Fused.ChainsGiveTheBitsOfTheSeparateOps).
+// ReLU keeps NaN; the max takes the first operand when it is greater or NaN, like quell's max
+// pool.
+
+#include "fused.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define QUELL_FUSED_X86 1
+#define QUELL_FUSED_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw")))
+#endif
+
+namespace quell::detail {
+
+namespace {
+
+struct Plane {
+  float alpha = 1.0f;
+  float beta = 0.0f;
+};
+
+#ifdef QUELL_FUSED_X86
+
+// relu, keeping NaN: v if v > 0 or v is NaN, else 0.
+QUELL_FUSED_AVX512 inline __m512 relu16(__m512 v) {
+  const __mmask16 keep = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
+                         _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  return _mm512_maskz_mov_ps(keep, v);
+}
+
+// a if a > b or a is NaN, else b (the scalar pool's nan_max).
+QUELL_FUSED_AVX512 inline __m512 nan_max16(__m512 a, __m512 b) {
+  const __mmask16 take_a =
+      _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) | _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+  return _mm512_mask_blend_ps(take_a, b, a);
+}
+
+template <bool kAffine, bool kRelu>
+QUELL_FUSED_AVX512 inline __m512 transform16(__m512 v, __m512 alpha, __m512 beta) {
+  if (kAffine) v = _mm512_fmadd_ps(v, alpha, beta);
+  if (kRelu) v = relu16(v);
+  return v;
+}
+
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// Elementwise: out = transform(in) over one plane of `size` floats.
+template <bool kAffine, bool kRelu>
+QUELL_FUSED_AVX512 void map_plane(const float* in, float* out, int64_t size, Plane p) {
+  const __m512 alpha = _mm512_set1_ps(p.alpha), beta = _mm512_set1_ps(p.beta);
+  int64_t i = 0;
+  for (; i + 16 <= size; i += 16) {
+    _mm512_storeu_ps(out + i, transform16<kAffine, kRelu>(_mm512_loadu_ps(in + i), alpha, beta));
+  }
+  if (i < size) {
+    const __mmask16 m = first_lanes(size - i);
+    const __m512 v = _mm512_maskz_loadu_ps(m, in + i);
+    _mm512_mask_storeu_ps(out + i, m, transform16<kAffine, kRelu>(v, alpha, beta));
+  }
+}
+
+// 2x2 max pool of transform(in) over one [h, w] plane into [h / 2, w / 2].
+template <bool kAffine, bool kRelu>
+QUELL_FUSED_AVX512 void pool_plane(const float* in, float* out, int64_t h, int64_t w, Plane p) {
+  const __m512 alpha = _mm512_set1_ps(p.alpha), beta = _mm512_set1_ps(p.beta);
+  // Even and odd lanes of the 32 floats (lo, hi).
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const int64_t oh = h / 2, ow = w / 2;
+  for (int64_t y = 0; y < oh; ++y) {
+    const float* r0 = in + 2 * y * w;
+    const float* r1 = r0 + w;
+    float* dst = out + y * ow;
+    for (int64_t x = 0; x < ow; x += 16) {
+      const int64_t outputs = std::min<int64_t>(16, ow - x);
+      const int64_t inputs = 2 * outputs;  // input columns 2x .. 2x + inputs - 1
+      const __mmask16 m_lo = first_lanes(inputs);
+      const __mmask16 m_hi = first_lanes(inputs > 16 ? inputs - 16 : 0);
+      const float* a = r0 + 2 * x;
+      const float* b = r1 + 2 * x;
+      const __m512 a_lo = transform16<kAffine, kRelu>(_mm512_maskz_loadu_ps(m_lo, a), alpha, beta);
+      const __m512 a_hi =
+          transform16<kAffine, kRelu>(_mm512_maskz_loadu_ps(m_hi, a + 16), alpha, beta);
+      const __m512 b_lo = transform16<kAffine, kRelu>(_mm512_maskz_loadu_ps(m_lo, b), alpha, beta);
+      const __m512 b_hi =
+          transform16<kAffine, kRelu>(_mm512_maskz_loadu_ps(m_hi, b + 16), alpha, beta);
+      // nan_max(nan_max(r0[2x], r0[2x+1]), nan_max(r1[2x], r1[2x+1])), as the scalar pool.
+      const __m512 top = nan_max16(_mm512_permutex2var_ps(a_lo, even, a_hi),
+                                   _mm512_permutex2var_ps(a_lo, odd, a_hi));
+      const __m512 bottom = nan_max16(_mm512_permutex2var_ps(b_lo, even, b_hi),
+                                      _mm512_permutex2var_ps(b_lo, odd, b_hi));
+      _mm512_mask_storeu_ps(dst + x, first_lanes(outputs), nan_max16(top, bottom));
+    }
+  }
+}
+
+template <bool kAffine, bool kRelu>
+void run_planes(const float* in, float* out, const std::vector<Plane>& planes, int64_t n,
+                int64_t h, int64_t w, bool pool) {
+  const int64_t c = static_cast<int64_t>(planes.size());
+  const int64_t in_size = h * w;
+  const int64_t out_size = pool ? (h / 2) * (w / 2) : in_size;
+  at::parallel_for(0, n * c, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Plane p = planes[static_cast<size_t>(i % c)];
+      if (pool) {
+        pool_plane<kAffine, kRelu>(in + i * in_size, out + i * out_size, h, w, p);
+      } else {
+        map_plane<kAffine, kRelu>(in + i * in_size, out + i * out_size, in_size, p);
+      }
+    }
+  });
+}
+
+#endif  // QUELL_FUSED_X86
+
+// Per-channel alpha and beta of an eval-mode batch norm, as LibTorch computes them.
+std::vector<Plane> batch_norm_terms(const torch::nn::BatchNorm2dImpl& bn) {
+  const torch::Tensor mean = bn.running_mean.contiguous();
+  const torch::Tensor var = bn.running_var.contiguous();
+  const int64_t c = mean.numel();
+  const float eps = static_cast<float>(bn.options.eps());
+  const float* m = mean.data_ptr<float>();
+  const float* v = var.data_ptr<float>();
+  const torch::Tensor weight = bn.weight.defined() ? bn.weight.contiguous() : torch::Tensor();
+  const torch::Tensor bias = bn.bias.defined() ? bn.bias.contiguous() : torch::Tensor();
+  std::vector<Plane> planes(static_cast<size_t>(c));
+  for (int64_t k = 0; k < c; ++k) {
+    const float invstd = 1 / std::sqrt(v[k] + eps);
+    const float w = weight.defined() ? weight.data_ptr<float>()[k] : 1.0f;
+    const float b = bias.defined() ? bias.data_ptr<float>()[k] : 0.0f;
+    Plane& p = planes[static_cast<size_t>(k)];
+    p.alpha = invstd * w;
+    p.beta = std::fma(-m[k], p.alpha, b);
+  }
+  return planes;
+}
+
+bool is_float(const torch::Tensor& t) {
+  return t.defined() && t.scalar_type() == torch::kFloat && t.device().is_cpu();
+}
+
+}  // namespace
+
+bool fused_kernels_available() {
+#ifdef QUELL_FUSED_X86
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool fused_applies(const FusedChain& chain, const torch::Tensor& x) {
+  if (!is_float(x) || x.dim() != 4 || !x.is_contiguous()) return false;
+  if (chain.pool && (x.size(2) < 2 || x.size(3) < 2)) return false;
+  if (chain.bn) {
+    const auto& bn = *chain.bn;
+    if (bn.is_training() || !is_float(bn.running_mean) || !is_float(bn.running_var)) return false;
+    if (bn.running_mean.numel() != x.size(1)) return false;
+    if (bn.weight.defined() && !is_float(bn.weight)) return false;
+    if (bn.bias.defined() && !is_float(bn.bias)) return false;
+  }
+  return true;
+}
+
+torch::Tensor run_fused(const FusedChain& chain, const torch::Tensor& x) {
+  TORCH_INTERNAL_ASSERT(fused_kernels_available() && fused_applies(chain, x));
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  torch::Tensor out = chain.pool ? torch::empty({n, c, h / 2, w / 2}, x.options())
+                                 : torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  if (x.numel() == 0) return out;
+#ifdef QUELL_FUSED_X86
+  const std::vector<Plane> planes =
+      chain.bn ? batch_norm_terms(*chain.bn) : std::vector<Plane>(static_cast<size_t>(c));
+  const float* in = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const bool affine = chain.bn != nullptr;
+  if (affine && chain.relu) {
+    run_planes<true, true>(in, dst, planes, n, h, w, chain.pool);
+  } else if (affine) {
+    run_planes<true, false>(in, dst, planes, n, h, w, chain.pool);
+  } else if (chain.relu) {
+    run_planes<false, true>(in, dst, planes, n, h, w, chain.pool);
+  } else {
+    run_planes<false, false>(in, dst, planes, n, h, w, chain.pool);
+  }
+#endif
+  return out;
+}
+
+}  // namespace quell::detail

@@ -1,0 +1,31 @@
+// Fused inference kernels for chains of inert sites (internal to the library).
+//
+// When no site logic runs between a batch norm, a ReLU and a 2x2 max pool (nothing is noisy,
+// observed or denoised there, and nothing else reads the values in between), the forward pass
+// computes the chain in one pass over memory instead of three, with the same bits as the
+// separate LibTorch ops: batch norm in eval mode as LibTorch 1.13's CPU kernel computes it,
+// alpha = w / sqrt(var + eps), beta = fma(-mean, alpha, b), y = fma(x, alpha, beta); ReLU and
+// max propagating NaN like torch. AVX-512 only: elsewhere the model runs the separate ops.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace quell::detail {
+
+/// True if this CPU runs the fused kernels (AVX-512 F/BW/VL/DQ).
+bool fused_kernels_available();
+
+/// What a fused chain does to a [N, C, H, W] float32 contiguous CPU tensor, in order.
+struct FusedChain {
+  const torch::nn::BatchNorm2dImpl* bn = nullptr;  ///< eval-mode batch norm, or none
+  bool relu = false;
+  bool pool = false;  ///< 2x2 max pool, stride 2, floor mode
+};
+
+/// Whether `run_fused` takes x (float32, contiguous, 4-D, CPU) for this chain.
+bool fused_applies(const FusedChain& chain, const torch::Tensor& x);
+
+/// The chain's output. Requires fused_kernels_available() and fused_applies().
+torch::Tensor run_fused(const FusedChain& chain, const torch::Tensor& x);
+
+}  // namespace quell::detail

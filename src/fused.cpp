@@ -125,6 +125,66 @@ void run_planes(const float* in, float* out, const std::vector<Plane>& planes, i
   });
 }
 
+
+// ---- direct convolution ---------------------------------------------------------------------
+
+// One image: `pad` holds its cin zero-padded planes of hp rows of wbuf floats; wpack the
+// weights of CB output channels as [cin][k][k][CB]; out the CB output planes (oh x ow each).
+// Output rows in chunks of 16 * XB columns, CB x XB accumulators in registers; each tap
+// loads XB input vectors once and broadcasts CB weights.
+template <int CB, int XB>
+QUELL_FUSED_AVX512 void conv_image(const float* pad, int64_t cin, int64_t hp, int64_t wbuf,
+                                   int64_t k, const float* wpack, const float* bias, float* out,
+                                   int64_t oh, int64_t ow) {
+  for (int64_t oy = 0; oy < oh; ++oy) {
+    for (int64_t x0 = 0; x0 < ow; x0 += 16 * XB) {
+      __m512 acc[CB][XB];
+      for (int c = 0; c < CB; ++c) {
+        for (int b = 0; b < XB; ++b) acc[c][b] = _mm512_set1_ps(bias ? bias[c] : 0.0f);
+      }
+      const float* w = wpack;
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        for (int64_t ky = 0; ky < k; ++ky) {
+          const float* row = pad + (ci * hp + oy + ky) * wbuf + x0;
+          for (int64_t kx = 0; kx < k; ++kx, w += CB) {
+            __m512 v[XB];
+            for (int b = 0; b < XB; ++b) v[b] = _mm512_loadu_ps(row + kx + 16 * b);
+            for (int c = 0; c < CB; ++c) {
+              const __m512 wc = _mm512_set1_ps(w[c]);
+              for (int b = 0; b < XB; ++b) acc[c][b] = _mm512_fmadd_ps(v[b], wc, acc[c][b]);
+            }
+          }
+        }
+      }
+      for (int b = 0; b < XB; ++b) {
+        const int64_t first = x0 + 16 * b;
+        if (first >= ow) break;
+        const __mmask16 m = first_lanes(ow - first);
+        for (int c = 0; c < CB; ++c) {
+          _mm512_mask_storeu_ps(out + c * oh * ow + oy * ow + first, m, acc[c][b]);
+        }
+      }
+    }
+  }
+}
+
+using ConvImageFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, const float*,
+                             const float*, float*, int64_t, int64_t);
+
+template <int XB>
+ConvImageFn conv_image_fn(int cb) {
+  switch (cb) {
+    case 1: return conv_image<1, XB>;
+    case 2: return conv_image<2, XB>;
+    case 3: return conv_image<3, XB>;
+    case 4: return conv_image<4, XB>;
+    case 5: return conv_image<5, XB>;
+    case 6: return conv_image<6, XB>;
+    case 7: return conv_image<7, XB>;
+    default: return conv_image<8, XB>;
+  }
+}
+
 #endif  // QUELL_FUSED_X86
 
 // Per-channel alpha and beta of an eval-mode batch norm, as LibTorch computes them.
@@ -199,6 +259,84 @@ torch::Tensor run_fused(const FusedChain& chain, const torch::Tensor& x) {
   } else {
     run_planes<false, false>(in, dst, planes, n, h, w, chain.pool);
   }
+#endif
+  return out;
+}
+
+constexpr int kConvChannelBlock = 8;  // output channels per pass over an image's rows
+
+bool direct_conv_applies(const torch::Tensor& x, const torch::Tensor& weight,
+                         const torch::Tensor& bias, at::IntArrayRef stride,
+                         at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  if (!fused_kernels_available()) return false;
+  auto all = [](at::IntArrayRef v, int64_t value) {
+    return v.size() == 2 && v[0] == value && v[1] == value;
+  };
+  if (!all(stride, 1) || !all(dilation, 1) || groups != 1) return false;
+  if (padding.size() != 2 || padding[0] != padding[1]) return false;
+  if (!is_float(x) || x.dim() != 4 || !is_float(weight) || weight.dim() != 4) return false;
+  if (bias.defined() && (!is_float(bias) || bias.numel() != weight.size(0))) return false;
+  const int64_t k = weight.size(2), p = padding[0];
+  if (weight.size(3) != k || k < 1 || k > 7 || p < 0 || p >= k) return false;
+  const int64_t cin = weight.size(1);
+  if (cin > 4 || x.size(1) != cin || weight.size(0) < 1) return false;
+  if (x.size(2) + 2 * p < k || x.size(3) + 2 * p < k) return false;
+  if (torch::GradMode::is_enabled() &&
+      (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()))) {
+    return false;
+  }
+  return true;
+}
+
+torch::Tensor direct_conv2d(const torch::Tensor& input, const torch::Tensor& weight_in,
+                            const torch::Tensor& bias_in, int64_t padding) {
+  const torch::Tensor x = input.contiguous();
+  const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), w = x.size(3);
+  const int64_t cout = weight_in.size(0);
+  const int64_t k = weight_in.size(2), p = padding;
+  const int64_t oh = h + 2 * p - k + 1, ow = w + 2 * p - k + 1;
+  torch::Tensor out = torch::empty({n, cout, oh, ow}, x.options());
+  if (out.numel() == 0) return out;
+#ifdef QUELL_FUSED_X86
+  const int xb = ow > 16 ? 2 : 1;
+  const int64_t chunk = 16 * xb;
+  const int64_t hp = h + 2 * p;
+  const int64_t wbuf = (ow + chunk - 1) / chunk * chunk + k - 1;  // every vector load in bounds
+  // Weights as [block][cin][k][k][cb] (cb = the block's channels), bias per block.
+  const torch::Tensor weight = weight_in.contiguous();
+  const float* wsrc = weight.data_ptr<float>();
+  const int64_t blocks = (cout + kConvChannelBlock - 1) / kConvChannelBlock;
+  std::vector<float> wpack(static_cast<size_t>(blocks * kConvChannelBlock * cin * k * k));
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t c0 = b * kConvChannelBlock;
+    const int64_t cb = std::min<int64_t>(kConvChannelBlock, cout - c0);
+    float* dst = wpack.data() + c0 * cin * k * k;
+    for (int64_t t = 0; t < cin * k * k; ++t) {
+      for (int64_t c = 0; c < cb; ++c) dst[t * cb + c] = wsrc[(c0 + c) * cin * k * k + t];
+    }
+  }
+  const torch::Tensor bias = bias_in.defined() ? bias_in.contiguous() : torch::Tensor();
+  const float* bsrc = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  const float* xs = x.data_ptr<float>();
+  float* ys = out.data_ptr<float>();
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> pad(static_cast<size_t>(cin * hp * wbuf), 0.0f);  // borders stay 0
+    for (int64_t i = begin; i < end; ++i) {
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        for (int64_t y = 0; y < h; ++y) {
+          std::copy_n(xs + ((i * cin + ci) * h + y) * w, w,
+                      pad.data() + (ci * hp + y + p) * wbuf + p);
+        }
+      }
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t c0 = b * kConvChannelBlock;
+        const int cb = static_cast<int>(std::min<int64_t>(kConvChannelBlock, cout - c0));
+        const ConvImageFn fn = xb == 2 ? conv_image_fn<2>(cb) : conv_image_fn<1>(cb);
+        fn(pad.data(), cin, hp, wbuf, k, wpack.data() + c0 * cin * k * k,
+           bsrc ? bsrc + c0 : nullptr, ys + (i * cout + c0) * oh * ow, oh, ow);
+      }
+    }
+  });
 #endif
   return out;
 }

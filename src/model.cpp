@@ -74,6 +74,18 @@ torch::Tensor max_pool_2d(const torch::Tensor& x, int64_t kernel, int64_t stride
   return out;
 }
 
+torch::Tensor conv2d(torch::nn::Conv2dImpl& conv, const torch::Tensor& x) {
+  const auto& o = conv.options;
+  const auto* padding = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+  if (padding != nullptr && c10::get_if<torch::enumtype::kZeros>(&o.padding_mode()) &&
+      !o.transposed() &&
+      detail::direct_conv_applies(x, conv.weight, conv.bias, *o.stride(), **padding,
+                                  *o.dilation(), o.groups())) {
+    return detail::direct_conv2d(x, conv.weight, conv.bias, (*padding)->at(0));
+  }
+  return conv.forward(x);
+}
+
 Json ModelSpec::to_json() const {
   return Json{{"name", name},
               {"in_channels", in_channels},
@@ -264,7 +276,7 @@ torch::Tensor ModelImpl::run_node(const Node& node, std::vector<torch::Tensor>& 
     case OpType::kInput:
       return values[0];
     case OpType::kConv:
-      return node.conv.ptr()->forward(in(0));
+      return conv2d(*node.conv.ptr(), in(0));
     case OpType::kLinear:
       return node.linear.ptr()->forward(in(0).flatten(1));
     case OpType::kBatchNorm:

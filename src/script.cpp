@@ -10,6 +10,8 @@
 // effects (BatchNorm's counter, input checks) run in the node of the next site.
 #include "quell/script.h"
 
+#include "fused.h"
+
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
@@ -200,6 +202,26 @@ void max_pool2d_op(jit::Stack& stack) {
                             : torch::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode));
 }
 
+// aten::conv2d (int-list padding) through quell's direct kernel where it applies (models.h
+// conv2d: inference with at most 4 input channels), as the built-in models run it, so an
+// imported model and the built-in one with the same weights give the same values.
+void conv2d_op(jit::Stack& stack) {
+  const size_t n = stack.size();
+  const int64_t groups = stack[n - 1].toInt();
+  const std::vector<int64_t> dilation = stack[n - 2].toIntVector();
+  const std::vector<int64_t> padding = stack[n - 3].toIntVector();
+  const std::vector<int64_t> stride = stack[n - 4].toIntVector();
+  const torch::Tensor bias = stack[n - 5].isNone() ? torch::Tensor() : stack[n - 5].toTensor();
+  const torch::Tensor weight = stack[n - 6].toTensor();
+  const torch::Tensor x = stack[n - 7].toTensor();
+  stack.resize(n - 7);
+  if (detail::direct_conv_applies(x, weight, bias, stride, padding, dilation, groups)) {
+    stack.emplace_back(detail::direct_conv2d(x, weight, bias, padding[0]));
+  } else {
+    stack.emplace_back(torch::conv2d(x, weight, bias, stride, padding, dilation, groups));
+  }
+}
+
 // Compiles graph nodes to instructions, giving every value a slot.
 class Compiler {
  public:
@@ -253,6 +275,9 @@ class Compiler {
       ins.kind = Instr::Kind::kTupleIndex;
     } else if (k == c10::aten::max_pool2d && n->inputs().size() == 6) {
       ins.op = jit::Operation(max_pool2d_op);
+    } else if (k == c10::aten::conv2d && n->inputs().size() == 7 &&
+               n->inputs()[4]->type()->kind() == c10::TypeKind::ListType) {
+      ins.op = jit::Operation(conv2d_op);
     } else {
       try {
         ins.op = n->getOperation();

@@ -87,6 +87,55 @@ TEST(Fused, ChainsGiveTheBitsOfTheSeparateOps) {
   EXPECT_FALSE(detail::fused_applies(chain, torch::randn({2, 3, 4, 4})));
 }
 
+TEST(DirectConv, MatchesLibTorchWithinFloatRounding) {
+  SKIP_WITHOUT_FUSED_KERNELS();
+  torch::NoGradGuard no_grad;
+  struct Case {
+    int64_t cin, cout, k, pad, h, w;
+    bool bias;
+  };
+  // lenet5's conv1, vgg-s / resnet20's first conv, output widths below, at and above one and
+  // two 16-lane vectors, partial channel blocks, kernels 1-7, no bias.
+  const std::vector<Case> cases = {{1, 6, 5, 2, 28, 28, true},  {3, 16, 3, 1, 32, 32, true},
+                                   {3, 32, 3, 1, 32, 32, false}, {2, 9, 7, 3, 9, 16, true},
+                                   {4, 17, 1, 0, 5, 33, true},   {1, 3, 4, 0, 20, 19, true},
+                                   {3, 8, 3, 0, 3, 70, false},   {1, 1, 2, 1, 1, 1, true}};
+  for (const Case& c : cases) {
+    torch::nn::Conv2d conv(
+        torch::nn::Conv2dOptions(c.cin, c.cout, c.k).padding(c.pad).bias(c.bias));
+    const torch::Tensor x = torch::randn({3, c.cin, c.h, c.w});
+    const torch::Tensor bias = c.bias ? conv->bias : torch::Tensor();
+    ASSERT_TRUE(detail::direct_conv_applies(x, conv->weight, bias, {1, 1}, {c.pad, c.pad},
+                                            {1, 1}, 1));
+    const torch::Tensor want = conv->forward(x);
+    const torch::Tensor got = detail::direct_conv2d(x, conv->weight, bias, c.pad);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    // Each output sums cin k^2 products of magnitude |w||x|: float rounding in either order
+    // is at most (cin k^2 + 1) 2^-24 sum |w||x| per output; 4x that as the bound.
+    const torch::Tensor scale =
+        torch::conv2d(x.abs(), conv->weight.abs(), {}, 1, c.pad) + (c.bias ? 1.0 : 0.0);
+    const double bound = 4.0 * static_cast<double>(c.cin * c.k * c.k + 1) * std::ldexp(1.0, -24);
+    EXPECT_LE(((got - want).abs() / scale.clamp_min(1e-30)).max().item<double>(), bound)
+        << c.cin << "->" << c.cout << " k" << c.k << " pad " << c.pad << " " << c.h << "x" << c.w;
+  }
+  // What it does not take: stride, dilation, groups, unequal padding, 5 input channels, a
+  // kernel of 9, doubles, and anything needing gradients.
+  const torch::Tensor x = torch::randn({2, 3, 12, 12});
+  const torch::Tensor w = torch::randn({4, 3, 3, 3});
+  EXPECT_FALSE(detail::direct_conv_applies(x, w, {}, {2, 2}, {1, 1}, {1, 1}, 1));
+  EXPECT_FALSE(detail::direct_conv_applies(x, w, {}, {1, 1}, {1, 1}, {2, 2}, 1));
+  EXPECT_FALSE(detail::direct_conv_applies(x, w, {}, {1, 1}, {1, 0}, {1, 1}, 1));
+  EXPECT_FALSE(detail::direct_conv_applies(torch::randn({2, 5, 12, 12}), torch::randn({4, 5, 3, 3}),
+                                           {}, {1, 1}, {1, 1}, {1, 1}, 1));
+  EXPECT_FALSE(detail::direct_conv_applies(x, torch::randn({4, 3, 9, 9}), {}, {1, 1}, {1, 1},
+                                           {1, 1}, 1));
+  EXPECT_FALSE(detail::direct_conv_applies(x.to(torch::kDouble), w.to(torch::kDouble), {},
+                                           {1, 1}, {1, 1}, {1, 1}, 1));
+  torch::GradMode::set_enabled(true);
+  EXPECT_FALSE(detail::direct_conv_applies(x, w.requires_grad_(), {}, {1, 1}, {1, 1}, {1, 1}, 1));
+  torch::GradMode::set_enabled(false);
+}
+
 ModelSpec spec_for(const std::string& name) {
   ModelSpec s;
   s.name = name;

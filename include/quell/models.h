@@ -228,6 +228,10 @@ class GraphBuilder {
 /// needed, a direct loop (same values, NaN propagates; several times faster than LibTorch
 /// 1.13's kernel); otherwise torch::max_pool2d.
 torch::Tensor max_pool_2d(const torch::Tensor& x, int64_t kernel, int64_t stride);
+/// conv.forward(x), through quell's direct kernel where it is faster than LibTorch's (inference
+/// of convolutions with at most 4 input channels on AVX-512 CPUs: see src/fused.h); equal to
+/// about 1e-6 relative.
+torch::Tensor conv2d(torch::nn::Conv2dImpl& conv, const torch::Tensor& x);
 
 /// Names of the registered models.
 std::vector<std::string> model_names();

@@ -46,57 +46,79 @@ QUELL_FUSED_AVX512 inline __m512 nan_max16(__m512 a, __m512 b) {
   return _mm512_mask_blend_ps(take_a, b, a);
 }
 
-template <bool kAffine, bool kRelu>
-QUELL_FUSED_AVX512 inline __m512 transform16(__m512 v, __m512 alpha, __m512 beta) {
+// The chain on 16 values: noise (x + sigma n, the product rounded before the sum, as
+// add_normal_'s scalar loop), batch norm, ReLU.
+template <bool kNoise, bool kAffine, bool kRelu>
+QUELL_FUSED_AVX512 inline __m512 transform16(__m512 v, __m512 n, __m512 sigma, __m512 alpha,
+                                             __m512 beta) {
+  if (kNoise) {
+    __m512 scaled = _mm512_mul_ps(sigma, n);
+    __asm__("" : "+v"(scaled));  // no contraction into an FMA
+    v = _mm512_add_ps(v, scaled);
+  }
   if (kAffine) v = _mm512_fmadd_ps(v, alpha, beta);
   if (kRelu) v = relu16(v);
   return v;
+}
+
+// The noise of 16 values at `offset` of the plane's normals (zeros when there is none).
+template <bool kNoise>
+QUELL_FUSED_AVX512 inline __m512 noise16(const float* nz, int64_t offset, __mmask16 m) {
+  return kNoise ? _mm512_maskz_loadu_ps(m, nz + offset) : _mm512_setzero_ps();
 }
 
 inline __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// Elementwise: out = transform(in) over one plane of `size` floats.
-template <bool kAffine, bool kRelu>
-QUELL_FUSED_AVX512 void map_plane(const float* in, float* out, int64_t size, Plane p) {
+// transform() of the 16 (masked) values of a plane at `offset`.
+template <bool kNoise, bool kAffine, bool kRelu>
+QUELL_FUSED_AVX512 inline __m512 load16(const float* in, const float* nz, int64_t offset,
+                                        __mmask16 m, __m512 sigma, __m512 alpha, __m512 beta) {
+  return transform16<kNoise, kAffine, kRelu>(_mm512_maskz_loadu_ps(m, in + offset),
+                                             noise16<kNoise>(nz, offset, m), sigma, alpha, beta);
+}
+
+// Elementwise: out = transform(in) over one plane of `size` floats (nz: its normals).
+template <bool kNoise, bool kAffine, bool kRelu>
+QUELL_FUSED_AVX512 void map_plane(const float* in, const float* nz, float* out, int64_t size,
+                                  Plane p, float sigma_f) {
   const __m512 alpha = _mm512_set1_ps(p.alpha), beta = _mm512_set1_ps(p.beta);
-  int64_t i = 0;
-  for (; i + 16 <= size; i += 16) {
-    _mm512_storeu_ps(out + i, transform16<kAffine, kRelu>(_mm512_loadu_ps(in + i), alpha, beta));
-  }
-  if (i < size) {
+  const __m512 sigma = _mm512_set1_ps(sigma_f);
+  for (int64_t i = 0; i < size; i += 16) {
     const __mmask16 m = first_lanes(size - i);
     const __m512 v = _mm512_maskz_loadu_ps(m, in + i);
-    _mm512_mask_storeu_ps(out + i, m, transform16<kAffine, kRelu>(v, alpha, beta));
+    _mm512_mask_storeu_ps(
+        out + i, m,
+        transform16<kNoise, kAffine, kRelu>(v, noise16<kNoise>(nz, i, m), sigma, alpha, beta));
   }
 }
 
 // 2x2 max pool of transform(in) over one [h, w] plane into [h / 2, w / 2].
-template <bool kAffine, bool kRelu>
-QUELL_FUSED_AVX512 void pool_plane(const float* in, float* out, int64_t h, int64_t w, Plane p) {
+template <bool kNoise, bool kAffine, bool kRelu>
+QUELL_FUSED_AVX512 void pool_plane(const float* in, const float* nz, float* out, int64_t h,
+                                   int64_t w, Plane p, float sigma_f) {
   const __m512 alpha = _mm512_set1_ps(p.alpha), beta = _mm512_set1_ps(p.beta);
+  const __m512 sigma = _mm512_set1_ps(sigma_f);
   // Even and odd lanes of the 32 floats (lo, hi).
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   const int64_t oh = h / 2, ow = w / 2;
   for (int64_t y = 0; y < oh; ++y) {
-    const float* r0 = in + 2 * y * w;
-    const float* r1 = r0 + w;
+    const int64_t r0 = 2 * y * w;
+    const int64_t r1 = r0 + w;
     float* dst = out + y * ow;
     for (int64_t x = 0; x < ow; x += 16) {
       const int64_t outputs = std::min<int64_t>(16, ow - x);
       const int64_t inputs = 2 * outputs;  // input columns 2x .. 2x + inputs - 1
       const __mmask16 m_lo = first_lanes(inputs);
       const __mmask16 m_hi = first_lanes(inputs > 16 ? inputs - 16 : 0);
-      const float* a = r0 + 2 * x;
-      const float* b = r1 + 2 * x;
-      const __m512 a_lo = transform16<kAffine, kRelu>(_mm512_maskz_loadu_ps(m_lo, a), alpha, beta);
+      const __m512 a_lo = load16<kNoise, kAffine, kRelu>(in, nz, r0 + 2 * x, m_lo, sigma, alpha, beta);
       const __m512 a_hi =
-          transform16<kAffine, kRelu>(_mm512_maskz_loadu_ps(m_hi, a + 16), alpha, beta);
-      const __m512 b_lo = transform16<kAffine, kRelu>(_mm512_maskz_loadu_ps(m_lo, b), alpha, beta);
+          load16<kNoise, kAffine, kRelu>(in, nz, r0 + 2 * x + 16, m_hi, sigma, alpha, beta);
+      const __m512 b_lo = load16<kNoise, kAffine, kRelu>(in, nz, r1 + 2 * x, m_lo, sigma, alpha, beta);
       const __m512 b_hi =
-          transform16<kAffine, kRelu>(_mm512_maskz_loadu_ps(m_hi, b + 16), alpha, beta);
+          load16<kNoise, kAffine, kRelu>(in, nz, r1 + 2 * x + 16, m_hi, sigma, alpha, beta);
       // nan_max(nan_max(r0[2x], r0[2x+1]), nan_max(r1[2x], r1[2x+1])), as the scalar pool.
       const __m512 top = nan_max16(_mm512_permutex2var_ps(a_lo, even, a_hi),
                                    _mm512_permutex2var_ps(a_lo, odd, a_hi));
@@ -107,24 +129,42 @@ QUELL_FUSED_AVX512 void pool_plane(const float* in, float* out, int64_t h, int64
   }
 }
 
-template <bool kAffine, bool kRelu>
+template <bool kNoise, bool kAffine, bool kRelu>
 void run_planes(const float* in, float* out, const std::vector<Plane>& planes, int64_t n,
-                int64_t h, int64_t w, bool pool) {
+                int64_t h, int64_t w, bool pool, RngStream stream, float sigma) {
   const int64_t c = static_cast<int64_t>(planes.size());
   const int64_t in_size = h * w;
   const int64_t out_size = pool ? (h / 2) * (w / 2) : in_size;
   at::parallel_for(0, n * c, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> normals(kNoise ? static_cast<size_t>(in_size) : 0);
     for (int64_t i = begin; i < end; ++i) {
       const Plane p = planes[static_cast<size_t>(i % c)];
+      if (kNoise) normal_range(stream, i * in_size, in_size, normals.data());
       if (pool) {
-        pool_plane<kAffine, kRelu>(in + i * in_size, out + i * out_size, h, w, p);
+        pool_plane<kNoise, kAffine, kRelu>(in + i * in_size, normals.data(), out + i * out_size,
+                                           h, w, p, sigma);
       } else {
-        map_plane<kAffine, kRelu>(in + i * in_size, out + i * out_size, in_size, p);
+        map_plane<kNoise, kAffine, kRelu>(in + i * in_size, normals.data(), out + i * out_size,
+                                          in_size, p, sigma);
       }
     }
   });
 }
 
+template <bool kNoise>
+void run_chain_planes(bool affine, bool relu, const float* in, float* out,
+                      const std::vector<Plane>& planes, int64_t n, int64_t h, int64_t w,
+                      bool pool, RngStream stream, float sigma) {
+  if (affine && relu) {
+    run_planes<kNoise, true, true>(in, out, planes, n, h, w, pool, stream, sigma);
+  } else if (affine) {
+    run_planes<kNoise, true, false>(in, out, planes, n, h, w, pool, stream, sigma);
+  } else if (relu) {
+    run_planes<kNoise, false, true>(in, out, planes, n, h, w, pool, stream, sigma);
+  } else {
+    run_planes<kNoise, false, false>(in, out, planes, n, h, w, pool, stream, sigma);
+  }
+}
 
 // ---- direct convolution ---------------------------------------------------------------------
 
@@ -250,14 +290,13 @@ torch::Tensor run_fused(const FusedChain& chain, const torch::Tensor& x) {
   const float* in = x.data_ptr<float>();
   float* dst = out.data_ptr<float>();
   const bool affine = chain.bn != nullptr;
-  if (affine && chain.relu) {
-    run_planes<true, true>(in, dst, planes, n, h, w, chain.pool);
-  } else if (affine) {
-    run_planes<true, false>(in, dst, planes, n, h, w, chain.pool);
-  } else if (chain.relu) {
-    run_planes<false, true>(in, dst, planes, n, h, w, chain.pool);
+  const float sigma = static_cast<float>(chain.sigma);  // as add_normal_'s kernel
+  if (chain.noise) {
+    run_chain_planes<true>(affine, chain.relu, in, dst, planes, n, h, w, chain.pool,
+                           chain.stream, sigma);
   } else {
-    run_planes<false, false>(in, dst, planes, n, h, w, chain.pool);
+    run_chain_planes<false>(affine, chain.relu, in, dst, planes, n, h, w, chain.pool,
+                            chain.stream, sigma);
   }
 #endif
   return out;

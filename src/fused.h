@@ -10,6 +10,8 @@
 
 #include <torch/torch.h>
 
+#include "quell/rng.h"
+
 namespace quell::detail {
 
 /// True if this CPU runs the fused kernels (AVX-512 F/BW/VL/DQ).
@@ -17,6 +19,11 @@ bool fused_kernels_available();
 
 /// What a fused chain does to a [N, C, H, W] float32 contiguous CPU tensor, in order.
 struct FusedChain {
+  /// First, the additive noise of the site before the chain, x + sigma * n with n the normals
+  /// of `stream` by flat element index: the bits add_normal_ gives (quell/rng.h).
+  bool noise = false;
+  RngStream stream;
+  double sigma = 0.0;
   const torch::nn::BatchNorm2dImpl* bn = nullptr;  ///< eval-mode batch norm, or none
   bool relu = false;
   bool pool = false;  ///< 2x2 max pool, stride 2, floor mode

@@ -58,7 +58,8 @@ torch::Tensor max_pool_2d(const torch::Tensor& x, int64_t kernel, int64_t stride
                     x.size(2) >= kernel && x.size(3) >= kernel;
   if (!fast) return torch::max_pool2d(x, kernel, stride);
   const torch::Tensor in = x.contiguous();
-  const detail::FusedChain pool_only{nullptr, /*relu=*/false, /*pool=*/true};
+  detail::FusedChain pool_only;
+  pool_only.pool = true;
   if (kernel == 2 && detail::fused_kernels_available() && detail::fused_applies(pool_only, in)) {
     return detail::run_fused(pool_only, in);
   }
@@ -332,43 +333,57 @@ ForwardState ModelImpl::run_until(const torch::Tensor& x, int site, bool with_si
   return state;
 }
 
-int ModelImpl::fused_chain_end(int first, const SiteEngine& engine) const {
-  const int n = num_sites();
-  if (!fused_ || torch::GradMode::is_enabled() || engine.has_observer() ||
-      !detail::fused_kernels_available()) {
-    return first;
+bool ModelImpl::fusing(const SiteEngine& engine) const {
+  return fused_ && !torch::GradMode::is_enabled() && !engine.has_observer() &&
+         detail::fused_kernels_available();
+}
+
+bool ModelImpl::passes_on(int m) const {
+  const bool block = denoisers_enabled_ && static_cast<size_t>(m) < blocks_.size() &&
+                     static_cast<bool>(blocks_[m]);
+  return m + 1 < num_sites() && !block && last_use_[m] == m + 1 &&
+         nodes_[m + 1].inputs.size() == 1 && nodes_[m + 1].inputs[0] == m;
+}
+
+int ModelImpl::chain_end(int first, const SiteEngine& engine) const {
+  // [batch norm] [ReLU] [2x2 max pool], in this order, each reading only the one before, with
+  // nothing happening at the sites in between.
+  int last = first - 1;
+  int stage = 0;
+  for (int m = first; m < num_sites(); ++m) {
+    const Node& node = nodes_[m];
+    if (m > first && !(passes_on(m - 1) && !engine.active(m - 1))) break;
+    int kind = 0;
+    if (node.op == OpType::kBatchNorm && node.bn2d) kind = 1;
+    if (node.op == OpType::kReLU) kind = 2;
+    if (node.op == OpType::kMaxPool && node.kernel == 2 && node.stride == 2) kind = 3;
+    if (kind <= stage) break;
+    stage = kind;
+    last = m;
   }
-  // Site m passes its value straight on: no site logic or block there in this pass, and only
-  // the next node reads it.
-  auto inert = [&](int m) {
-    const bool block = denoisers_enabled_ && static_cast<size_t>(m) < blocks_.size() &&
-                       static_cast<bool>(blocks_[m]);
-    return m + 1 < n && !engine.active(m) && !block && last_use_[m] == m + 1 &&
-           nodes_[m + 1].inputs.size() == 1 && nodes_[m + 1].inputs[0] == m;
-  };
-  int last = first;
-  const Node& head = nodes_[first];
-  if (head.op == OpType::kBatchNorm && head.bn2d) {
-    // A batch norm alone is LibTorch's own kernel; it fuses with the ReLU after it.
-    if (!(inert(last) && nodes_[last + 1].op == OpType::kReLU)) return first;
-    ++last;
-  } else if (head.op != OpType::kReLU) {
-    return first;
-  }
-  const Node& next = nodes_[std::min(last + 1, n - 1)];
-  if (inert(last) && next.op == OpType::kMaxPool && next.kernel == 2 && next.stride == 2) ++last;
   return last;
+}
+
+detail::FusedChain ModelImpl::chain_of(int first, int last) const {
+  detail::FusedChain chain;
+  for (int m = first; m <= last; ++m) {
+    const Node& node = nodes_[m];
+    if (node.op == OpType::kBatchNorm) chain.bn = node.bn2d.get();
+    if (node.op == OpType::kReLU) chain.relu = true;
+    if (node.op == OpType::kMaxPool) chain.pool = true;
+  }
+  return chain;
+}
+
+int ModelImpl::fused_chain_end(int first, const SiteEngine& engine) const {
+  if (!fusing(engine)) return first;
+  const int last = chain_end(first, engine);
+  return last > first ? last : first;  // one op alone runs as LibTorch's (or quell's pool)
 }
 
 torch::Tensor ModelImpl::run_chain(int first, int last, std::vector<torch::Tensor>& values) {
   if (last > first) {
-    detail::FusedChain chain;
-    for (int m = first; m <= last; ++m) {
-      const Node& node = nodes_[m];
-      if (node.op == OpType::kBatchNorm) chain.bn = node.bn2d.get();
-      if (node.op == OpType::kReLU) chain.relu = true;
-      if (node.op == OpType::kMaxPool) chain.pool = true;
-    }
+    const detail::FusedChain chain = chain_of(first, last);
     const torch::Tensor& x = values[nodes_[first].inputs[0]];
     if (detail::fused_applies(chain, x)) return detail::run_fused(chain, x);
   }
@@ -379,6 +394,21 @@ torch::Tensor ModelImpl::run_chain(int first, int last, std::vector<torch::Tenso
   return out;
 }
 
+int ModelImpl::noisy_chain_end(int site, const SiteEngine& engine, detail::FusedChain* chain,
+                               const torch::Tensor& x) const {
+  if (!fusing(engine) || !passes_on(site)) return site;
+  RngStream stream;
+  double sigma = 0.0;
+  if (!engine.additive_only(site, &stream, &sigma) || sigma == 0.0) return site;
+  const int last = chain_end(site + 1, engine);
+  if (last <= site) return site;
+  *chain = chain_of(site + 1, last);
+  chain->noise = true;
+  chain->stream = stream;
+  chain->sigma = sigma;
+  return detail::fused_applies(*chain, x) ? last : site;
+}
+
 torch::Tensor ModelImpl::run_from(ForwardState state, SiteEngine& engine) {
   auto& values = state.values;
   const int n = num_sites();
@@ -387,6 +417,22 @@ torch::Tensor ModelImpl::run_from(ForwardState state, SiteEngine& engine) {
     if (i > state.site) {
       i = fused_chain_end(first, engine);
       values[i] = first == i ? run_node(nodes_[i], values) : run_chain(first, i, values);
+    }
+    // Additive noise at i followed by a fusable chain: the chain's kernel draws the noise, and
+    // the noisy value at i is never written.
+    detail::FusedChain chain;
+    const int last = noisy_chain_end(i, engine, &chain, values[i]);
+    if (last > i) {
+      values[last] = detail::run_fused(chain, values[i]);
+      for (int m = first; m <= i; ++m) {
+        for (int in : nodes_[m].inputs) {
+          if (last_use_[in] == m) values[in] = torch::Tensor();
+        }
+      }
+      values[i] = torch::Tensor();
+      i = last;
+      values[i] = denoise(i, engine.apply(std::move(values[i]), i, /*owned=*/true));
+      continue;
     }
     // The input site is not a fresh tensor: it may be a view of the caller's data.
     const bool owned = i > 0 && (i != state.site || state.site_owned);

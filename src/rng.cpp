@@ -595,6 +595,22 @@ bool normal_block_on_path(int path, RngStream s, uint32_t substream, uint64_t bl
   return false;
 }
 
+void normal_range(RngStream s, int64_t first, int64_t count, float* out) {
+  if (count <= 0) return;
+  const uint64_t key = stream_seed(s);
+  const NormalBlockFn gen = normal_block_fn();
+  alignas(64) float block[kBlock];
+  for (int64_t b = first / kBlock; b * kBlock < first + count; ++b) {
+    const int64_t lo = std::max(first, b * kBlock), hi = std::min(first + count, (b + 1) * kBlock);
+    if (lo == b * kBlock && hi == (b + 1) * kBlock) {
+      gen(key, /*substream=*/0, static_cast<uint64_t>(b), out + (lo - first));
+      continue;
+    }
+    gen(key, /*substream=*/0, static_cast<uint64_t>(b), block);
+    std::copy(block + (lo - b * kBlock), block + (hi - b * kBlock), out + (lo - first));
+  }
+}
+
 // The word -> normal transform on its own, for the accuracy test.
 float approx_normal_from_word(uint32_t w) { return normal_from_word(w); }
 

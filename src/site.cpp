@@ -61,6 +61,30 @@ bool SiteEngine::active(int site) const {
   return it != config_.sites.end() && !it->second.is_identity();
 }
 
+bool SiteEngine::additive_only(int site, RngStream* stream, double* sigma) const {
+  const auto it = config_.sites.find(site);
+  if (it == config_.sites.end() || it->second.is_identity() || observer_) return false;
+  const SiteConfig& cfg = it->second;
+  if (cfg.adc_bits > 0 || (cfg.repeats > 1 && !all_dynamic_additive(cfg))) return false;
+  int component = -1;
+  for (size_t c = 0; c < cfg.noise.size(); ++c) {
+    if (cfg.noise[c].is_zero()) continue;
+    if (component >= 0) return false;  // two components
+    component = static_cast<int>(c);
+  }
+  if (component < 0) return false;
+  NoiseSpec spec = cfg.noise[static_cast<size_t>(component)];
+  if (spec.kind != NoiseKind::kAdditive || spec.temporal != Temporal::kDynamic) return false;
+  // As apply(): σ/√k for k repetitions, then apply_once's scale and stream for repetition 0.
+  if (cfg.repeats > 1) spec.sigma_add /= std::sqrt(static_cast<double>(cfg.repeats));
+  *sigma = effective_sigma(spec.sigma_add, spec, site);
+  const RngStream dyn_base{mix_seed(config_.seed, chip_, mix_seed(draw_, kDynamicTag)),
+                           mix_seed(static_cast<uint64_t>(site), forward_index_)};
+  *stream = RngStream{dyn_base.key,
+                      mix_seed(dyn_base.stream, /*repetition=*/0, static_cast<uint64_t>(component))};
+  return true;
+}
+
 const SiteCalibration& SiteEngine::calib(int site, const char* why) const {
   if (site < 0 || site >= static_cast<int>(calibration_.size()) || !calibration_[site].valid) {
     throw std::invalid_argument(std::string(why) + " at site " + std::to_string(site) +

@@ -60,7 +60,10 @@ TEST(Fused, ChainsGiveTheBitsOfTheSeparateOps) {
         for (const bool pool : {false, true}) {
           if (pool && (shape[2] < 2 || shape[3] < 2)) continue;
           if (!with_bn && !relu && !pool) continue;
-          const detail::FusedChain chain{with_bn ? bn.get() : nullptr, relu, pool};
+          detail::FusedChain chain;
+          chain.bn = with_bn ? bn.get() : nullptr;
+          chain.relu = relu;
+          chain.pool = pool;
           ASSERT_TRUE(detail::fused_applies(chain, x));
           torch::Tensor want = x;
           if (with_bn) want = bn->forward(want);
@@ -79,7 +82,9 @@ TEST(Fused, ChainsGiveTheBitsOfTheSeparateOps) {
   EXPECT_EQ(checked, 6 * 7 - 4);
   // What the kernels do not take.
   torch::nn::BatchNorm2d bn(3);
-  const detail::FusedChain chain{bn.get(), true, true};
+  detail::FusedChain chain;
+  chain.bn = bn.get();
+  chain.relu = chain.pool = true;
   EXPECT_FALSE(detail::fused_applies(chain, torch::randn({2, 3, 4, 4}, torch::kDouble)));
   EXPECT_FALSE(detail::fused_applies(chain, torch::randn({2, 3, 4, 4}).transpose(2, 3)));
   EXPECT_FALSE(detail::fused_applies(chain, torch::randn({2, 4, 4, 4})));  // channel count

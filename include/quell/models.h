@@ -54,6 +54,9 @@ struct SiteInfo {
 
 struct ScriptOp;
 struct ScriptInfo;
+namespace detail {
+struct FusedChain;
+}  // namespace detail
 
 /// One node of the graph; its output is site `index`.
 struct Node {
@@ -174,8 +177,20 @@ class ModelImpl : public torch::nn::Module {
 
  private:
   torch::Tensor run_node(const Node& node, std::vector<torch::Tensor>& values);
-  /// The last node of a fusable chain starting at node `first` in this pass, or `first`.
+  // Fused inference (src/fused.h).
+  bool fusing(const SiteEngine& engine) const;
+  /// Node m's value goes only to node m + 1, with no block after it.
+  bool passes_on(int m) const;
+  /// The last node of the longest [batch norm] [ReLU] [2x2 max pool] chain from `first` whose
+  /// sites in between do nothing in this pass; first - 1 if none.
+  int chain_end(int first, const SiteEngine& engine) const;
+  detail::FusedChain chain_of(int first, int last) const;
+  /// The last node of a fusable chain of at least two ops starting at `first`, or `first`.
   int fused_chain_end(int first, const SiteEngine& engine) const;
+  /// The last node of a chain after `site` that can run in one kernel with site's additive
+  /// noise (filled into *chain), or `site`.
+  int noisy_chain_end(int site, const SiteEngine& engine, detail::FusedChain* chain,
+                      const torch::Tensor& x) const;
   /// Runs nodes first..last and returns the value of `last` (the values between are never
   /// materialised when the fused kernel takes the input).
   torch::Tensor run_chain(int first, int last, std::vector<torch::Tensor>& values);

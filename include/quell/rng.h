@@ -48,4 +48,10 @@ torch::Tensor mul_add_normal(const torch::Tensor& x, RngStream s, double sigma_m
 torch::Tensor add_mul_normal(const torch::Tensor& x, RngStream s, double sigma_mul,
                              double sigma_add);
 
+namespace detail {
+/// The standard normals of elements first .. first + count - 1 of stream s (substream 0: those
+/// add_normal_ adds), written to out: what fused kernels draw for one slice of a tensor.
+void normal_range(RngStream s, int64_t first, int64_t count, float* out);
+}  // namespace detail
+
 }  // namespace quell

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "quell/noise.h"
+#include "quell/rng.h"
 
 namespace quell {
 
@@ -60,6 +61,12 @@ class SiteEngine {
 
   /// True if site `site` changes its input under the current configuration.
   bool active(int site) const;
+
+  /// If the logic of `site` in this pass (without autograd) is exactly x + sigma * n, with n the
+  /// normals of `stream` by flat element index (what add_normal_ adds), returns true with them:
+  /// one dynamic additive component, no ADC, repetitions folded in (σ/√k). Lets a fused kernel
+  /// draw the same noise. False for anything else, including no noise.
+  bool additive_only(int site, RngStream* stream, double* sigma) const;
 
  private:
   torch::Tensor apply_once(torch::Tensor x, int site, const SiteConfig& cfg, int repetition,

@@ -11,9 +11,12 @@
 
 #include "../src/fused.h"
 #include "quell/models.h"
+#include "test_util.h"
 
 namespace quell {
 namespace {
+
+using quell::testing::spec_for;
 
 // Equal bits up to the NaN payload: same NaN positions, equal elsewhere (-0 == 0).
 bool same_values(const torch::Tensor& a, const torch::Tensor& b) {
@@ -139,16 +142,6 @@ TEST(DirectConv, MatchesLibTorchWithinFloatRounding) {
   torch::GradMode::set_enabled(true);
   EXPECT_FALSE(detail::direct_conv_applies(x, w.requires_grad_(), {}, {1, 1}, {1, 1}, {1, 1}, 1));
   torch::GradMode::set_enabled(false);
-}
-
-ModelSpec spec_for(const std::string& name) {
-  ModelSpec s;
-  s.name = name;
-  if (name == "vgg-s" || name == "resnet20") {
-    s.in_channels = 3;
-    s.height = s.width = 32;
-  }
-  return s;
 }
 
 Model trained_looking(const std::string& name) {

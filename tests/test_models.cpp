@@ -14,16 +14,7 @@ namespace quell {
 namespace {
 
 using quell::testing::ScratchDir;
-
-ModelSpec spec_for(const std::string& name) {
-  ModelSpec s;
-  s.name = name;
-  if (name == "vgg-s" || name == "resnet20") {
-    s.in_channels = 3;
-    s.height = s.width = 32;
-  }
-  return s;
-}
+using quell::testing::spec_for;
 
 class ModelContract : public ::testing::TestWithParam<std::string> {};
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "quell/data.h"
+#include "quell/models.h"
 #include "quell_test_paths.h"
 
 namespace quell::testing {
@@ -123,6 +124,18 @@ template <typename Expected = std::exception>
 }
 
 /// Writes `content` to `path` directly (not atomically: tests use it to plant files).
+/// The spec of a registered model at its natural input: 3x32x32 for the CIFAR-layout models,
+/// 1x28x28 otherwise.
+inline ModelSpec spec_for(const std::string& name) {
+  ModelSpec s;
+  s.name = name;
+  if (name == "vgg-s" || name == "resnet20") {
+    s.in_channels = 3;
+    s.height = s.width = 32;
+  }
+  return s;
+}
+
 inline void write_file(const std::filesystem::path& path, const std::string& content) {
   std::ofstream(path, std::ios::binary) << content;
 }

@@ -113,10 +113,12 @@ QUELL_FUSED_AVX512 void pool_plane(const float* in, const float* nz, float* out,
       const int64_t inputs = 2 * outputs;  // input columns 2x .. 2x + inputs - 1
       const __mmask16 m_lo = first_lanes(inputs);
       const __mmask16 m_hi = first_lanes(inputs > 16 ? inputs - 16 : 0);
-      const __m512 a_lo = load16<kNoise, kAffine, kRelu>(in, nz, r0 + 2 * x, m_lo, sigma, alpha, beta);
+      const __m512 a_lo =
+          load16<kNoise, kAffine, kRelu>(in, nz, r0 + 2 * x, m_lo, sigma, alpha, beta);
       const __m512 a_hi =
           load16<kNoise, kAffine, kRelu>(in, nz, r0 + 2 * x + 16, m_hi, sigma, alpha, beta);
-      const __m512 b_lo = load16<kNoise, kAffine, kRelu>(in, nz, r1 + 2 * x, m_lo, sigma, alpha, beta);
+      const __m512 b_lo =
+          load16<kNoise, kAffine, kRelu>(in, nz, r1 + 2 * x, m_lo, sigma, alpha, beta);
       const __m512 b_hi =
           load16<kNoise, kAffine, kRelu>(in, nz, r1 + 2 * x + 16, m_hi, sigma, alpha, beta);
       // nan_max(nan_max(r0[2x], r0[2x+1]), nan_max(r1[2x], r1[2x+1])), as the scalar pool.

@@ -418,24 +418,17 @@ torch::Tensor ModelImpl::run_from(ForwardState state, SiteEngine& engine) {
       i = fused_chain_end(first, engine);
       values[i] = first == i ? run_node(nodes_[i], values) : run_chain(first, i, values);
     }
-    // Additive noise at i followed by a fusable chain: the chain's kernel draws the noise, and
-    // the noisy value at i is never written.
+    // The input site is not a fresh tensor: it may be a view of the caller's data.
+    bool owned = i > 0 && (i != state.site || state.site_owned);
+    // Additive noise at i followed by a fusable chain: the chain's kernel draws the noise, the
+    // noisy value at i is never written, and the site logic continues at the chain's end.
     detail::FusedChain chain;
     const int last = noisy_chain_end(i, engine, &chain, values[i]);
     if (last > i) {
       values[last] = detail::run_fused(chain, values[i]);
-      for (int m = first; m <= i; ++m) {
-        for (int in : nodes_[m].inputs) {
-          if (last_use_[in] == m) values[in] = torch::Tensor();
-        }
-      }
-      values[i] = torch::Tensor();
       i = last;
-      values[i] = denoise(i, engine.apply(std::move(values[i]), i, /*owned=*/true));
-      continue;
+      owned = true;
     }
-    // The input site is not a fresh tensor: it may be a view of the caller's data.
-    const bool owned = i > 0 && (i != state.site || state.site_owned);
     values[i] = denoise(i, engine.apply(std::move(values[i]), i, owned));
     for (int m = first; m <= i; ++m) {
       for (int in : nodes_[m].inputs) {

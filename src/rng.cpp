@@ -449,67 +449,78 @@ void fill_direct(torch::Tensor& x, RngStream s, double mean, double std) {
 // The kernels read `in` and write `out`, which are the same tensor for the in-place functions or
 // two distinct contiguous tensors of the same type and size for the out-of-place ones.
 template <class T>
-void add_direct(const torch::Tensor& in, torch::Tensor& out, RngStream s, uint32_t substream,
-                double sigma) {
-  const T* src = in.data_ptr<T>();
-  T* dst = out.data_ptr<T>();
-  const T sg = static_cast<T>(sigma);
-  for_each_block(in.numel(), s, substream, [&](int64_t first, int64_t count, const float* n) {
-    const T* x = src + first;
-    T* y = dst + first;
-    for (int64_t k = 0; k < count; ++k) y[k] = x[k] + sg * static_cast<T>(n[k]);
-  });
-}
+struct AddKernel {
+  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, uint32_t substream,
+                  double sigma) {
+    const T* src = in.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    const T sg = static_cast<T>(sigma);
+    for_each_block(in.numel(), s, substream, [&](int64_t first, int64_t count, const float* n) {
+      const T* x = src + first;
+      T* y = dst + first;
+      for (int64_t k = 0; k < count; ++k) y[k] = x[k] + sg * static_cast<T>(n[k]);
+    });
+  }
+};
 
 template <class T>
-void mul_direct(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma) {
-  const T* src = in.data_ptr<T>();
-  T* dst = out.data_ptr<T>();
-  const T sg = static_cast<T>(sigma);
-  for_each_block(in.numel(), s, /*substream=*/0, [&](int64_t first, int64_t count, const float* n) {
-    const T* x = src + first;
-    T* y = dst + first;
-    for (int64_t k = 0; k < count; ++k) y[k] = x[k] * (T(1) + sg * static_cast<T>(n[k]));
-  });
-}
+struct MulKernel {
+  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma) {
+    const T* src = in.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    const T sg = static_cast<T>(sigma);
+    for_each_block(in.numel(), s, /*substream=*/0,
+                   [&](int64_t first, int64_t count, const float* n) {
+                     const T* x = src + first;
+                     T* y = dst + first;
+                     for (int64_t k = 0; k < count; ++k) {
+                       y[k] = x[k] * (T(1) + sg * static_cast<T>(n[k]));
+                     }
+                   });
+  }
+};
 
 template <class T>
-void mul_add_direct(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma_mul,
-                    double sigma_add) {
-  const T* src = in.data_ptr<T>();
-  T* dst = out.data_ptr<T>();
-  const T sm = static_cast<T>(sigma_mul);
-  const T sa = static_cast<T>(sigma_add);
-  for_each_block2(
-      in.numel(), s, [&](int64_t first, int64_t count, const float* n1, const float* n2) {
-        const T* x = src + first;
-        T* y = dst + first;
-        for (int64_t k = 0; k < count; ++k) {
-          y[k] = x[k] * (T(1) + sm * static_cast<T>(n1[k])) + sa * static_cast<T>(n2[k]);
-        }
-      });
-}
+struct MulAddKernel {
+  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma_mul,
+                  double sigma_add) {
+    const T* src = in.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    const T sm = static_cast<T>(sigma_mul);
+    const T sa = static_cast<T>(sigma_add);
+    for_each_block2(
+        in.numel(), s, [&](int64_t first, int64_t count, const float* n1, const float* n2) {
+          const T* x = src + first;
+          T* y = dst + first;
+          for (int64_t k = 0; k < count; ++k) {
+            y[k] = x[k] * (T(1) + sm * static_cast<T>(n1[k])) + sa * static_cast<T>(n2[k]);
+          }
+        });
+  }
+};
 
 template <class T>
-void add_mul_direct(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma_mul,
-                    double sigma_add) {
-  const T* src = in.data_ptr<T>();
-  T* dst = out.data_ptr<T>();
-  const T sm = static_cast<T>(sigma_mul);
-  const T sa = static_cast<T>(sigma_add);
-  for_each_block2(
-      in.numel(), s, [&](int64_t first, int64_t count, const float* n1, const float* n2) {
-        const T* x = src + first;
-        T* y = dst + first;
-        for (int64_t k = 0; k < count; ++k) {
-          y[k] = (x[k] + sa * static_cast<T>(n2[k])) * (T(1) + sm * static_cast<T>(n1[k]));
-        }
-      });
-}
+struct AddMulKernel {
+  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma_mul,
+                  double sigma_add) {
+    const T* src = in.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    const T sm = static_cast<T>(sigma_mul);
+    const T sa = static_cast<T>(sigma_add);
+    for_each_block2(
+        in.numel(), s, [&](int64_t first, int64_t count, const float* n1, const float* n2) {
+          const T* x = src + first;
+          T* y = dst + first;
+          for (int64_t k = 0; k < count; ++k) {
+            y[k] = (x[k] + sa * static_cast<T>(n2[k])) * (T(1) + sm * static_cast<T>(n1[k]));
+          }
+        });
+  }
+};
 
-// Runs kernel<T>(in, out) for x's type: in place when out_of_place is false (x is modified and
-// returned), else into a new tensor (x is untouched). Tensors the kernels cannot address
-// directly go through with_direct's contiguous copy, with the same values.
+// Runs Kernel<T>::run(in, out, args...) for x's type: in place when out_of_place is false (x
+// is modified and returned), else into a new tensor (x is untouched). Tensors the kernels
+// cannot address directly go through with_direct's contiguous copy, with the same values.
 template <template <class> class Kernel, class... Args>
 torch::Tensor run_kernel(torch::Tensor& x, bool out_of_place, Args... args) {
   auto run = [&](const torch::Tensor& in, torch::Tensor& out) {
@@ -529,33 +540,6 @@ torch::Tensor run_kernel(torch::Tensor& x, bool out_of_place, Args... args) {
   return target;
 }
 
-template <class T>
-struct AddKernel {
-  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, uint32_t substream,
-                  double sigma) {
-    add_direct<T>(in, out, s, substream, sigma);
-  }
-};
-template <class T>
-struct MulKernel {
-  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sigma) {
-    mul_direct<T>(in, out, s, sigma);
-  }
-};
-template <class T>
-struct MulAddKernel {
-  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sm,
-                  double sa) {
-    mul_add_direct<T>(in, out, s, sm, sa);
-  }
-};
-template <class T>
-struct AddMulKernel {
-  static void run(const torch::Tensor& in, torch::Tensor& out, RngStream s, double sm,
-                  double sa) {
-    add_mul_direct<T>(in, out, s, sm, sa);
-  }
-};
 
 }  // namespace
 
@@ -657,14 +641,18 @@ namespace {
 torch::Tensor add_impl(torch::Tensor& x, RngStream s, double sigma, bool out_of_place) {
   check_scale(out_of_place ? "add_normal" : "add_normal_", "sigma", sigma);
   check_tensor(out_of_place ? "add_normal" : "add_normal_", x, !out_of_place);
-  if (sigma == 0.0 || x.numel() == 0) return out_of_place ? x.clone(torch::MemoryFormat::Contiguous) : x;
+  if (sigma == 0.0 || x.numel() == 0) {
+    return out_of_place ? x.clone(torch::MemoryFormat::Contiguous) : x;
+  }
   return run_kernel<AddKernel>(x, out_of_place, s, /*substream=*/0u, sigma);
 }
 
 torch::Tensor mul_impl(torch::Tensor& x, RngStream s, double sigma, bool out_of_place) {
   check_scale(out_of_place ? "mul_normal" : "mul_normal_", "sigma", sigma);
   check_tensor(out_of_place ? "mul_normal" : "mul_normal_", x, !out_of_place);
-  if (sigma == 0.0 || x.numel() == 0) return out_of_place ? x.clone(torch::MemoryFormat::Contiguous) : x;
+  if (sigma == 0.0 || x.numel() == 0) {
+    return out_of_place ? x.clone(torch::MemoryFormat::Contiguous) : x;
+  }
   return run_kernel<MulKernel>(x, out_of_place, s, sigma);
 }
 

@@ -78,11 +78,14 @@ bool SiteEngine::additive_only(int site, RngStream* stream, double* sigma) const
   // As apply(): σ/√k for k repetitions, then apply_once's scale and stream for repetition 0.
   if (cfg.repeats > 1) spec.sigma_add /= std::sqrt(static_cast<double>(cfg.repeats));
   *sigma = effective_sigma(spec.sigma_add, spec, site);
-  const RngStream dyn_base{mix_seed(config_.seed, chip_, mix_seed(draw_, kDynamicTag)),
-                           mix_seed(static_cast<uint64_t>(site), forward_index_)};
-  *stream = RngStream{dyn_base.key,
-                      mix_seed(dyn_base.stream, /*repetition=*/0, static_cast<uint64_t>(component))};
+  *stream = dynamic_stream(site, /*repetition=*/0, static_cast<size_t>(component));
   return true;
+}
+
+RngStream SiteEngine::dynamic_stream(int site, int repetition, size_t component) const {
+  const uint64_t key = mix_seed(config_.seed, chip_, mix_seed(draw_, kDynamicTag));
+  const uint64_t base = mix_seed(static_cast<uint64_t>(site), forward_index_);
+  return RngStream{key, mix_seed(base, static_cast<uint64_t>(repetition), component)};
 }
 
 const SiteCalibration& SiteEngine::calib(int site, const char* why) const {
@@ -155,8 +158,6 @@ torch::Tensor SiteEngine::apply_once(torch::Tensor x, int site, const SiteConfig
     if (!owned) x = x.clone();
     owned = true;
   };
-  const RngStream dyn_base{mix_seed(config_.seed, chip_, mix_seed(draw_, kDynamicTag)),
-                           mix_seed(static_cast<uint64_t>(site), forward_index_)};
   for (size_t c = 0; c < cfg.noise.size(); ++c) {
     const NoiseSpec& spec = cfg.noise[c];
     if (spec.is_zero()) continue;
@@ -167,7 +168,7 @@ torch::Tensor SiteEngine::apply_once(torch::Tensor x, int site, const SiteConfig
     const bool has_mul = spec.kind != NoiseKind::kAdditive;
 
     if (spec.temporal == Temporal::kDynamic) {
-      const RngStream s{dyn_base.key, mix_seed(dyn_base.stream, repetition, c)};
+      const RngStream s = dynamic_stream(site, repetition, c);
       if (!differentiable && !owned) {
         switch (spec.kind) {
           case NoiseKind::kAdditive:

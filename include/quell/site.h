@@ -71,6 +71,9 @@ class SiteEngine {
  private:
   torch::Tensor apply_once(torch::Tensor x, int site, const SiteConfig& cfg, int repetition,
                            bool differentiable, bool owned);
+  /// The stream of dynamic noise component `component`, repetition `repetition`, at `site` in
+  /// the current pass.
+  RngStream dynamic_stream(int site, int repetition, size_t component) const;
   const torch::Tensor& static_pattern(int site, int component, const torch::Tensor& like);
   double effective_sigma(double sigma, const NoiseSpec& spec, int site) const;
   const SiteCalibration& calib(int site, const char* why) const;

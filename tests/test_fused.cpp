@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "../src/fused.h"
+#include "model/fused.h"
 #include "quell/models.h"
 #include "test_util.h"
 

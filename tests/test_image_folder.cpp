@@ -497,7 +497,7 @@ TEST_F(ImageFolder, BadOptionsAndLayoutsAreClearErrors) {
   write_png_folder(root / "ok", {"a", "b"}, 1);
   auto o = image_options((root / "ok").string());
   o.height = 0;
-  EXPECT_TRUE(throws_with([&] { quell::load_dataset(o); }, {"'images'", "--image-size"}));
+  EXPECT_TRUE(throws_with([&] { quell::load_dataset(o); }, {"'images'", "image size"}));
   o = image_options((root / "missing").string());
   EXPECT_TRUE(throws_with([&] { quell::load_dataset(o); },
                           {(root / "missing").string() + ": no such directory"}));
@@ -528,7 +528,7 @@ TEST_F(ImageFolder, BadOptionsAndLayoutsAreClearErrors) {
   // 2 images of 3x100000x100000 as float32 are 240 GB: refused before anything is decoded.
   o = image_options((root / "ok").string(), 100000);
   EXPECT_TRUE(throws_with([&] { quell::load_dataset(o); },
-                          {"2 images of 3x100000x100000", "as float32", "--limit"}));
+                          {"2 images of 3x100000x100000", "as float32", "a limit"}));
 
   fs::create_directories(root / "noclasses");
   write_bytes((root / "noclasses" / "x.png").string(), "x");

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "quell/checkpoint.h"
+#include "model/internal.h"
 #include "quell/models.h"
 #include "test_util.h"
 

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -61,8 +62,13 @@ struct DataOptions {
   void apply_preprocessing_json(const Json& j);
 };
 
-/// Names of the datasets load_dataset() understands.
+/// Names of the datasets load_dataset() understands: the built-in ones, then those registered.
 std::vector<std::string> dataset_names();
+
+/// Loads a dataset for its options (opts.split, limit, shuffle seed, ...).
+using DatasetLoader = std::function<Dataset(const DataOptions&)>;
+/// Adds (or replaces) a named dataset: load_dataset() with that name calls `loader`. Thread-safe.
+void register_dataset(const std::string& name, DatasetLoader loader);
 
 /// Default directory of a dataset: $QUELL_DATA_DIR/<name> if QUELL_DATA_DIR is set, else for
 /// fashion-mnist /usr/share/datasets/fashion-mnist, else ./data/<name>.

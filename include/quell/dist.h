@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
+#include <vector>
 #include <string>
 
 namespace quell::dist {
@@ -33,6 +35,11 @@ void barrier();
 void allreduce_sum(torch::Tensor& t);
 /// Sums an integer over the ranks.
 int64_t sum(int64_t value);
+/// Rows of numbers computed once over the ranks: row i (`width` doubles) is computed by fn(i) on
+/// rank i % size() alone, and every rank returns every row (one allreduce of the zero-filled
+/// rest). With one process every row is computed here. Collective.
+std::vector<std::vector<double>> share_rows(
+    int64_t n, int64_t width, const std::function<std::vector<double>(int64_t)>& fn);
 /// Rank 0's `value` on every rank.
 std::string broadcast(const std::string& value);
 

@@ -6,19 +6,12 @@
 
 #include "quell/data.h"
 #include "quell/models.h"
+#include "quell/progress.h"
 #include "quell/stats.h"
 
 namespace quell {
 
-/// Progress of a long computation, for the caller's progress bar.
-struct Progress {
-  int64_t done = 0;
-  int64_t total = 0;
-  std::string what;  ///< short label ("eval", "epoch 3/10", ...)
-  double loss = 0.0;
-  double accuracy = 0.0;
-};
-using ProgressFn = std::function<void(const Progress&)>;
+
 
 struct EvalOptions {
   int draws = 5;             ///< dynamic-noise draws per chip instance

@@ -11,6 +11,7 @@
 
 #include "quell/io.h"
 #include "quell/models.h"
+#include "quell/report.h"
 
 namespace quell {
 
@@ -55,5 +56,29 @@ std::vector<WeightStats> weight_stats(ModelImpl& model);
 /// every layer is binarised (all-zero layers contribute zeros). A model without conv/linear
 /// layers gives count 0.
 WeightStats aggregate_weight_stats(ModelImpl& model);
+
+/// The definition of the binarisation index, as result files state it.
+extern const char* const kBinarizationDefinition;
+
+/// The weight statistics of a model (`quell inspect`): per conv/linear layer and pooled.
+struct InspectReport {
+  Json provenance;         ///< RunContext::to_json of the run
+  std::string checkpoint;  ///< the model's file
+  ModelSpec model;
+  std::string dataset;     ///< the dataset it was trained on ("" if unknown)
+  Json train_config = Json::object();
+  std::vector<WeightStats> layers;
+  WeightStats all;
+  Json to_json() const;
+  /// One row per layer, then the aggregate (site -1, name "all").
+  std::string csv() const;
+  /// The table `quell inspect` prints.
+  std::string table() const;
+};
+
+/// The weight statistics of `model`; `checkpoint`, `dataset` and `train_config` are recorded.
+InspectReport inspect_model(ModelImpl& model, const std::string& checkpoint,
+                            const std::string& dataset, const Json& train_config,
+                            const std::string& device = "cpu");
 
 }  // namespace quell

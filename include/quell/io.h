@@ -14,8 +14,8 @@ using Json = nlohmann::json;
 /// any existing file at `path` untouched and no temporary behind.
 void write_file_atomic(const std::string& path, const std::string& content);
 
-/// Provenance block for every result file: quell version and git commit, LibTorch version,
-/// build type, threads, device, UTC time (ISO 8601). Callers add seeds and configuration.
+/// RunContext::capture().to_json() (quell/report.h): the provenance of a CPU run. Result types
+/// take a RunContext instead, which knows the device.
 Json provenance();
 
 /// "0.1.0 (commit)": the quell version and the git commit it was built from.

@@ -52,10 +52,11 @@ struct SiteInfo {
   int64_t numel() const;
 };
 
-struct ScriptOp;
-struct ScriptInfo;
+struct ScriptOp;    // a segment of an imported graph (internal)
+struct ScriptInfo;  // quell/script.h
 namespace detail {
-struct FusedChain;
+struct FusedChain;   // internal fused kernels
+struct ModelAccess;  // the importer's access
 }  // namespace detail
 
 /// One node of the graph; its output is site `index`.
@@ -161,9 +162,6 @@ class ModelImpl : public torch::nn::Module {
   void train(bool on = true) override;
   /// The import record of a model loaded from TorchScript (quell/script.h), else null.
   const ScriptInfo* script_info() const;
-  /// Installed by the importer: keeps the TorchScript module alive and records the import.
-  void set_script(std::shared_ptr<void> module_state, std::shared_ptr<ScriptInfo> info,
-                  std::function<void(bool)> set_training);
 
   /// Measures per-site clean statistics (std, max|x|, min, max) on up to `max_samples` images
   /// in eval mode, and installs them in the engine.
@@ -172,10 +170,12 @@ class ModelImpl : public torch::nn::Module {
   /// Conv/linear weights, in site order (for weight noise and inspection).
   std::vector<std::pair<int, torch::Tensor>> analog_weights();
 
-  // Used by GraphBuilder.
-  Node& add_node(Node node);
-
  private:
+  // Graph building: GraphBuilder and the TorchScript importer (detail::ModelAccess).
+  Node& add_node(Node node);
+  /// Keeps the TorchScript module alive and records the import.
+  void set_script(std::shared_ptr<void> module_state, std::shared_ptr<ScriptInfo> info,
+                  std::function<void(bool)> set_training);
   torch::Tensor run_node(const Node& node, std::vector<torch::Tensor>& values);
   // Fused inference (src/fused.h).
   bool fusing(const SiteEngine& engine) const;
@@ -214,6 +214,7 @@ class ModelImpl : public torch::nn::Module {
     return y;
   }
   friend class GraphBuilder;
+  friend struct detail::ModelAccess;
 };
 TORCH_MODULE(Model);
 
@@ -238,15 +239,6 @@ class GraphBuilder {
   int push(Node node);
   ModelImpl& model_;
 };
-
-/// max_pool2d(x, kernel, stride) without padding. On CPU with kernel == stride and no gradient
-/// needed, a direct loop (same values, NaN propagates; several times faster than LibTorch
-/// 1.13's kernel); otherwise torch::max_pool2d.
-torch::Tensor max_pool_2d(const torch::Tensor& x, int64_t kernel, int64_t stride);
-/// conv.forward(x), through quell's direct kernel where it is faster than LibTorch's (inference
-/// of convolutions with at most 4 input channels on AVX-512 CPUs: see src/fused.h); equal to
-/// about 1e-6 relative.
-torch::Tensor conv2d(torch::nn::Conv2dImpl& conv, const torch::Tensor& x);
 
 /// Names of the registered models.
 std::vector<std::string> model_names();

@@ -42,7 +42,4 @@ Model load_script_model(ModelSpec spec);
 /// The same from an archive already in memory (a checkpoint's); `source` names it in errors.
 Model load_script_model(ModelSpec spec, std::string archive, const std::string& source);
 
-/// Runs the graph segment of a kScript node on the live values (ModelImpl::run_node).
-torch::Tensor run_script_node(const Node& node, const std::vector<torch::Tensor>& values);
-
 }  // namespace quell

@@ -5,6 +5,7 @@
 #include "quell/dist.h"
 #include "quell/checkpoint.h"
 #include "quell/train.h"
+#include "quell/train_study.h"
 
 namespace quell::cli {
 namespace {
@@ -26,72 +27,40 @@ void run(TrainArgs& a) {
   if (a.out == "-") throw std::invalid_argument("--out must be a file path, not '-'");
   check_writable(a.out);
   if (!a.metrics_out.empty() && a.metrics_out != "-") check_writable(a.metrics_out);
-  const torch::Device device = a.runtime.torch_device();
+  TrainStudyOptions o;
+  o.device = a.runtime.torch_device();
   const Dataset train_set = a.data.load(Split::kTrain);
   // Image folders: the test split and the checkpoint take the train split's normalisation.
-  a.data.mean = train_set.mean;
-  a.data.stddev = train_set.stddev;
+  a.data.set_normalisation(train_set.mean, train_set.stddev);
+  o.data = a.data.options(Split::kTrain);
   torch::manual_seed(a.opts.seed);
   Model model = make_model(ModelSpec::for_dataset(a.model, train_set));
-  model->to(device);
-  TrainOptions opts = a.opts;
-  opts.cosine = !a.no_cosine;
-  opts.noise = a.noise.build(model->site_names());
+  o.train = a.opts;
+  o.train.cosine = !a.no_cosine;
+  o.train.noise = a.noise.build(model->site_names());
   const int ranks = dist::size();
-  opts.data_parallel = ranks > 1;
-  opts.progress = dist::is_root() ? progress_bar("train") : nullptr;
+  o.train.data_parallel = ranks > 1;
+  o.out = a.out;
+  o.monitor = cli_monitor();
   if (dist::is_root()) {
     std::cerr << "training " << a.model << " on " << train_set.name << " (" << train_set.size()
-              << " samples, " << opts.epochs << " epochs, " << at::get_num_threads()
+              << " samples, " << o.train.epochs << " epochs, " << at::get_num_threads()
               << " threads"
               << (ranks > 1 ? ", data parallel over " + std::to_string(ranks) + " ranks" : "")
               << ")\n";
   }
-  const TrainResult result = train(*model, train_set, opts);
+  Dataset test_set;
+  if (a.eval_test && dist::is_root()) test_set = a.data.load(Split::kTest);
+  const TrainReport r = run_train_study(model, train_set, a.eval_test ? &test_set : nullptr, o);
   if (!dist::is_root()) return;  // rank 0 alone writes the checkpoint and metrics
-
-  CheckpointMeta meta;
-  meta.spec = model->spec();
-  meta.dataset = train_set.name;
-  meta.data = a.data.options(Split::kTrain).preprocessing_json();
-  meta.train_config = opts.to_json(model->site_names());
-  meta.train_config["limit"] = a.data.limit;
-  meta.provenance = provenance();
-  meta.provenance["device"] = a.runtime.device;
-  meta.provenance["mpi_ranks"] = ranks;
-  Json epochs = Json::array();
-  for (const auto& e : result.epochs) {
-    epochs.push_back({{"epoch", e.epoch},
-                      {"loss", e.loss},
-                      {"train_accuracy", e.accuracy},
-                      {"seconds", e.seconds}});
-  }
-  meta.metrics = {{"epochs", epochs}, {"seconds", result.seconds}};
-  if (a.data.dataset == "images") {
-    meta.metrics["skipped_images"] = {{"train", train_set.skipped.size()}};
-  }
-  if (a.eval_test) {
-    Dataset test_set = a.data.load(Split::kTest);
-    const DrawResult clean = run_pass(*model, test_set, EvalOptions{}.batch_size);
-    meta.metrics["test_accuracy"] = clean.accuracy;
-    meta.metrics["test_loss"] = clean.loss;
-    meta.metrics["test_samples"] = test_set.size();
-    if (a.data.dataset == "images") {
-      meta.metrics["skipped_images"]["test"] = test_set.skipped.size();
-    }
+  if (r.tested) {
     // stdout carries the metrics JSON when --metrics is '-'.
     (a.metrics_out == "-" ? std::cerr : std::cout)
-        << "test accuracy " << fmt_double(clean.accuracy, 4) << " (" << test_set.size()
-        << " samples), training took " << fmt_double(result.seconds, 3) << " s\n";
+        << "test accuracy " << fmt_double(r.test_accuracy, 4) << " (" << r.test_samples
+        << " samples), training took " << fmt_double(r.result.seconds, 3) << " s\n";
   }
-  save_checkpoint(a.out, *model, meta);
   std::cerr << "wrote " << a.out << "\n";
-  if (!a.metrics_out.empty()) {
-    Json j = meta.metrics;
-    j["train_config"] = meta.train_config;
-    j["provenance"] = meta.provenance;
-    emit(a.metrics_out, j.dump(2) + "\n");
-  }
+  if (!a.metrics_out.empty()) emit(a.metrics_out, r.metrics_json().dump(2) + "\n");
 }
 
 }  // namespace

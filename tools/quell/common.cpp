@@ -18,17 +18,6 @@
 
 namespace quell::cli {
 
-Json summary_json(const Summary& s) {
-  return Json{{"n", s.n},       {"mean", s.mean}, {"std", s.std}, {"ci95_low", s.ci_low},
-              {"ci95_high", s.ci_high}};
-}
-
-std::string join(const std::vector<std::string>& names) {
-  std::string s;
-  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
-  return s;
-}
-
 void DataArgs::add(CLI::App& app) {
   dataset_option = app.add_option("--dataset", dataset, "Dataset: " + join(dataset_names()))
                        ->check(CLI::IsMember(dataset_names()))
@@ -102,20 +91,7 @@ ModelSpec GeometryArgs::spec(const std::string& model) const {
         "--dataset images has no fixed geometry: give --channels, --height, --width and "
         "--classes");
   }
-  ModelSpec spec;
-  spec.name = model;
-  if (dataset == "cifar10" || dataset == "cifar100") {
-    spec.in_channels = 3;
-    spec.height = spec.width = 32;
-    spec.num_classes = dataset == "cifar10" ? 10 : 100;
-  }
-  if (channels) spec.in_channels = channels;
-  if (height) spec.height = height;
-  if (width) spec.width = width;
-  if (classes) spec.num_classes = classes;
-  // An imported model knows its classes unless told.
-  if (looks_like_model_file(model) && !classes) spec.num_classes = 0;
-  return spec;
+  return spec_for_geometry(model, dataset, channels, height, width, classes);
 }
 
 void DataArgs::add_for_checkpoint(CLI::App& app) {
@@ -127,35 +103,15 @@ void DataArgs::add_for_checkpoint(CLI::App& app) {
 }
 
 void DataArgs::use_checkpoint_dataset(const CheckpointMeta& meta) {
-  if (dataset_option->count() == 0 && !meta.dataset.empty()) dataset = meta.dataset;
-  if (dataset != "images") return;
-  // How the checkpoint's images were preprocessed; without a record (trained on another
-  // dataset), at least its model's input geometry.
-  DataOptions recorded;
-  if (meta.data.is_object() && meta.data.value("dataset", "") == "images") {
-    recorded.apply_preprocessing_json(meta.data);
-  } else {
-    recorded.channels = meta.spec.in_channels;
-    recorded.height = meta.spec.height;
-    recorded.width = meta.spec.width;
-  }
-  if (image_size_option->count() == 0) {
-    height = recorded.height;
-    width = recorded.width;
-  }
-  if (channels_option->count() == 0 && recorded.channels > 0) image_channels = recorded.channels;
-  if (resize_option->count() == 0) resize = recorded.resize;
-  if (mean_option->count() == 0 && std_option->count() == 0) {
-    mean = recorded.mean;
-    stddev = recorded.stddev;
-  }
+  resolved_ = selection().resolve(meta, Split::kTrain);
+  resolved_set_ = true;
 }
 
-DataOptions DataArgs::options(Split split) const {
-  DataOptions o;
+DataSelection DataArgs::selection() const {
+  DataSelection sel;
+  DataOptions& o = sel.options;
   o.name = dataset;
   o.dir = data_dir;
-  o.split = split;
   o.limit = limit;
   o.shuffle_seed = shuffle_seed;
   o.channels = image_channels;
@@ -187,7 +143,30 @@ DataOptions DataArgs::options(Split split) const {
   o.stddev = stddev;
   o.skip_bad = skip_bad;
   o.image_cache = !no_image_cache;
+  sel.dataset_set = dataset_option != nullptr && dataset_option->count() > 0;
+  sel.size_set = image_size_option != nullptr && image_size_option->count() > 0;
+  sel.channels_set = channels_option != nullptr && channels_option->count() > 0;
+  sel.resize_set = resize_option != nullptr && resize_option->count() > 0;
+  sel.normalisation_set = (mean_option != nullptr && mean_option->count() > 0) ||
+                          (std_option != nullptr && std_option->count() > 0) || !mean.empty() ||
+                          !stddev.empty();
+  return sel;
+}
+
+
+DataOptions DataArgs::options(Split split) const {
+  DataOptions o = resolved_set_ ? resolved_ : selection().options;
+  o.split = split;
   return o;
+}
+
+void DataArgs::set_normalisation(const std::vector<double>& m, const std::vector<double>& s) {
+  mean = m;
+  stddev = s;
+  if (resolved_set_) {
+    resolved_.mean = m;
+    resolved_.stddev = s;
+  }
 }
 
 Dataset DataArgs::load(Split split) const { return load_dataset(options(split)); }
@@ -313,17 +292,6 @@ ProgressFn progress_bar(const std::string& label) {
   };
 }
 
-void check_model_fits(const ModelSpec& spec, const Dataset& data, const std::string& what) {
-  const auto shape = data.sample_shape();
-  if (shape != std::vector<int64_t>{spec.in_channels, spec.height, spec.width} ||
-      data.num_classes != spec.num_classes) {
-    throw std::invalid_argument(
-        what + ": model expects " + spec.to_json().dump() + " but dataset " + data.name +
-        " has samples " + std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +
-        std::to_string(shape[2]) + " and " + std::to_string(data.num_classes) + " classes");
-  }
-}
-
 void check_writable(const std::string& path) {
   if (path.empty() || path == "-") return;
   if (std::filesystem::is_directory(path)) {
@@ -366,43 +334,30 @@ PlotFormats parse_figure_formats(const std::string& text) {
 
 Model load_checked(const std::string& checkpoint, const std::string& model_name,
                    CheckpointMeta* meta, const DataArgs* data, const GeometryArgs* geometry) {
-  // A quell checkpoint is read once; only a file that is not one is probed for TorchScript.
-  Model model{nullptr};
+  LoadOptions o;
+  o.expected_model = model_name;
+  if (data) {
+    o.import_data = data->options(Split::kTrain);
+  } else if (geometry) {
+    o.import_spec = geometry->spec(checkpoint);
+  }
   try {
-    model = load_checkpoint(checkpoint, meta);
-  } catch (const std::runtime_error&) {
-    if (!is_torchscript_model(checkpoint)) throw;
+    return load_model(checkpoint, meta, o);
+  } catch (const std::invalid_argument&) {
+    if (data || geometry || !is_torchscript_model(checkpoint)) throw;
+    throw std::invalid_argument(checkpoint +
+                                ": a TorchScript model, not a quell checkpoint; import it "
+                                "with: quell train --model " + checkpoint +
+                                " --epochs 0 --out CHECKPOINT");
   }
-  if (!model) {
-    if (!model_name.empty() && model_name != checkpoint) {
-      throw std::invalid_argument(checkpoint + ": a TorchScript model, but --model says '" +
-                                  model_name + "'");
-    }
-    CheckpointMeta m;
-    if (data) {
-      const Dataset train = data->load(Split::kTrain);
-      model = load_script_model(ModelSpec::for_dataset(checkpoint, train));
-      model->calibrate(train.images, TrainOptions{}.calib_samples);
-      m.dataset = train.name;
-    } else if (geometry) {
-      ModelSpec spec = geometry->spec(checkpoint);
-      model = load_script_model(spec);
-    } else {
-      throw std::invalid_argument(checkpoint +
-                                  ": a TorchScript model, not a quell checkpoint; import it "
-                                  "with: quell train --model " + checkpoint +
-                                  " --epochs 0 --out CHECKPOINT");
-    }
-    m.spec = model->spec();
-    m.train_config = Json{{"imported", checkpoint}};
-    m.provenance = provenance();
-    if (meta) *meta = m;
-    return model;
-  }
-  if (!model_name.empty() && model_name != model->spec().name) {
-    throw std::invalid_argument(checkpoint + ": checkpoint holds model '" + model->spec().name +
-                                "' but --model says '" + model_name + "'");
-  }
-  return model;
+}
+
+StudyMonitor cli_monitor() {
+  StudyMonitor m;
+  if (!dist::is_root()) return m;
+  m.progress = [](const std::string& label) { return progress_bar(label); };
+  m.message = [](const std::string& line) { std::cout << line << std::endl; };
+  m.note = [](const std::string& line) { std::cerr << line << "\n"; };
+  return m;
 }
 }  // namespace quell::cli

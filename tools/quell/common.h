@@ -9,8 +9,11 @@
 #include "quell/data.h"
 #include "quell/eval.h"
 #include "quell/io.h"
+#include "quell/load.h"
 #include "quell/models.h"
 #include "quell/plot.h"
+#include "quell/progress.h"
+#include "quell/report.h"
 
 namespace quell::cli {
 
@@ -39,12 +42,19 @@ struct DataArgs {
   /// add(), with --dataset defaulting to the checkpoint's dataset (see use_checkpoint_dataset).
   void add_for_checkpoint(CLI::App& app);
   /// Takes the checkpoint's dataset unless --dataset was given; for image folders also its
-  /// preprocessing (input size, channels, resize, mean/std) unless given by flags, and when the
-  /// checkpoint has no preprocessing record, its model's input geometry.
+  /// preprocessing unless given by flags (DataSelection::resolve).
   void use_checkpoint_dataset(const CheckpointMeta& meta);
-  /// The options of `split` from the flags (parses --image-size).
+  /// The flags as a library DataSelection (parses --image-size; records which were given).
+  DataSelection selection() const;
+  /// The options of `split`: the flags, after use_checkpoint_dataset the resolved ones.
   DataOptions options(Split split) const;
   Dataset load(Split split) const;
+  /// Sets the normalisation (image folders: the train split's, for the test split).
+  void set_normalisation(const std::vector<double>& m, const std::vector<double>& s);
+
+ private:
+  bool resolved_set_ = false;
+  DataOptions resolved_;
 };
 
 /// --dataset (its input geometry), --channels, --height, --width, --classes: the geometry of a
@@ -76,18 +86,12 @@ struct RuntimeArgs {
   torch::Device torch_device() const;
 };
 
-/// {"n", "mean", "std", "ci95_low", "ci95_high"}
-Json summary_json(const Summary& s);
-
-/// "a, b, c"
-std::string join(const std::vector<std::string>& names);
-
 /// A progress callback drawing a bar on stderr when it is a terminal, plain lines otherwise.
 ProgressFn progress_bar(const std::string& label);
 
-/// Throws std::invalid_argument naming `what` if `data` does not fit the model's input and
-/// classes.
-void check_model_fits(const ModelSpec& spec, const Dataset& data, const std::string& what);
+/// The CLI's study monitor: progress bars and notes on stderr, messages on stdout; on rank 0
+/// only under mpirun.
+StudyMonitor cli_monitor();
 
 /// Figure formats from "png,svg" | "png" | "svg" | "none"; throws naming the text otherwise.
 PlotFormats parse_figure_formats(const std::string& text);

@@ -3,6 +3,7 @@
 
 #include "common.h"
 #include "quell/dist.h"
+#include "quell/progress.h"
 
 namespace {
 // Under mpirun an error on one rank must end the whole job, or the others wait forever.
@@ -15,6 +16,8 @@ int fail(int code) {
 
 int main(int argc, char** argv) {
   quell::dist::init(&argc, &argv);
+  // The library's notes (skipped files, subsets) are for the person at the terminal.
+  quell::set_note_sink([](const std::string& line) { std::cerr << line << "\n"; });
   CLI::App app{"quell: noise sensitivity of neural networks on analog / mixed-signal hardware"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("quell ") + quell::version_string());

@@ -7,7 +7,7 @@
 // ReLU keeps NaN; the max takes the first operand when it is greater or NaN, like quell's max
 // pool.
 
-#include "fused.h"
+#include "model/fused.h"
 
 #include <ATen/Parallel.h>
 

@@ -6,7 +6,7 @@
 #include <limits>
 #include <stdexcept>
 
-#include "lazy_greedy.h"
+#include "studies/lazy_greedy.h"
 
 namespace quell {
 

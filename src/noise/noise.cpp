@@ -7,7 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "text.h"
+#include "util/text.h"
 
 namespace quell {
 namespace {

@@ -93,22 +93,6 @@ std::string utc_now() {
 
 std::string version_string() { return QUELL_VERSION " (" QUELL_GIT_COMMIT ")"; }
 
-Json provenance() {
-  char host[256] = {};
-  // gethostname may truncate without terminating; the last byte stays '\0'.
-  if (::gethostname(host, sizeof(host) - 1) != 0) std::strcpy(host, "unknown");
-  Json j = Json::object();
-  j["quell_version"] = QUELL_VERSION;
-  j["git_commit"] = QUELL_GIT_COMMIT;
-  j["libtorch_version"] = TORCH_VERSION;
-  j["build_type"] = QUELL_BUILD_TYPE;
-  j["threads"] = at::get_num_threads();
-  j["device"] = "cpu";
-  j["utc_time"] = utc_now();
-  j["hostname"] = std::string(host);
-  return j;
-}
-
 namespace {
 
 // RFC 4180: a field with a comma, quote, CR or LF is enclosed in quotes, quotes doubled.

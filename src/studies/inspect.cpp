@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
+#include <sstream>
 
 namespace quell {
 namespace {
@@ -111,6 +113,81 @@ WeightStats aggregate_weight_stats(ModelImpl& model) {
   WeightStats s = tensor_weight_stats(pool(raw), -1, "all", "all");
   s.binarization = binarization_index(pool(shape_only));
   return s;
+}
+
+const char* const kBinarizationDefinition =
+    "(pi/2 - E[w^2]/E[|w|]^2) / (pi/2 - 1), clamped to [0,1]: 0 = Gaussian-shaped weights, "
+    "1 = constant magnitude (binarised); empty or all-zero weights: 0";
+
+namespace {
+
+std::string table_row(const WeightStats& s) {
+  char line[256];
+  std::snprintf(line, sizeof line, "%-5s %-22s %-7s %10lld %12.6g %12.6g %12.6g %13.4f\n",
+                s.site < 0 ? "-" : std::to_string(s.site).c_str(), s.name.c_str(), s.op.c_str(),
+                static_cast<long long>(s.count), s.mean_abs, s.rms, s.max_abs, s.binarization);
+  return line;
+}
+
+std::vector<std::string> csv_row(const WeightStats& s) {
+  return {std::to_string(s.site),       s.name,
+          s.op,                         std::to_string(s.count),
+          fmt_double(s.mean_abs, 0),    fmt_double(s.rms, 0),
+          fmt_double(s.max_abs, 0),     fmt_double(s.binarization, 0)};
+}
+
+}  // namespace
+
+Json InspectReport::to_json() const {
+  Json rows = Json::array();
+  for (const auto& s : layers) rows.push_back(s.to_json());
+  return Json{{"checkpoint", checkpoint},
+              {"model", model.to_json()},
+              {"dataset", dataset},
+              {"train_config", train_config},
+              {"binarization_definition", kBinarizationDefinition},
+              {"layers", rows},
+              {"all", all.to_json()},
+              {"provenance", provenance}};
+}
+
+std::string InspectReport::csv() const {
+  // The aggregate is the last row, site -1, name "all".
+  CsvTable t({"site", "name", "op", "count", "mean_abs", "rms", "max_abs", "binarization"});
+  for (const auto& s : layers) t.add_row(csv_row(s));
+  t.add_row(csv_row(all));
+  return t.str();
+}
+
+std::string InspectReport::table() const {
+  std::ostringstream os;
+  os << "checkpoint " << checkpoint << ": model " << model.name;
+  if (!dataset.empty()) os << " trained on " << dataset;
+  os << "; " << layers.size() << " conv/linear layers, " << all.count << " weights\n";
+  char header[256];
+  std::snprintf(header, sizeof header, "%-5s %-22s %-7s %10s %12s %12s %12s %13s\n", "site",
+                "name", "op", "count", "mean|w|", "rms", "max|w|", "binarisation");
+  os << header;
+  for (const auto& s : layers) os << table_row(s);
+  os << table_row(all);
+  os << "binarisation = " << kBinarizationDefinition << "\n";
+  os << "all = every conv/linear weight pooled; its binarisation first divides each layer by "
+        "its own mean|w|\n";
+  return os.str();
+}
+
+InspectReport inspect_model(ModelImpl& model, const std::string& checkpoint,
+                            const std::string& dataset, const Json& train_config,
+                            const std::string& device) {
+  InspectReport r;
+  r.provenance = RunContext::capture(device).to_json();
+  r.checkpoint = checkpoint;
+  r.model = model.spec();
+  r.dataset = dataset;
+  r.train_config = train_config;
+  r.layers = weight_stats(model);
+  r.all = aggregate_weight_stats(model);
+  return r;
 }
 
 }  // namespace quell

@@ -2,7 +2,8 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "fused.h"
+#include "model/fused.h"
+#include "model/internal.h"
 #include "quell/models.h"
 #include "quell/script.h"
 

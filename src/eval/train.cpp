@@ -6,7 +6,7 @@
 
 #include "quell/dist.h"
 #include "quell/rng.h"
-#include "train_loop.h"
+#include "eval/train_loop.h"
 
 namespace quell {
 

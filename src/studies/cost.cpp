@@ -329,7 +329,7 @@ HardwareConfig HardwareConfig::from_json(const Json& j, const HardwareConfig& ba
 void HardwareConfig::set(const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) {
-    throw std::invalid_argument("--set '" + assignment + "': expected FIELD=VALUE");
+    throw std::invalid_argument("cost constant '" + assignment + "': expected FIELD=VALUE");
   }
   std::string key = assignment.substr(0, eq);
   const std::string text = assignment.substr(eq + 1);
@@ -349,7 +349,7 @@ void HardwareConfig::set(const std::string& assignment) {
   try {
     *this = from_json(patch, *this);
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument("--set '" + assignment + "': " + e.what());
+    throw std::invalid_argument("cost constant '" + assignment + "': " + e.what());
   }
   sources[key] = "set by the user";
 }

@@ -10,7 +10,8 @@
 // effects (BatchNorm's counter, input checks) run in the node of the next site.
 #include "quell/script.h"
 
-#include "fused.h"
+#include "model/fused.h"
+#include "model/internal.h"
 
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
@@ -924,8 +925,7 @@ Model load_script_model(ModelSpec spec, std::string archive, const std::string& 
     } catch (const std::exception& e) {
       throw std::runtime_error(source + ": forward fails on a " + shape_text(spec) +
                                " input (" + first_line(e.what()) +
-                               "); give the model's input geometry (--dataset, --channels, "
-                               "--height, --width, --image-size)");
+                               "); give the model's input geometry (channels, height, width)");
     }
     im.module.train(was_training);
     for (size_t i = 1; i < nodes.size(); ++i) {
@@ -960,13 +960,14 @@ Model load_script_model(ModelSpec spec, std::string archive, const std::string& 
   Model model(spec);
   for (const auto& [name, t] : im.parameters) register_mirror(*model, name, t, true, source);
   for (const auto& [name, t] : im.buffers) register_mirror(*model, name, t, false, source);
-  for (auto& n : nodes) model->add_node(std::move(n));
+  for (auto& n : nodes) detail::ModelAccess::add_node(*model, std::move(n));
   auto info = std::make_shared<ScriptInfo>();
   info->source = source;
   info->archive = std::move(archive);
   info->unplaced = im.unplaced();
   auto state = std::make_shared<ScriptState>(ScriptState{im.module, im.graph});
-  model->set_script(state, info, [state](bool on) { state->module.train(on); });
+  detail::ModelAccess::set_script(*model, state, info,
+                                  [state](bool on) { state->module.train(on); });
   return model;
 }
 

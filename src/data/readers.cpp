@@ -17,7 +17,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "quell/image_folder.h"
+#include "data/loaders.h"
 
 namespace quell {
 namespace {
@@ -249,12 +249,13 @@ std::vector<int64_t> Dataset::sample_shape() const {
   return images.sizes().slice(1).vec();
 }
 
-std::vector<std::string> dataset_names() {
+namespace detail {
+std::vector<std::string> fixed_format_dataset_names() {
   std::vector<std::string> names;
   for (const auto& spec : registry()) names.emplace_back(spec.name);
-  names.emplace_back(kImagesName);
   return names;
 }
+}  // namespace detail
 
 std::string default_data_dir(const std::string& name) {
   const char* root = std::getenv("QUELL_DATA_DIR");
@@ -541,12 +542,7 @@ void DataOptions::apply_preprocessing_json(const Json& j) {
   }
 }
 
-Dataset load_dataset(const DataOptions& opts) {
-  if (opts.limit < 0) {
-    throw std::runtime_error("limit must be >= 0 (0 = all samples), got " +
-                             std::to_string(opts.limit));
-  }
-  if (opts.name == kImagesName) return load_image_folder(opts);
+Dataset detail::load_fixed_format_dataset(const DataOptions& opts) {
   const DatasetSpec& spec = find_spec(opts.name);
   const std::string dir = opts.dir.empty() ? default_data_dir(opts.name) : opts.dir;
   const bool train = opts.split == Split::kTrain;

@@ -17,7 +17,7 @@
 #include "quell/inspect.h"
 #include "quell/rng.h"
 #include "quell/runtime.h"
-#include "text.h"
+#include "util/text.h"
 
 namespace quell {
 namespace {
@@ -153,7 +153,7 @@ WalkNoise WalkNoise::parse(const std::string& text_in) {
       continue;
     }
     if (!opt.empty() && (std::isdigit(static_cast<unsigned char>(opt[0])) || opt[0] == '.')) {
-      throw std::invalid_argument(what + ": give no sigma here; the grid (--grid) sets it");
+      throw std::invalid_argument(what + ": give no sigma here; the sweep's grid sets it");
     }
     rest += ":" + opt;
   }
@@ -480,7 +480,7 @@ WalkJournal::WalkJournal(std::string path, Json fingerprint)
     if (c.fingerprint != fingerprint_) {
       throw std::runtime_error(path_ + " holds a different sweep (" +
                                first_difference(c.fingerprint, fingerprint_) +
-                               "); use another output directory or --restart");
+                               "); use another output directory or restart the sweep");
     }
     if (std::filesystem::file_size(path_) != c.good_bytes) {
       std::filesystem::resize_file(path_, c.good_bytes);  // drop a torn last line

@@ -168,4 +168,24 @@ int64_t TaskCounter::next() {
   return local_++;
 }
 
+std::vector<std::vector<double>> share_rows(
+    int64_t n, int64_t width, const std::function<std::vector<double>(int64_t)>& fn) {
+  torch::Tensor packed = torch::zeros({n, width}, torch::kDouble);
+  auto p = packed.accessor<double, 2>();
+  const int ranks = size(), me = rank();
+  for (int64_t i = 0; i < n; ++i) {
+    if (static_cast<int>(i % ranks) != me) continue;
+    const std::vector<double> row = fn(i);
+    TORCH_INTERNAL_ASSERT(static_cast<int64_t>(row.size()) <= width, "share_rows: row too wide");
+    for (size_t f = 0; f < row.size(); ++f) p[i][static_cast<int64_t>(f)] = row[f];
+  }
+  allreduce_sum(packed);
+  p = packed.accessor<double, 2>();
+  std::vector<std::vector<double>> rows(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    rows[static_cast<size_t>(i)].assign(&p[i][0], &p[i][0] + width);
+  }
+  return rows;
+}
+
 }  // namespace quell::dist

@@ -1,4 +1,5 @@
 #include "quell/denoise.h"
+#include "quell/walk_study.h"
 
 #include "quell/dist.h"
 
@@ -11,9 +12,9 @@
 #include <stdexcept>
 
 #include "quell/rng.h"
-#include "lazy_greedy.h"
-#include "text.h"
-#include "train_loop.h"
+#include "studies/lazy_greedy.h"
+#include "util/text.h"
+#include "eval/train_loop.h"
 
 namespace quell {
 namespace {
@@ -241,34 +242,20 @@ std::vector<SiteSensitivity> drop_sensitivity(ModelImpl& model, const Dataset& d
 
 std::vector<SiteSensitivity> walk_sensitivity(const std::string& walk_json,
                                               const std::vector<std::string>& site_names) {
-  std::ifstream in(walk_json);
-  if (!in) throw std::runtime_error(walk_json + ": cannot open walk result");
-  Json j;
-  try {
-    j = Json::parse(in);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(walk_json + ": not valid JSON (" + std::string(e.what()).substr(0, 80) +
-                             ")");
-  }
-  if (!j.is_object() || !j.contains("sites") || !j["sites"].is_array()) {
-    throw std::runtime_error(walk_json + ": not a quell walk result (no \"sites\" list)");
-  }
+  const WalkReport walk = WalkReport::read(walk_json);
   std::vector<SiteSensitivity> out;
-  for (const auto& s : j["sites"]) {
-    const std::string name = s.value("name", "");
-    const auto it = std::find(site_names.begin(), site_names.end(), name);
+  for (const auto& c : walk.result.sites) {
+    const auto it = std::find(site_names.begin(), site_names.end(), c.name);
     if (it == site_names.end()) {
-      throw std::runtime_error(walk_json + ": site '" + name + "' is not a site of this model");
+      throw std::runtime_error(walk_json + ": site '" + c.name + "' is not a site of this model");
     }
-    const Json mid = s.value("midpoint", Json::object());
-    const std::string status = mid.value("status", "");
     double value = 0.0;
-    if (status == "crossed" && mid["value"].is_number() && mid["value"].get<double>() > 0) {
-      value = 1.0 / mid["value"].get<double>();
-    } else if (status == "below grid") {
+    if (c.midpoint.status == CrossingStatus::kCrossed && c.midpoint.value > 0) {
+      value = 1.0 / c.midpoint.value;
+    } else if (c.midpoint.status == CrossingStatus::kBelowGrid) {
       value = std::numeric_limits<double>::infinity();
     }
-    out.push_back({static_cast<int>(it - site_names.begin()), name, value});
+    out.push_back({static_cast<int>(it - site_names.begin()), c.name, value});
   }
   return out;
 }

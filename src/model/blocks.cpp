@@ -2,7 +2,7 @@
 
 #include <stdexcept>
 
-#include "text.h"
+#include "util/text.h"
 
 namespace quell {
 namespace {

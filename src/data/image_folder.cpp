@@ -3,6 +3,8 @@
 // image is in image_codec.cpp. Every file error is a std::runtime_error "<path>: <problem>".
 #include "quell/image_folder.h"
 
+#include "quell/progress.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <sys/stat.h>
@@ -91,12 +93,16 @@ std::string gib_str(double bytes) {
   return buf;
 }
 
-/// Prints `line` to stderr once per process.
+/// Hands `line` to the note sink once per process.
 void note_once(const std::string& line) {
   static std::mutex mutex;
   static std::set<std::string> printed;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (printed.insert(line).second) std::cerr << line << "\n";
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    first = printed.insert(line).second;
+  }
+  if (first) note(line);
 }
 
 /// The decoded, resized images of a split's kept files.
@@ -301,9 +307,9 @@ std::vector<int64_t> kept_samples(const ImageFolderIndex& index, const DataOptio
   if (opts.limit > 0 && opts.limit < n) {
     if (opts.shuffle_seed == 0) {
       // Files come class by class: the first N cover only the first classes.
-      note_once("note: --limit " + std::to_string(opts.limit) + " keeps the first files of " +
-                index.root + " in class order (only some classes); add --shuffle-seed S for a "
-                "random subset");
+      note_once("note: a limit of " + std::to_string(opts.limit) + " keeps the first files of " +
+                index.root + " in class order (only some classes); shuffle (a shuffle seed) "
+                "for a random subset");
     }
     kept.resize(static_cast<size_t>(opts.limit));
   }
@@ -339,7 +345,7 @@ void check_fits_in_memory(const std::string& root, int64_t n, const ImageGeometr
     fail(root, std::to_string(n) + " images of " + std::to_string(g.channels) + "x" +
                    std::to_string(g.height) + "x" + std::to_string(g.width) + " take " +
                    gib_str(bytes) + " as float32 but only " + gib_str(available) +
-                   " of memory is available; use fewer samples (--limit)");
+                   " of memory is available; use fewer samples (a limit)");
   }
 }
 
@@ -636,8 +642,8 @@ void clear_image_memory_cache() {
 Dataset load_image_folder(const DataOptions& opts) {
   if (opts.channels == 0 || opts.height == 0 || opts.width == 0) {
     throw std::invalid_argument(
-        "dataset 'images' needs the model input size (channels, height, width; --image-size "
-        "HxW or a checkpoint's), got " +
+        "dataset 'images' needs the model input size (channels, height, width; an image "
+        "size HxW or a checkpoint's), got " +
         std::to_string(opts.channels) + "x" + std::to_string(opts.height) + "x" +
         std::to_string(opts.width));
   }
@@ -679,9 +685,9 @@ Dataset load_image_folder(const DataOptions& opts) {
     for (size_t i = 0; i < split.skipped.size() && i < kSkipReportFiles; ++i) {
       first += (i ? "; " : "") + split.skipped[i];
     }
-    std::cerr << "warning: skipped " << split.skipped.size() << " unreadable image"
-              << (split.skipped.size() == 1 ? "" : "s") << " of " << index.root << ": " << first
-              << (split.skipped.size() > kSkipReportFiles ? "; ..." : "") << "\n";
+    note("warning: skipped " + std::to_string(split.skipped.size()) + " unreadable image" +
+         (split.skipped.size() == 1 ? "" : "s") + " of " + index.root + ": " + first +
+         (split.skipped.size() > kSkipReportFiles ? "; ..." : ""));
   }
 
   Dataset ds;

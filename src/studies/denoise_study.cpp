@@ -1,0 +1,742 @@
+// The denoising-block study (docs/denoise.md): rankings, placement search under parameter
+// budgets, final trainings, the comparison, and the report's JSON and CSV forms.
+#include "quell/denoise_study.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "quell/dist.h"
+#include "quell/load.h"
+#include "quell/walk.h"
+
+namespace quell {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string pct(double v) { return fmt_double(v, 3) + "%"; }
+
+// Rankings keep "inf" for sites below a walk's grid (as written since the first reports).
+Json ranking_value(double v) { return std::isfinite(v) ? Json(v) : Json("inf"); }
+
+// Trained block weights by (site, block), to warm-start later placements of the search.
+using BlockCache = std::map<std::string, std::map<std::string, torch::Tensor>>;
+
+std::string block_key(const BlockPlacement& b) {
+  return std::to_string(b.site) + "@" + b.block.str();
+}
+
+void restore_blocks(ModelImpl& m, const BlockCache& cache) {
+  torch::NoGradGuard no_grad;
+  for (const auto& b : m.denoiser_placement()) {
+    const auto it = cache.find(block_key(b));
+    if (it == cache.end()) continue;
+    for (auto& p : m.denoiser(b.site)->named_parameters()) p.value().copy_(it->second.at(p.key()));
+  }
+}
+
+void store_blocks(ModelImpl& m, BlockCache& cache) {
+  for (const auto& b : m.denoiser_placement()) {
+    auto& slot = cache[block_key(b)];
+    for (const auto& p : m.denoiser(b.site)->named_parameters()) {
+      slot[p.key()] = p.value().detach().clone();
+    }
+  }
+}
+
+const char* ci_over(const EvalResult& r) { return r.chip_level ? "chips" : "draws"; }
+
+}  // namespace
+
+void DenoiseStudyOptions::validate() const {
+  if (noise.empty()) {
+    throw std::invalid_argument("no noise to mitigate: the noise configuration is empty");
+  }
+  BlockSpec::parse(block);
+  for (int r : ratios) {
+    if (r < 1) throw std::invalid_argument("ratios: every ratio must be >= 1, got " + std::to_string(r));
+  }
+  if (ratios.empty()) throw std::invalid_argument("ratios: give at least one");
+  if (budgets.empty()) throw std::invalid_argument("budgets: give at least one");
+  for (double b : budgets) {
+    if (!(b > 0) || !std::isfinite(b)) {
+      throw std::invalid_argument("budgets: every budget must be a positive percentage, got " +
+                                  fmt_double(b));
+    }
+  }
+  if (search != "greedy" && search != "none") {
+    throw std::invalid_argument("search '" + search + "': expected greedy or none");
+  }
+  if (!(train.scale_lo >= 0) || !(train.scale_hi >= train.scale_lo) ||
+      !std::isfinite(train.scale_hi)) {
+    throw std::invalid_argument("training noise scale range: expected 0 <= scale_lo <= scale_hi");
+  }
+  for (double l : robustness_levels) {
+    if (!(l >= 0) || !std::isfinite(l)) {
+      throw std::invalid_argument("robustness levels: expected numbers >= 0, got " + fmt_double(l));
+    }
+  }
+  if (!walk_json.empty() && !fs::exists(walk_json)) {
+    throw std::invalid_argument("walk result " + walk_json + ": no such file");
+  }
+  if (!out.empty() && fs::exists(out) && !fs::is_directory(out)) {
+    throw std::invalid_argument("output directory " + out + ": exists and is not a directory");
+  }
+  if (!out.empty() && (figures.png || figures.svg) && !gnuplot_available()) {
+    throw std::runtime_error("gnuplot is not installed (apt-get install gnuplot-nox); or write "
+                             "no figures");
+  }
+}
+
+DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
+                                const Dataset& test, const DenoiseStudyOptions& opts) {
+  opts.validate();
+  TORCH_CHECK(backbone_holder, "run_denoise_study: no model");
+  ModelImpl& backbone = *backbone_holder;
+  const bool root = dist::is_root();
+  const bool distributed = opts.distributed;
+  const StudyMonitor& monitor = opts.monitor;
+  std::vector<double> budgets = opts.budgets;
+  std::sort(budgets.begin(), budgets.end());
+  DenoiseTrainOptions train_opts = opts.train;
+  train_opts.data_parallel = distributed;
+  EvalOptions eval_opts = opts.eval;
+  eval_opts.distributed = distributed;
+  const BlockSpec block_kind = BlockSpec::parse(opts.block);
+  const std::string what = opts.source.empty() ? backbone.spec().name : opts.source;
+  if (backbone.has_denoisers()) {
+    throw std::invalid_argument(what + ": already has denoising blocks; the study needs the "
+                                       "backbone");
+  }
+  const torch::Device device = opts.device;
+  backbone.to(device);
+  backbone.eval();
+  const ModelSpec spec = backbone.spec();
+  const auto names = backbone.site_names();
+  const NoiseConfig& noise = opts.noise;
+  backbone.engine().configure(noise);  // validates the configuration against the calibration
+  backbone.engine().configure(NoiseConfig{});
+  train_opts.noise = noise;
+  const std::vector<int> sites = select_sites(opts.sites, names);
+
+  // Candidate blocks: every eligible site x ratio (one per site for channel blocks).
+  const auto info = backbone.sites();
+  std::vector<Candidate> candidates;
+  for (int s : sites) {
+    std::set<std::string> seen;
+    for (int r : opts.ratios) {
+      BlockSpec b = block_kind;
+      b.ratio = r;
+      try {
+        b.resolve(info[static_cast<size_t>(s)].shape);
+      } catch (const std::invalid_argument&) {
+        continue;  // this block kind cannot sit at this site
+      }
+      if (!seen.insert(b.str()).second) continue;
+      candidates.push_back({s, b, b.params(info[static_cast<size_t>(s)].shape)});
+    }
+  }
+  if (candidates.empty()) {
+    throw std::invalid_argument("no site in sites '" + opts.sites + "' can take block " +
+                                opts.block);
+  }
+  const int64_t backbone_params = backbone.num_params();
+  auto overhead = [&](int64_t p) {
+    return 100.0 * static_cast<double>(p) / static_cast<double>(backbone_params);
+  };
+  auto budget_params = [&](double b) {
+    return static_cast<int64_t>(std::floor(b / 100.0 * static_cast<double>(backbone_params)));
+  };
+
+  // Data: training set = fit part + validation part (the search never sees the test set).
+  check_model_fits(spec, train_all, what);
+  check_model_fits(spec, test, what);
+  int64_t n_train = train_all.size();
+  if (opts.train_limit > 0) n_train = std::min(n_train, opts.train_limit);
+  const int64_t n_val = std::min(opts.val_size, n_train / 5);
+  if (n_val < 1) throw std::invalid_argument("training set too small for a validation split");
+  if (!opts.out.empty()) fs::create_directories(opts.out);
+  const Dataset fit = slice_dataset(train_all, 0, n_train - n_val);
+  const Dataset val = slice_dataset(train_all, n_train - n_val, n_val);
+  const Dataset search_fit = slice_dataset(
+      fit, 0, opts.search_limit > 0 ? std::min(opts.search_limit, fit.size()) : fit.size());
+  monitor.say("denoise " + spec.name + " (" + std::to_string(backbone_params) +
+              " parameters) on " + test.name + ": fit " + std::to_string(fit.size()) +
+              ", validation " + std::to_string(val.size()) + ", test " +
+              std::to_string(test.size()) + "; " + std::to_string(candidates.size()) +
+              " candidate blocks at " + std::to_string(sites.size()) + " sites");
+
+  EvalOptions search_eval = eval_opts;
+  search_eval.draws = opts.search_draws;
+  search_eval.chips = opts.search_draws;
+  search_eval.progress = nullptr;
+
+  DenoiseReport report;
+  report.context = RunContext::capture(device.str());
+  report.checkpoint = opts.source;
+  report.model = spec;
+  report.backbone_params = backbone_params;
+  report.dataset = test.name;
+  report.fit_size = fit.size();
+  report.validation_size = val.size();
+  report.search_fit_size = search_fit.size();
+  report.test_size = test.size();
+  report.chance = test.chance();
+  report.noise = noise.to_json(names);
+  report.training = train_opts.to_json(names);
+  report.search_method = opts.search;
+  report.search_epochs = opts.search_epochs;
+  report.search_draws = search_eval.draws;
+  report.search_chips = search_eval.chips;
+  report.min_gain = opts.min_gain;
+  report.eval_draws = eval_opts.draws;
+  report.eval_chips = eval_opts.chips;
+  report.finetune = opts.finetune;
+  report.finetune_epochs = train_opts.epochs;
+  report.finetune_lr = opts.finetune_lr;
+  report.budgets_pct = budgets;
+  for (const auto& c : candidates) {
+    report.candidates.push_back({c.site, names[static_cast<size_t>(c.site)], c.block.str(),
+                                 c.params, overhead(c.params)});
+  }
+
+  // ---- Rankings -------------------------------------------------------------------------------
+  auto& rankings = report.rankings;
+  rankings["taylor"] = taylor_sensitivity(backbone, fit, opts.taylor_samples);
+  if (distributed) {
+    // Rank 0's values on every rank, so that every rank takes the same decisions.
+    auto& taylor = rankings["taylor"];
+    torch::Tensor v = torch::zeros({static_cast<int64_t>(taylor.size())}, torch::kDouble);
+    for (size_t i = 0; root && i < taylor.size(); ++i) v[static_cast<int64_t>(i)] = taylor[i].value;
+    dist::allreduce_sum(v);
+    for (size_t i = 0; i < taylor.size(); ++i) taylor[i].value = v[static_cast<int64_t>(i)].item<double>();
+  }
+  if (!opts.walk_json.empty()) rankings["walk"] = walk_sensitivity(opts.walk_json, names);
+  if (opts.drop_ranking) {
+    rankings["drop"] = drop_sensitivity(backbone, val, noise, sites, search_eval);
+  }
+  // Rankings over the eligible sites only.
+  std::map<std::string, std::vector<int>> order;
+  const std::set<int> eligible(sites.begin(), sites.end());
+  for (auto& [name, sens] : rankings) {
+    std::vector<int> r;
+    for (int s : rank_sites(sens)) {
+      if (eligible.count(s)) r.push_back(s);
+    }
+    order[name] = r;
+  }
+
+  // ---- Search: short training on the fit subset, noisy evaluation on validation ---------------
+  DenoiseTrainOptions search_train = train_opts;
+  search_train.epochs = opts.search_epochs;
+  BlockCache cache;
+  std::map<std::string, Summary> memo;
+  std::vector<PlacementScore> tried;
+  const Summary val_noisy = evaluate(backbone, val, noise, search_eval).headline();
+  int evaluations = 0;
+  auto evaluate_placement = [&](const Placement& p) {
+    const std::string key = p.label(names);
+    if (const auto it = memo.find(key); it != memo.end()) return it->second;
+    if (p.blocks.empty()) return memo[key] = val_noisy;
+    Model m = clone_model(backbone);
+    m->to(device);
+    m->set_denoisers(p.placement());
+    restore_blocks(*m, cache);
+    train_denoisers(*m, search_fit, search_train);
+    store_blocks(*m, cache);
+    ++evaluations;
+    return memo[key] = evaluate(*m, val, noise, search_eval).headline();
+  };
+  auto record = [&](const Placement& p, const std::string& method) {
+    for (const auto& t : tried) {
+      if (t.method == method && t.placement.label(names) == p.label(names)) return;
+    }
+    tried.push_back({p, evaluate_placement(p), method, 0});
+  };
+  record(Placement{}, "none");
+  // The paper's rule with each ranking, at each budget (the first ratio's block per site).
+  std::vector<Candidate> first_ratio;
+  for (const auto& c : candidates) {
+    const bool have = std::any_of(first_ratio.begin(), first_ratio.end(),
+                                  [&](const Candidate& f) { return f.site == c.site; });
+    if (!have) first_ratio.push_back(c);
+  }
+  std::map<double, Placement> taylor_choice;
+  for (const auto& [name, r] : order) {
+    for (double b : budgets) {
+      const Placement p = greedy_by_rank(r, first_ratio, budget_params(b));
+      record(p, name);
+      if (name == "taylor") taylor_choice[b] = p;
+    }
+  }
+  if (opts.search == "greedy") {
+    measured_greedy(candidates, budget_params(budgets.back()), evaluate_placement, val_noisy,
+                    opts.min_gain, &tried, root ? monitor.bar("search") : nullptr,
+                    opts.search_width);
+  }
+  report.placements_trained = evaluations;
+  monitor.say(std::to_string(evaluations) + " placements trained and evaluated in the search");
+
+  // Operating points and their Pareto front (validation accuracy).
+  std::vector<double> ov, acc;
+  for (const auto& t : tried) {
+    ov.push_back(overhead(t.placement.params()));
+    acc.push_back(t.accuracy.mean);
+  }
+  const auto front = pareto_front(ov, acc);
+  const std::set<size_t> on_front(front.begin(), front.end());
+  for (size_t i = 0; i < tried.size(); ++i) {
+    const auto& t = tried[i];
+    report.operating_points.push_back({t.method, t.step, t.placement.label(names),
+                                       t.placement.params(), ov[i], t.accuracy,
+                                       on_front.count(i) > 0});
+  }
+  // The search's results are on disk before the (long) final trainings start.
+  const bool writing = root && !opts.out.empty();
+  auto put = [&](const std::string& file, const std::string& content) {
+    if (!writing) return;
+    write_file_atomic((fs::path(opts.out) / file).string(), content);
+    report.written.push_back(file);
+  };
+  put("points.csv", report.points_csv());
+  put("rankings.csv", report.rankings_csv());
+
+  // Best evaluated placement within each budget (any method).
+  std::map<double, Placement> chosen;
+  for (double b : budgets) {
+    const PlacementScore* best = nullptr;
+    for (const auto& t : tried) {
+      if (t.placement.params() > budget_params(b)) continue;
+      if (!best || t.accuracy.mean > best->accuracy.mean) best = &t;
+    }
+    chosen[b] = best ? best->placement : Placement{};
+  }
+
+  // ---- Final models: full training on the fit set, evaluated on the test set -----------------
+  std::map<std::string, Model> models;  // for the robustness curves
+  auto add_row = [&](const std::string& name, Model m, const std::string& placement,
+                     int64_t params) {
+    DenoiseComparisonRow r;
+    r.model = name;
+    r.placement = placement;
+    r.params = params;
+    r.overhead_pct = overhead(params);
+    EvalOptions quiet = eval_opts;
+    quiet.progress = nullptr;
+    r.clean_accuracy = evaluate(*m, test, NoiseConfig{}, quiet).accuracy.mean;
+    EvalOptions o = eval_opts;
+    o.progress = root ? monitor.bar("eval " + name) : nullptr;
+    r.noisy = evaluate(*m, test, noise, o);
+    report.comparison.push_back(r);
+    models.emplace(name, m);
+  };
+  auto train_placement = [&](const Placement& p, const std::string& label) {
+    Model m = clone_model(backbone);
+    m->to(device);
+    m->set_denoisers(p.placement());
+    restore_blocks(*m, cache);
+    DenoiseTrainOptions o = train_opts;
+    o.progress = root ? monitor.bar(label) : nullptr;
+    train_denoisers(*m, fit, o);
+    return m;
+  };
+  add_row("unmitigated", backbone_holder, "none", 0);
+  std::vector<std::string> saved_files;
+  for (double b : budgets) {
+    const std::string tag = fmt_double(b) + "%";
+    const Placement& tp = taylor_choice[b];
+    if (!tp.blocks.empty()) {
+      add_row("taylor greedy <=" + tag, train_placement(tp, "taylor " + tag), tp.label(names),
+              tp.params());
+    }
+    const Placement& cp = chosen[b];
+    DenoiseChoice choice{cp.label(names), cp.params(), budget_params(b), ""};
+    if (!cp.blocks.empty()) {
+      const std::string name = "chosen <=" + tag;
+      Model m = cp.label(names) == tp.label(names) ? models.at("taylor greedy <=" + tag)
+                                                    : train_placement(cp, "chosen " + tag);
+      add_row(name, m, cp.label(names), cp.params());
+      const std::string file = "denoised-" + fmt_double(b) + ".pt";
+      if (writing) {
+        CheckpointMeta out_meta = opts.meta;
+        out_meta.train_config = train_opts.to_json(names);
+        out_meta.provenance = report.context.to_json();
+        m->to(torch::kCPU);
+        save_checkpoint((fs::path(opts.out) / file).string(), *m, out_meta);
+        m->to(device);
+      }
+      if (!opts.out.empty()) {
+        choice.checkpoint = file;
+        saved_files.push_back(file);
+      }
+    }
+    report.chosen[tag] = choice;
+  }
+  if (opts.all_sites) {
+    Placement all;
+    all.blocks = first_ratio;
+    add_row("all sites", train_placement(all, "all sites"), all.label(names), all.params());
+  }
+  if (opts.finetune) {
+    Model m = clone_model(backbone);
+    m->to(device);
+    TrainOptions t;
+    t.data_parallel = distributed;
+    t.epochs = train_opts.epochs;
+    t.batch_size = train_opts.batch_size;
+    t.lr = opts.finetune_lr;
+    t.seed = train_opts.seed;
+    t.noise = noise;
+    t.progress = root ? monitor.bar("fine-tune") : nullptr;
+    train(*m, fit, t);
+    add_row("noise-aware fine-tune", m, "whole network", 0);
+    report.comparison.back().trains_parameters = backbone_params;
+  }
+
+  // ---- Robustness: accuracy vs noise level ---------------------------------------------------
+  if (!opts.robustness_levels.empty()) {
+    EvalOptions ro = eval_opts;
+    ro.draws = opts.robust_draws;
+    ro.chips = opts.robust_draws;
+    ro.progress = nullptr;
+    int k = 0;
+    for (const auto& r : report.comparison) {
+      SiteCurve c;
+      c.site = k++;
+      c.label = r.model;
+      for (double level : opts.robustness_levels) {
+        const Summary s = evaluate(*models.at(r.model), test, noise.scaled(level), ro).headline();
+        c.points.push_back({level, s.mean, s.ci_low, s.ci_high});
+      }
+      report.robustness.push_back(c);
+    }
+  }
+
+  // ---- Outputs ----------------------------------------------------------------------------------
+  if (!writing) return report;  // rank 0 writes the outputs
+  put("report.csv", report.report_csv());
+  if (!report.robustness.empty()) put("robustness.csv", report.robustness_csv());
+  put("report.json", report.to_json().dump(2) + "\n");
+  for (const auto& f : saved_files) report.written.push_back(f);
+  if (opts.figures.png || opts.figures.svg) {
+    const double lo = train_opts.scale_lo, hi = train_opts.scale_hi;
+    for (const auto& f : write_denoise_figures(report.plot_data(lo == hi ? lo : std::nan("")),
+                                               opts.out, opts.figures)) {
+      report.written.push_back(fs::path(f).filename().string());
+    }
+  }
+  return report;
+}
+
+// ---- The report's forms ---------------------------------------------------------------------
+
+Json DenoiseReport::to_json() const {
+  const DenoiseComparisonRow* base = comparison.empty() ? nullptr : &comparison.front();
+  Json jrows = Json::array();
+  for (const auto& r : comparison) {
+    const Summary& h = r.noisy.headline();
+    Json jr{{"model", r.model},
+            {"placement", r.placement},
+            {"params", r.params},
+            {"overhead_pct", r.overhead_pct},
+            {"clean_accuracy", r.clean_accuracy},
+            {"noisy", summary_to_json(h)},
+            {"ci_over", ci_over(r.noisy)},
+            {"drop_vs_clean_points", 100.0 * (base->clean_accuracy - h.mean)}};
+    // Per (chip, draw): rows share the noise streams, so differences between rows can be paired.
+    Json draws = Json::array();
+    for (const auto& d : r.noisy.draws) {
+      draws.push_back({{"chip", d.chip}, {"draw", d.draw}, {"accuracy", d.accuracy}});
+    }
+    jr["draws"] = draws;
+    if (r.trains_parameters > 0) jr["trains_parameters"] = r.trains_parameters;
+    jrows.push_back(jr);
+  }
+  Json jpoints = Json::array();
+  for (const auto& p : operating_points) {
+    jpoints.push_back({{"method", p.method},
+                       {"step", p.step},
+                       {"placement", p.placement},
+                       {"params", p.params},
+                       {"overhead_pct", p.overhead_pct},
+                       {"validation", summary_to_json(p.validation)},
+                       {"pareto", p.pareto}});
+  }
+  Json jrank = Json::object();
+  for (const auto& [name, sens] : rankings) {
+    const auto r = rank_sites(sens);
+    Json arr = Json::array();
+    for (const auto& s : sens) {
+      const int pos = static_cast<int>(std::find(r.begin(), r.end(), s.site) - r.begin()) + 1;
+      arr.push_back(
+          {{"site", s.site}, {"name", s.name}, {"value", ranking_value(s.value)}, {"rank", pos}});
+    }
+    jrank[name] = arr;
+  }
+  Json jcands = Json::array();
+  for (const auto& c : candidates) {
+    jcands.push_back({{"site", c.site},
+                      {"name", c.name},
+                      {"block", c.block},
+                      {"params", c.params},
+                      {"overhead_pct", c.overhead_pct}});
+  }
+  Json jchosen = Json::object();
+  for (const auto& [tag, c] : chosen) {
+    jchosen[tag] = {{"placement", c.placement},
+                    {"params", c.params},
+                    {"budget_params", c.budget_params},
+                    {"checkpoint", c.checkpoint.empty() ? Json(nullptr) : Json(c.checkpoint)}};
+  }
+  std::vector<double> ov, acc;
+  for (const auto& p : operating_points) {
+    ov.push_back(p.overhead_pct);
+    acc.push_back(p.validation.mean);
+  }
+  Json jfront = Json::array();
+  for (size_t i : pareto_front(ov, acc)) jfront.push_back(jpoints[i]);
+  Json j{{"provenance", context.to_json()},
+         {"checkpoint", checkpoint},
+         {"model", model.to_json()},
+         {"backbone_params", backbone_params},
+         {"dataset",
+          {{"name", dataset},
+           {"fit", fit_size},
+           {"validation", validation_size},
+           {"search_fit", search_fit_size},
+           {"test", test_size},
+           {"chance", chance}}},
+         {"noise", noise},
+         {"training", training},
+         {"search",
+          {{"method", search_method},
+           {"epochs", search_epochs},
+           {"draws", search_draws},
+           {"chips", search_chips},
+           {"min_gain", min_gain},
+           {"placements_trained", placements_trained}}},
+         {"evaluation", {{"draws", eval_draws}, {"chips", eval_chips}}},
+         {"budgets_pct", budgets_pct},
+         {"candidates", jcands},
+         {"rankings", jrank},
+         {"chosen", jchosen},
+         {"comparison", jrows},
+         {"operating_points", jpoints},
+         {"pareto_front", jfront}};
+  if (finetune) j["finetune"] = {{"epochs", finetune_epochs}, {"lr", finetune_lr}};
+  return j;
+}
+
+DenoiseReport DenoiseReport::from_json(const Json& j) {
+  if (!j.is_object() || !j.contains("comparison") || !j.contains("noise")) {
+    throw std::invalid_argument("not a quell denoise report.json (no comparison or noise)");
+  }
+  DenoiseReport r;
+  try {
+    r.context = RunContext::from_json(j.value("provenance", Json::object()));
+    r.checkpoint = j.value("checkpoint", "");
+    if (j.contains("model")) r.model = ModelSpec::from_json(j.at("model"));
+    r.backbone_params = j.value("backbone_params", int64_t{0});
+    const Json d = j.value("dataset", Json::object());
+    r.dataset = d.value("name", "");
+    r.fit_size = d.value("fit", int64_t{0});
+    r.validation_size = d.value("validation", int64_t{0});
+    r.search_fit_size = d.value("search_fit", int64_t{0});
+    r.test_size = d.value("test", int64_t{0});
+    r.chance = d.value("chance", 0.0);
+    r.noise = j.at("noise");
+    r.training = j.value("training", Json::object());
+    const Json s = j.value("search", Json::object());
+    r.search_method = s.value("method", "");
+    r.search_epochs = s.value("epochs", 0);
+    r.search_draws = s.value("draws", 0);
+    r.search_chips = s.value("chips", 0);
+    r.min_gain = s.value("min_gain", 0.0);
+    r.placements_trained = s.value("placements_trained", 0);
+    const Json e = j.value("evaluation", Json::object());
+    r.eval_draws = e.value("draws", 0);
+    r.eval_chips = e.value("chips", 0);
+    if (j.contains("finetune")) {
+      r.finetune = true;
+      r.finetune_epochs = j.at("finetune").value("epochs", 0);
+      r.finetune_lr = j.at("finetune").value("lr", 0.0);
+    }
+    r.budgets_pct = j.value("budgets_pct", std::vector<double>{});
+    for (const auto& c : j.value("candidates", Json::array())) {
+      r.candidates.push_back({c.value("site", 0), c.value("name", ""), c.value("block", ""),
+                              c.value("params", int64_t{0}), c.value("overhead_pct", 0.0)});
+    }
+    const Json rankings_json = j.value("rankings", Json::object());
+    for (const auto& [name, arr] : rankings_json.items()) {
+      auto& v = r.rankings[name];
+      for (const auto& s : arr) {
+        v.push_back({s.value("site", 0), s.value("name", ""), number_from_json(s.at("value"))});
+      }
+    }
+    const Json chosen_json = j.value("chosen", Json::object());
+    for (const auto& [tag, c] : chosen_json.items()) {
+      const Json file = c.value("checkpoint", Json(nullptr));
+      r.chosen[tag] = {c.value("placement", "none"), c.value("params", int64_t{0}),
+                       c.value("budget_params", int64_t{0}),
+                       file.is_string() ? file.get<std::string>() : ""};
+    }
+    for (const auto& c : j.at("comparison")) {
+      DenoiseComparisonRow row;
+      row.model = c.at("model").get<std::string>();
+      row.placement = c.value("placement", "none");
+      row.params = c.value("params", int64_t{0});
+      row.overhead_pct = c.value("overhead_pct", 0.0);
+      row.clean_accuracy = c.value("clean_accuracy", 0.0);
+      row.trains_parameters = c.value("trains_parameters", int64_t{0});
+      row.noisy.chip_level = c.value("ci_over", "draws") == "chips";
+      const Summary h = summary_from_json(c.at("noisy"));
+      (row.noisy.chip_level ? row.noisy.chip_accuracy : row.noisy.accuracy) = h;
+      for (const auto& d : c.value("draws", Json::array())) {
+        row.noisy.draws.push_back({d.value("chip", 0), d.value("draw", 0),
+                                   d.value("accuracy", 0.0), 0.0});
+      }
+      r.comparison.push_back(row);
+    }
+    for (const auto& p : j.value("operating_points", Json::array())) {
+      r.operating_points.push_back({p.value("method", ""), p.value("step", 0),
+                                    p.value("placement", "none"), p.value("params", int64_t{0}),
+                                    p.value("overhead_pct", 0.0),
+                                    summary_from_json(p.value("validation", Json::object())),
+                                    p.value("pareto", false)});
+    }
+  } catch (const Json::exception& e) {
+    throw std::invalid_argument(std::string("not a quell denoise report.json: ") + e.what());
+  }
+  return r;
+}
+
+DenoiseReport DenoiseReport::read(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument(path + ": no such file");
+  Json j;
+  try {
+    in >> j;
+  } catch (const Json::exception& e) {
+    throw std::invalid_argument(path + ": not valid JSON: " + e.what());
+  }
+  try {
+    return from_json(j);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(path + ": " + e.what());
+  }
+}
+
+std::string DenoiseReport::report_csv() const {
+  CsvTable csv({"model", "placement", "params", "overhead_pct", "clean_accuracy", "noisy_mean",
+                "ci95_low", "ci95_high", "n", "ci_over", "drop_vs_clean_points"});
+  const double base_clean = comparison.empty() ? 0.0 : comparison.front().clean_accuracy;
+  for (const auto& r : comparison) {
+    const Summary& h = r.noisy.headline();
+    csv.add_row({r.model, r.placement, std::to_string(r.params), fmt_double(r.overhead_pct, 6),
+                 fmt_double(r.clean_accuracy, 6), fmt_double(h.mean, 6), fmt_double(h.ci_low, 6),
+                 fmt_double(h.ci_high, 6), std::to_string(h.n), ci_over(r.noisy),
+                 fmt_double(100.0 * (base_clean - h.mean), 4)});
+  }
+  return csv.str();
+}
+
+std::string DenoiseReport::points_csv() const {
+  CsvTable csv({"method", "step", "placement", "params", "overhead_pct", "val_mean", "ci95_low",
+                "ci95_high", "pareto"});
+  for (const auto& p : operating_points) {
+    csv.add_row({p.method, std::to_string(p.step), p.placement, std::to_string(p.params),
+                 fmt_double(p.overhead_pct, 6), fmt_double(p.validation.mean, 6),
+                 fmt_double(p.validation.ci_low, 6), fmt_double(p.validation.ci_high, 6),
+                 p.pareto ? "1" : "0"});
+  }
+  return csv.str();
+}
+
+std::string DenoiseReport::rankings_csv() const {
+  CsvTable csv({"ranking", "site", "name", "value", "rank"});
+  for (const auto& [name, sens] : rankings) {
+    const auto r = rank_sites(sens);
+    for (const auto& s : sens) {
+      const int pos = static_cast<int>(std::find(r.begin(), r.end(), s.site) - r.begin()) + 1;
+      csv.add_row({name, std::to_string(s.site), s.name, fmt_double(s.value, 8),
+                   std::to_string(pos)});
+    }
+  }
+  return csv.str();
+}
+
+std::string DenoiseReport::robustness_csv() const {
+  CsvTable csv({"model", "level", "mean", "ci95_low", "ci95_high"});
+  for (const auto& c : robustness) {
+    for (const auto& p : c.points) {
+      csv.add_row({c.label, fmt_double(p.sigma), fmt_double(p.mean, 6), fmt_double(p.lo, 6),
+                   fmt_double(p.hi, 6)});
+    }
+  }
+  return csv.str();
+}
+
+std::string DenoiseReport::table() const {
+  if (comparison.empty()) return "";
+  const DenoiseComparisonRow& base = comparison.front();
+  std::ostringstream os;
+  char line[512];
+  os << "\n" << model.name << " on " << dataset << " test (" << test_size
+     << "), clean accuracy " << fmt_double(base.clean_accuracy, 4) << ", chance "
+     << fmt_double(chance, 3) << "\n";
+  std::snprintf(line, sizeof line, "%-26s %9s %9s %8s %8s %19s %7s  %s\n", "model", "params",
+                "overhead", "clean", "noisy", "95% CI", "drop", "placement");
+  os << line;
+  for (const auto& r : comparison) {
+    const Summary& h = r.noisy.headline();
+    std::snprintf(line, sizeof line, "%-26s %9lld %9s %8.4f %8.4f  [%7.4f, %7.4f] %7.2f  %s\n",
+                  r.model.c_str(), static_cast<long long>(r.params), pct(r.overhead_pct).c_str(),
+                  r.clean_accuracy, h.mean, h.ci_low, h.ci_high,
+                  100.0 * (base.clean_accuracy - h.mean), r.placement.c_str());
+    os << line;
+  }
+  os << "drop = clean accuracy of the backbone minus noisy accuracy, in points; CI over "
+     << ci_over(base.noisy) << "\nPareto front (validation):";
+  std::vector<double> ov, acc;
+  for (const auto& p : operating_points) {
+    ov.push_back(p.overhead_pct);
+    acc.push_back(p.validation.mean);
+  }
+  for (size_t i : pareto_front(ov, acc)) {
+    os << "\n  " << pct(ov[i]) << "  " << fmt_double(acc[i], 4) << "  "
+       << operating_points[i].placement;
+  }
+  return os.str();
+}
+
+DenoisePlotData DenoiseReport::plot_data(double train_sigma) const {
+  DenoisePlotData pd;
+  pd.title = model.name + " on " + dataset;
+  if (!comparison.empty()) {
+    pd.clean_accuracy = comparison.front().clean_accuracy;
+    pd.noisy_accuracy = comparison.front().noisy.headline().mean;
+  }
+  pd.chance = chance;
+  pd.budget = budgets_pct.empty() ? std::nan("") : budgets_pct.back();
+  for (const auto& p : operating_points) {
+    pd.points.push_back({p.placement, p.method + " (validation)", p.overhead_pct,
+                         p.validation.mean, p.validation.ci_low, p.validation.ci_high, p.pareto});
+  }
+  for (const auto& r : comparison) {
+    if (r.model == "unmitigated" || r.model == "noise-aware fine-tune") continue;
+    const Summary& h = r.noisy.headline();
+    pd.points.push_back({r.model, "final (test)", r.overhead_pct, h.mean, h.ci_low, h.ci_high,
+                         false});
+  }
+  pd.sigma_label = "noise level (x configured sigma)";
+  pd.train_sigma = train_sigma;
+  pd.curves = robustness;
+  return pd;
+}
+
+}  // namespace quell

@@ -11,7 +11,9 @@ BUILD_TYPE=${QUELL_BUILD_TYPE:-Release}
 
 packages=(build-essential cmake ninja-build git pkg-config libtorch-dev libopenblas0-pthread
           libcli11-dev nlohmann-json3-dev zlib1g-dev libjpeg-dev libpng-dev libgtest-dev
-          libgmock-dev libbenchmark-dev gnuplot-nox dataset-fashion-mnist libopenmpi-dev openmpi-bin)
+          libgmock-dev libbenchmark-dev gnuplot-nox dataset-fashion-mnist libopenmpi-dev openmpi-bin
+          python3-dev python3-torch pybind11-dev python3-pytest python3-numpy python3-pandas
+          python3-tqdm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

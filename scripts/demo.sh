@@ -5,7 +5,8 @@
 #   scripts/demo.sh            (QUELL_DEMO_EPOCHS, QUELL_DEMO_DIR to override)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh build quell
+scripts/bootstrap.sh build quell quell_python
+scripts/install_python.sh build  # import quell (docs/python.md)
 EPOCHS=${QUELL_DEMO_EPOCHS:-5}
 OUT=${QUELL_DEMO_DIR:-runs/demo}
 mkdir -p "$OUT"

@@ -4,10 +4,13 @@
 // with messages that name the field, and loading follows the checkpoint.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "quell/denoise_study.h"
 #include "quell/dist.h"
 #include "quell/eval_study.h"
 #include "quell/inspect.h"
+#include "quell/journal.h"
 #include "quell/load.h"
 #include "quell/plan_study.h"
 #include "quell/train_study.h"
@@ -200,6 +203,128 @@ TEST(DenoiseAndPlanStudies, RunFromTheLibraryAndReadBack) {
   other_noise.out.clear();
   EXPECT_NE(error_of([&] { run_plan_study(t.model, t.train, t.test, other_noise); })
                 .find("noise differs"),
+            std::string::npos);
+}
+
+// Small options of a denoise study on the shared mlp.
+DenoiseStudyOptions small_denoise(const ModelImpl& m) {
+  DenoiseStudyOptions d;
+  d.noise = noise_of("all=add:1.0:rel=std", m);
+  d.sites = "1,3,5";
+  d.ratios = {4};
+  d.budgets = {60};
+  d.val_size = 100;
+  d.search_limit = 200;
+  d.taylor_samples = 200;
+  d.train.epochs = 1;
+  d.eval.draws = 2;
+  d.eval.chips = 1;
+  d.robustness_levels = {0.5, 1.0};
+  d.figures = {false, false};
+  return d;
+}
+
+// A monitor whose progress callbacks count, and throw at call `stop_at` (0: never): a study
+// stopped there as if killed.
+StudyMonitor stopping_monitor(int* calls, int stop_at) {
+  StudyMonitor m;
+  m.progress = [calls, stop_at](const std::string&) -> ProgressFn {
+    return [calls, stop_at](const Progress&) {
+      if (++*calls == stop_at) throw std::runtime_error("stopped");
+    };
+  };
+  return m;
+}
+
+Json without_provenance(Json j) {
+  j.erase("provenance");
+  return j;
+}
+
+TEST(DenoiseStudy, ResumesAfterAStopWithTheResultsOfAnUninterruptedRun) {
+  Trained& t = trained();
+  ScratchDir dir;
+  DenoiseStudyOptions d = small_denoise(*t.model);
+  d.out = (std::filesystem::path(dir.str()) / "full").string();
+  int total = 0;
+  d.monitor = stopping_monitor(&total, 0);
+  const DenoiseReport full = run_denoise_study(t.model, t.train, t.test, d);
+  ASSERT_GT(total, 6);
+  for (const int stop : {total / 3, 2 * total / 3}) {
+    d.out = (std::filesystem::path(dir.str()) / ("cut" + std::to_string(stop))).string();
+    int calls = 0;
+    d.monitor = stopping_monitor(&calls, stop);
+    EXPECT_THROW(run_denoise_study(t.model, t.train, t.test, d), std::runtime_error);
+    EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(d.out) / "journal.jsonl"));
+    std::vector<std::string> notes;
+    d.monitor = {};
+    d.monitor.note = [&](const std::string& line) { notes.push_back(line); };
+    const DenoiseReport resumed = run_denoise_study(t.model, t.train, t.test, d);
+    ASSERT_EQ(notes.size(), 1u);
+    EXPECT_NE(notes[0].find("resuming"), std::string::npos);
+    EXPECT_EQ(without_provenance(resumed.to_json()), without_provenance(full.to_json()))
+        << "stopped at progress call " << stop << " of " << total;
+    EXPECT_EQ(resumed.report_csv(), full.report_csv());
+    EXPECT_EQ(resumed.points_csv(), full.points_csv());
+  }
+  // Other options: the journal belongs to another study; restart discards it.
+  DenoiseStudyOptions other = d;
+  other.monitor = {};
+  other.budgets = {30};
+  EXPECT_NE(error_of([&] { run_denoise_study(t.model, t.train, t.test, other); })
+                .find("different denoise study"),
+            std::string::npos);
+  other.restart = true;
+  EXPECT_NO_THROW(run_denoise_study(t.model, t.train, t.test, other));
+}
+
+TEST(PlanStudy, ResumesAfterAStopWithTheResultsOfAnUninterruptedRun) {
+  Trained& t = trained();
+  ScratchDir dir;
+  PlanStudyOptions p;
+  p.noise = noise_of("all=add:1.0:rel=std", *t.model);
+  p.mean_repeats = {2, 3};
+  p.val_size = 100;
+  p.eval.draws = 2;
+  p.search_width = 2;
+  p.hardware = load_hardware_config("isaac");
+  p.figures = {false, false};
+  p.out = (std::filesystem::path(dir.str()) / "full").string();
+  int total = 0;
+  p.monitor = stopping_monitor(&total, 0);
+  const PlanReport full = run_plan_study(t.model, t.train, t.test, p);
+  ASSERT_GT(total, 4);
+  p.out = (std::filesystem::path(dir.str()) / "cut").string();
+  int calls = 0;
+  p.monitor = stopping_monitor(&calls, total / 2);
+  EXPECT_THROW(run_plan_study(t.model, t.train, t.test, p), std::runtime_error);
+  p.monitor = {};
+  const PlanReport resumed = run_plan_study(t.model, t.train, t.test, p);
+  EXPECT_EQ(without_provenance(resumed.to_json()), without_provenance(full.to_json()));
+  EXPECT_EQ(resumed.points_csv(), full.points_csv());
+}
+
+TEST(StudyJournal, KeepsRecordsDropsATornLineAndRefusesOtherStudies) {
+  ScratchDir dir;
+  const std::string path = dir.file("j.jsonl");
+  {
+    StudyJournal j(path, "denoise", Json{{"a", 1}});
+    j.append("x", Json{{"v", 0.1}});
+    j.append("y", 2);
+    j.append("x", 3);  // the first value stays
+    EXPECT_EQ(j.find("x")->at("v"), 0.1);
+  }
+  {
+    std::ofstream(path, std::ios::app) << "{\"key\": \"z\", \"val";  // killed mid-write
+  }
+  StudyJournal j(path, "denoise", Json{{"a", 1}});
+  EXPECT_EQ(j.resumed(), 2u);
+  EXPECT_EQ(j.find("z"), nullptr);
+  EXPECT_EQ(*j.find("y"), 2);
+  EXPECT_EQ(lines_of(read_file(path)).size(), 3u);  // the torn line is gone
+  EXPECT_NE(error_of([&] { StudyJournal(path, "denoise", Json{{"a", 2}}); }).find("a: 1 vs 2"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { StudyJournal(path, "plan", Json{{"a", 1}}); }).find("not a quell plan"),
             std::string::npos);
 }
 

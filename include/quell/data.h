@@ -82,6 +82,14 @@ std::string default_data_dir(const std::string& name);
 /// inconsistent files, or on an unknown name (listing the known ones).
 Dataset load_dataset(const DataOptions& opts);
 
+/// A dataset from tensors in memory: `images` [N, C, H, W] of any floating dtype (float32 is
+/// used without a copy when contiguous on the CPU), `labels` [N] integer class ids in
+/// [0, num_classes) (0 = max label + 1). The values are used as given (no normalisation).
+/// Throws std::invalid_argument naming the dataset and the problem (shapes, dtypes, lengths,
+/// NaN, labels out of range).
+Dataset dataset_from_tensors(torch::Tensor images, torch::Tensor labels, int64_t num_classes = 0,
+                             const std::string& name = "tensors");
+
 /// Reads a whole file, transparently gunzipping it if it starts with the gzip magic.
 std::vector<uint8_t> read_file_maybe_gz(const std::string& path);
 

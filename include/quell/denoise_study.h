@@ -53,6 +53,12 @@ struct DenoiseStudyOptions {
   /// report.json/csv, robustness.csv, the checkpoints denoised-BUDGET.pt and the figures. Empty:
   /// nothing is written (the result is returned only).
   std::string out;
+  /// With `out`: every finished ranking, search evaluation (with its trained blocks), final
+  /// model and robustness curve goes to out/journal.jsonl (and out/journal/), so a study
+  /// killed at any moment resumes there, with the results of an uninterrupted run. restart
+  /// discards a journal first; a journal of another study is an error. Under MPI rank 0 writes
+  /// it and every rank reads it (out on a shared file system).
+  bool restart = false;
   PlotFormats figures{true, true};
   std::string source;    ///< the backbone's file, recorded in the report
   CheckpointMeta meta;   ///< the backbone's checkpoint record (for the saved checkpoints)

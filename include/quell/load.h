@@ -60,6 +60,9 @@ ModelSpec spec_for_geometry(const std::string& name, const std::string& dataset,
 
 /// FNV-1a of a file's bytes as 16 hex digits: a resumed study must use the very same file.
 std::string file_digest(const std::string& path);
+/// FNV-1a of the tensors' bytes (each made contiguous on the CPU), in order, as 16 hex digits:
+/// the fingerprint of in-memory weights or data for a resumable study.
+std::string tensor_digest(const std::vector<torch::Tensor>& tensors);
 
 /// The first `count` samples of `data` from `start` (views, no copy).
 Dataset slice_dataset(const Dataset& data, int64_t start, int64_t count);

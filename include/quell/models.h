@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -130,8 +131,12 @@ class ModelImpl : public torch::nn::Module {
   /// block at i, if any, maps the value; blocks are digital and noise-free, and run in every
   /// pass (run_until applies those before its site too). Replaces the blocks present; the
   /// backbone is untouched. Throws std::invalid_argument for a site out of range, a site listed
-  /// twice or a block that cannot sit at a site.
-  void set_denoisers(const std::vector<BlockPlacement>& placement);
+  /// twice or a block that cannot sit at a site. The blocks' random initial weights come from
+  /// the global torch generator, or, with `init_seed`, from a generator seeded by (init_seed,
+  /// site, block): the same block at the same site starts the same whatever ran before (the
+  /// global generator is left as it was; not thread-safe against other users of it).
+  void set_denoisers(const std::vector<BlockPlacement>& placement,
+                     std::optional<uint64_t> init_seed = std::nullopt);
   /// The blocks present, in site order (kinds resolved).
   std::vector<BlockPlacement> denoiser_placement() const;
   bool has_denoisers() const;

@@ -38,6 +38,10 @@ struct PlanStudyOptions {
 
   std::string out;  ///< output directory (plan.json, allocations.csv, points.csv, figure); empty:
                     ///< nothing is written
+  /// With `out`: every finished evaluation goes to out/journal.jsonl, so a study killed at any
+  /// moment resumes there with the results of an uninterrupted run; restart discards the
+  /// journal first. Under MPI rank 0 writes it and every rank reads it.
+  bool restart = false;
   PlotFormats figures{true, true};
   std::string source;  ///< the model's file, recorded in plan.json
   torch::Device device = torch::kCPU;

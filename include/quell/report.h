@@ -43,6 +43,10 @@ Json number_or_string(double v);
 /// Reads number_or_string()'s value back.
 double number_from_json(const Json& j);
 
+/// The JSON document in the file `path`; throws std::invalid_argument naming the file if it is
+/// missing or not valid JSON (result readers: DenoiseReport::read, PlanReport::read).
+Json read_json_document(const std::string& path);
+
 /// "a, b, c"
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
 

@@ -130,6 +130,19 @@ std::string file_digest(const std::string& path) {
   return hex;
 }
 
+std::string tensor_digest(const std::vector<torch::Tensor>& tensors) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const auto& t : tensors) {
+    const torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+    const auto* bytes = static_cast<const unsigned char*>(c.data_ptr());
+    const size_t n = static_cast<size_t>(c.numel()) * c.element_size();
+    for (size_t i = 0; i < n; ++i) h = (h ^ bytes[i]) * 1099511628211ULL;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
 Dataset slice_dataset(const Dataset& data, int64_t start, int64_t count) {
   Dataset s = data;
   s.images = data.images.narrow(0, start, count);

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <stdexcept>
 
 #include "model/fused.h"
@@ -242,7 +243,48 @@ std::vector<BlockPlacement> ModelImpl::denoiser_placement() const {
   return out;
 }
 
-void ModelImpl::set_denoisers(const std::vector<BlockPlacement>& placement) {
+namespace {
+
+// `make()` run with the global CPU generator seeded by `seed`; the generator's state is restored.
+template <typename Make>
+auto with_global_seed(uint64_t seed, Make&& make) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  torch::Tensor state;
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    state = gen.get_state();
+    gen.set_current_seed(seed);
+  }
+  auto restore = [&] {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state);
+  };
+  try {
+    auto out = make();
+    restore();
+    return out;
+  } catch (...) {
+    restore();
+    throw;
+  }
+}
+
+// A seed for the block `spec` at `site` (FNV-1a of the three).
+uint64_t block_seed(uint64_t init_seed, int site, const std::string& spec) {
+  uint64_t h = 1469598103934665603ULL;
+  auto mix = [&](uint64_t v) {
+    for (int i = 0; i < 8; ++i) h = (h ^ ((v >> (8 * i)) & 0xff)) * 1099511628211ULL;
+  };
+  mix(init_seed);
+  mix(static_cast<uint64_t>(site));
+  for (unsigned char c : spec) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+}  // namespace
+
+void ModelImpl::set_denoisers(const std::vector<BlockPlacement>& placement,
+                              std::optional<uint64_t> init_seed) {
   std::vector<Denoiser> blocks(nodes_.size(), Denoiser(nullptr));
   auto set = std::make_shared<torch::nn::Module>("Denoisers");
   for (const auto& p : placement) {
@@ -254,7 +296,11 @@ void ModelImpl::set_denoisers(const std::vector<BlockPlacement>& placement) {
       throw std::invalid_argument("two denoisers at site " + nodes_[p.site].name);
     }
     try {
-      blocks[p.site] = Denoiser(p.block, nodes_[p.site].shape);
+      const auto& shape = nodes_[p.site].shape;
+      blocks[p.site] =
+          init_seed ? with_global_seed(block_seed(*init_seed, p.site, p.block.str()),
+                                       [&] { return Denoiser(p.block, shape); })
+                    : Denoiser(p.block, shape);
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument("site " + nodes_[p.site].name + ": " + e.what());
     }

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <mutex>
 
@@ -104,6 +105,18 @@ double number_from_json(const Json& j) {
     if (s == "-inf") return -std::numeric_limits<double>::infinity();
   }
   return std::numeric_limits<double>::quiet_NaN();
+}
+
+Json read_json_document(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument(path + ": no such file");
+  try {
+    Json j;
+    in >> j;
+    return j;
+  } catch (const Json::exception& e) {
+    throw std::invalid_argument(path + ": not valid JSON: " + e.what());
+  }
 }
 
 std::string join(const std::vector<std::string>& items, const std::string& sep) {

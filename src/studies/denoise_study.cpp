@@ -11,8 +11,10 @@
 #include <sstream>
 
 #include "quell/dist.h"
+#include "quell/journal.h"
 #include "quell/load.h"
 #include "quell/walk.h"
+#include "quell/walk_study.h"
 
 namespace quell {
 namespace {
@@ -50,6 +52,68 @@ void store_blocks(ModelImpl& m, BlockCache& cache) {
 }
 
 const char* ci_over(const EvalResult& r) { return r.chip_level ? "chips" : "draws"; }
+
+Json sensitivity_json(const std::vector<SiteSensitivity>& v) {
+  Json a = Json::array();
+  for (const auto& s : v) a.push_back({s.site, s.name, number_or_string(s.value)});
+  return a;
+}
+
+std::vector<SiteSensitivity> sensitivity_from(const Json& a) {
+  std::vector<SiteSensitivity> v;
+  for (const auto& s : a) {
+    v.push_back({s.at(0).get<int>(), s.at(1).get<std::string>(), number_from_json(s.at(2))});
+  }
+  return v;
+}
+
+Json draws_json(const EvalResult& r) {
+  Json a = Json::array();
+  for (const auto& d : r.draws) a.push_back({d.chip, d.draw, d.accuracy, d.loss});
+  return a;
+}
+
+std::vector<DrawResult> draws_from(const Json& a) {
+  std::vector<DrawResult> v;
+  for (const auto& d : a) {
+    v.push_back({d.at(0).get<int>(), d.at(1).get<int>(), d.at(2).get<double>(),
+                 d.at(3).get<double>()});
+  }
+  return v;
+}
+
+// What determines the study's results, for its journal.
+Json study_fingerprint(const DenoiseStudyOptions& o, ModelImpl& backbone, const Dataset& train,
+                       const Dataset& test, const Json& noise, const Json& training) {
+  Json options{{"sites", o.sites},
+               {"block", o.block},
+               {"ratios", o.ratios},
+               {"budgets", o.budgets},
+               {"search", o.search},
+               {"walk", o.walk_json.empty() ? "" : file_digest(o.walk_json)},
+               {"drop_ranking", o.drop_ranking},
+               {"all_sites", o.all_sites},
+               {"finetune", o.finetune},
+               {"finetune_lr", o.finetune_lr},
+               {"train_limit", o.train_limit},
+               {"val_size", o.val_size},
+               {"search_limit", o.search_limit},
+               {"search_epochs", o.search_epochs},
+               {"search_width", o.search_width},
+               {"search_draws", o.search_draws},
+               {"taylor_samples", o.taylor_samples},
+               {"min_gain", o.min_gain},
+               {"eval", {{"draws", o.eval.draws}, {"chips", o.eval.chips},
+                         {"batch_size", o.eval.batch_size}}},
+               {"robustness_levels", o.robustness_levels},
+               {"robust_draws", o.robust_draws}};
+  return Json{{"model", model_state_digest(backbone)},
+              {"data", {{"train", tensor_digest({train.images, train.labels})},
+                        {"test", tensor_digest({test.images, test.labels})}}},
+              {"noise", noise},
+              {"training", training},
+              {"options", options}};
+}
 
 }  // namespace
 
@@ -205,9 +269,41 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
                                  c.params, overhead(c.params)});
   }
 
+  // ---- Journal: what a killed study already finished -------------------------------------------
+  // Under MPI rank 0 writes it and every rank reads it (a shared file system, as for the walk),
+  // so that all ranks skip the same finished work and stay in lockstep.
+  const bool journaled = !opts.out.empty();
+  const bool writing_journal = journaled && root;
+  const fs::path journal_dir = fs::path(opts.out) / "journal";
+  const std::string journal_path = (fs::path(opts.out) / "journal.jsonl").string();
+  const Json fingerprint = journaled ? study_fingerprint(opts, backbone, train_all, test,
+                                                         report.noise, report.training)
+                                     : Json();
+  if (writing_journal && opts.restart) {
+    fs::remove(journal_path);
+    fs::remove_all(journal_dir);
+  }
+  if (writing_journal) StudyJournal(journal_path, "denoise", fingerprint);  // created, checked
+  if (distributed) dist::barrier();
+  StudyJournal journal(journaled ? journal_path : "", "denoise", fingerprint, root);
+  if (writing_journal) fs::create_directories(journal_dir);
+  if (journal.resumed() > 0) {
+    monitor.warn("resuming: " + std::to_string(journal.resumed()) + " results already in " +
+                 journal_path);
+  }
+  // A ranking from the journal, or computed and recorded.
+  auto ranking = [&](const std::string& key, const std::function<std::vector<SiteSensitivity>()>& compute) {
+    if (const Json* j = journal.find("ranking:" + key)) return sensitivity_from(*j);
+    std::vector<SiteSensitivity> v = compute();
+    journal.append("ranking:" + key, sensitivity_json(v));
+    return v;
+  };
+
   // ---- Rankings -------------------------------------------------------------------------------
   auto& rankings = report.rankings;
-  rankings["taylor"] = taylor_sensitivity(backbone, fit, opts.taylor_samples);
+  rankings["taylor"] = ranking("taylor", [&] {
+    return taylor_sensitivity(backbone, fit, opts.taylor_samples);
+  });
   if (distributed) {
     // Rank 0's values on every rank, so that every rank takes the same decisions.
     auto& taylor = rankings["taylor"];
@@ -218,7 +314,9 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   }
   if (!opts.walk_json.empty()) rankings["walk"] = walk_sensitivity(opts.walk_json, names);
   if (opts.drop_ranking) {
-    rankings["drop"] = drop_sensitivity(backbone, val, noise, sites, search_eval);
+    rankings["drop"] = ranking("drop", [&] {
+      return drop_sensitivity(backbone, val, noise, sites, search_eval);
+    });
   }
   // Rankings over the eligible sites only.
   std::map<std::string, std::vector<int>> order;
@@ -237,20 +335,57 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   BlockCache cache;
   std::map<std::string, Summary> memo;
   std::vector<PlacementScore> tried;
-  const Summary val_noisy = evaluate(backbone, val, noise, search_eval).headline();
+  Summary val_noisy;
+  if (const Json* j = journal.find("search:none")) {
+    val_noisy = summary_from_json(*j);
+  } else {
+    val_noisy = evaluate(backbone, val, noise, search_eval).headline();
+    journal.append("search:none", summary_to_json(val_noisy, true));
+  }
   int evaluations = 0;
   auto evaluate_placement = [&](const Placement& p) {
     const std::string key = p.label(names);
     if (const auto it = memo.find(key); it != memo.end()) return it->second;
     if (p.blocks.empty()) return memo[key] = val_noisy;
+    ++evaluations;
+    if (const Json* j = journal.find("search:" + key)) {
+      // The blocks this training produced go to the warm-start cache, as if trained now.
+      std::vector<torch::Tensor> tensors;
+      torch::load(tensors, (journal_dir / j->at("file").get<std::string>()).string());
+      size_t t = 0;
+      for (const auto& b : j->at("blocks")) {
+        auto& slot = cache[b.at("key").get<std::string>()];
+        for (const auto& name : b.at("params")) slot[name.get<std::string>()] = tensors.at(t++);
+      }
+      return memo[key] = summary_from_json(j->at("validation"));
+    }
     Model m = clone_model(backbone);
     m->to(device);
-    m->set_denoisers(p.placement());
+    m->set_denoisers(p.placement(), train_opts.seed);
     restore_blocks(*m, cache);
     train_denoisers(*m, search_fit, search_train);
     store_blocks(*m, cache);
-    ++evaluations;
-    return memo[key] = evaluate(*m, val, noise, search_eval).headline();
+    const Summary s = evaluate(*m, val, noise, search_eval).headline();
+    if (writing_journal) {
+      std::vector<torch::Tensor> tensors;
+      Json blocks = Json::array();
+      for (const auto& b : m->denoiser_placement()) {
+        Json names_json = Json::array();
+        for (const auto& q : m->denoiser(b.site)->named_parameters()) {
+          names_json.push_back(q.key());
+          tensors.push_back(q.value().detach().to(torch::kCPU).clone());
+        }
+        blocks.push_back({{"key", block_key(b)}, {"params", names_json}});
+      }
+      const std::string file = "search-" + std::to_string(evaluations) + ".pt";
+      const std::string tmp = (journal_dir / (file + ".tmp")).string();
+      torch::save(tensors, tmp);
+      fs::rename(tmp, journal_dir / file);
+      journal.append("search:" + key, {{"validation", summary_to_json(s, true)},
+                                       {"blocks", blocks},
+                                       {"file", file}});
+    }
+    return memo[key] = s;
   };
   auto record = [&](const Placement& p, const std::string& method) {
     for (const auto& t : tried) {
@@ -319,48 +454,85 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
 
   // ---- Final models: full training on the fit set, evaluated on the test set -----------------
   std::map<std::string, Model> models;  // for the robustness curves
-  auto add_row = [&](const std::string& name, Model m, const std::string& placement,
-                     int64_t params) {
+  const bool chips_matter = noise.has_static(), draws_matter = noise.has_dynamic();
+  int finals = 0;
+  // One row of the comparison: its model trained by `make` (or read back from the journal) and
+  // evaluated clean and under the noise on the test set.
+  auto add_row = [&](const std::string& name, const std::function<Model()>& make,
+                     const std::string& placement, int64_t params) {
     DenoiseComparisonRow r;
     r.model = name;
     r.placement = placement;
     r.params = params;
     r.overhead_pct = overhead(params);
-    EvalOptions quiet = eval_opts;
-    quiet.progress = nullptr;
-    r.clean_accuracy = evaluate(*m, test, NoiseConfig{}, quiet).accuracy.mean;
-    EvalOptions o = eval_opts;
-    o.progress = root ? monitor.bar("eval " + name) : nullptr;
-    r.noisy = evaluate(*m, test, noise, o);
+    Model m{nullptr};
+    ++finals;
+    if (const Json* j = journal.find("final:" + name)) {
+      if (j->at("file").is_string()) {
+        m = load_checkpoint((journal_dir / j->at("file").get<std::string>()).string());
+        m->to(device);
+      } else {
+        m = make();  // the backbone itself
+      }
+      r.clean_accuracy = j->at("clean").get<double>();
+      r.noisy = summarize_draws(draws_from(j->at("draws")), chips_matter, draws_matter);
+    } else {
+      m = make();
+      EvalOptions quiet = eval_opts;
+      quiet.progress = nullptr;
+      r.clean_accuracy = evaluate(*m, test, NoiseConfig{}, quiet).accuracy.mean;
+      EvalOptions o = eval_opts;
+      o.progress = root ? monitor.bar("eval " + name) : nullptr;
+      r.noisy = evaluate(*m, test, noise, o);
+      if (writing_journal) {
+        Json file = nullptr;
+        if (m.get() != &backbone) {
+          const std::string f = "final-" + std::to_string(finals) + ".pt";
+          CheckpointMeta meta = opts.meta;
+          meta.spec = m->spec();
+          m->to(torch::kCPU);
+          save_checkpoint((journal_dir / f).string(), *m, meta);
+          m->to(device);
+          file = f;
+        }
+        journal.append("final:" + name,
+                       {{"clean", r.clean_accuracy}, {"draws", draws_json(r.noisy)}, {"file", file}});
+      }
+    }
     report.comparison.push_back(r);
     models.emplace(name, m);
+    return m;
   };
   auto train_placement = [&](const Placement& p, const std::string& label) {
     Model m = clone_model(backbone);
     m->to(device);
-    m->set_denoisers(p.placement());
+    m->set_denoisers(p.placement(), train_opts.seed);
     restore_blocks(*m, cache);
     DenoiseTrainOptions o = train_opts;
     o.progress = root ? monitor.bar(label) : nullptr;
     train_denoisers(*m, fit, o);
     return m;
   };
-  add_row("unmitigated", backbone_holder, "none", 0);
+  add_row("unmitigated", [&] { return backbone_holder; }, "none", 0);
   std::vector<std::string> saved_files;
   for (double b : budgets) {
     const std::string tag = fmt_double(b) + "%";
     const Placement& tp = taylor_choice[b];
     if (!tp.blocks.empty()) {
-      add_row("taylor greedy <=" + tag, train_placement(tp, "taylor " + tag), tp.label(names),
-              tp.params());
+      add_row("taylor greedy <=" + tag, [&] { return train_placement(tp, "taylor " + tag); },
+              tp.label(names), tp.params());
     }
     const Placement& cp = chosen[b];
     DenoiseChoice choice{cp.label(names), cp.params(), budget_params(b), ""};
     if (!cp.blocks.empty()) {
       const std::string name = "chosen <=" + tag;
-      Model m = cp.label(names) == tp.label(names) ? models.at("taylor greedy <=" + tag)
-                                                    : train_placement(cp, "chosen " + tag);
-      add_row(name, m, cp.label(names), cp.params());
+      Model m = add_row(
+          name,
+          [&] {
+            return cp.label(names) == tp.label(names) ? models.at("taylor greedy <=" + tag)
+                                                      : train_placement(cp, "chosen " + tag);
+          },
+          cp.label(names), cp.params());
       const std::string file = "denoised-" + fmt_double(b) + ".pt";
       if (writing) {
         CheckpointMeta out_meta = opts.meta;
@@ -380,21 +552,27 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   if (opts.all_sites) {
     Placement all;
     all.blocks = first_ratio;
-    add_row("all sites", train_placement(all, "all sites"), all.label(names), all.params());
+    add_row("all sites", [&] { return train_placement(all, "all sites"); }, all.label(names),
+            all.params());
   }
   if (opts.finetune) {
-    Model m = clone_model(backbone);
-    m->to(device);
-    TrainOptions t;
-    t.data_parallel = distributed;
-    t.epochs = train_opts.epochs;
-    t.batch_size = train_opts.batch_size;
-    t.lr = opts.finetune_lr;
-    t.seed = train_opts.seed;
-    t.noise = noise;
-    t.progress = root ? monitor.bar("fine-tune") : nullptr;
-    train(*m, fit, t);
-    add_row("noise-aware fine-tune", m, "whole network", 0);
+    add_row(
+        "noise-aware fine-tune",
+        [&] {
+          Model m = clone_model(backbone);
+          m->to(device);
+          TrainOptions t;
+          t.data_parallel = distributed;
+          t.epochs = train_opts.epochs;
+          t.batch_size = train_opts.batch_size;
+          t.lr = opts.finetune_lr;
+          t.seed = train_opts.seed;
+          t.noise = noise;
+          t.progress = root ? monitor.bar("fine-tune") : nullptr;
+          train(*m, fit, t);
+          return m;
+        },
+        "whole network", 0);
     report.comparison.back().trains_parameters = backbone_params;
   }
 
@@ -409,9 +587,20 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
       SiteCurve c;
       c.site = k++;
       c.label = r.model;
-      for (double level : opts.robustness_levels) {
-        const Summary s = evaluate(*models.at(r.model), test, noise.scaled(level), ro).headline();
-        c.points.push_back({level, s.mean, s.ci_low, s.ci_high});
+      if (const Json* j = journal.find("robust:" + r.model)) {
+        for (const auto& p : *j) {
+          c.points.push_back({p.at(0).get<double>(), p.at(1).get<double>(),
+                              p.at(2).get<double>(), p.at(3).get<double>()});
+        }
+      } else {
+        Json points = Json::array();
+        for (double level : opts.robustness_levels) {
+          const Summary s =
+              evaluate(*models.at(r.model), test, noise.scaled(level), ro).headline();
+          c.points.push_back({level, s.mean, s.ci_low, s.ci_high});
+          points.push_back({level, s.mean, s.ci_low, s.ci_high});
+        }
+        journal.append("robust:" + r.model, points);
       }
       report.robustness.push_back(c);
     }
@@ -616,14 +805,7 @@ DenoiseReport DenoiseReport::from_json(const Json& j) {
 }
 
 DenoiseReport DenoiseReport::read(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument(path + ": no such file");
-  Json j;
-  try {
-    in >> j;
-  } catch (const Json::exception& e) {
-    throw std::invalid_argument(path + ": not valid JSON: " + e.what());
-  }
+  const Json j = read_json_document(path);
   try {
     return from_json(j);
   } catch (const std::invalid_argument& e) {

@@ -13,7 +13,9 @@
 
 #include "quell/denoise.h"
 #include "quell/dist.h"
+#include "quell/journal.h"
 #include "quell/load.h"
+#include "quell/walk_study.h"
 
 namespace quell {
 namespace {
@@ -41,6 +43,37 @@ std::vector<double> robustness_from(const std::vector<SiteSensitivity>& sens,
 }
 
 Json inf_or(double v) { return std::isfinite(v) ? Json(v) : Json("inf"); }
+
+std::string repeats_key(const std::vector<int>& k) {
+  std::string s;
+  for (int x : k) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
+// What determines the study's results, for its journal.
+Json study_fingerprint(const PlanStudyOptions& o, ModelImpl& model, const Dataset& train,
+                       const Dataset& test, const Json& noise) {
+  Json options{{"sites", o.sites},
+               {"walk", o.walk_json.empty() ? "" : file_digest(o.walk_json)},
+               {"schemes", o.schemes},
+               {"mean_repeats", o.mean_repeats},
+               {"energy_budgets", o.energy_budgets},
+               {"target", o.target},
+               {"max_mean", o.max_mean},
+               {"search", o.search},
+               {"search_width", o.search_width},
+               {"search_draws", o.search_draws},
+               {"val_size", o.val_size},
+               {"min_gain", o.min_gain},
+               {"hardware", o.hardware.to_json()},
+               {"eval", {{"draws", o.eval.draws}, {"chips", o.eval.chips},
+                         {"batch_size", o.eval.batch_size}}}};
+  return Json{{"model", model_state_digest(model)},
+              {"data", {{"train", tensor_digest({train.images, train.labels})},
+                        {"test", tensor_digest({test.images, test.labels})}}},
+              {"noise", noise},
+              {"options", options}};
+}
 
 }  // namespace
 
@@ -149,6 +182,19 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
   check_model_fits(spec, train_all, what);
   check_model_fits(spec, test, what);
   if (!opts.out.empty()) fs::create_directories(opts.out);
+  // Under MPI rank 0 writes the journal and every rank reads it (a shared file system).
+  const bool journaled = !opts.out.empty();
+  const std::string journal_path = (fs::path(opts.out) / "journal.jsonl").string();
+  const Json fingerprint =
+      journaled ? study_fingerprint(opts, model, train_all, test, noise.to_json(names)) : Json();
+  if (journaled && root && opts.restart) fs::remove(journal_path);
+  if (journaled && root) StudyJournal(journal_path, "plan", fingerprint);  // created, checked
+  if (dist::size() > 1) dist::barrier();
+  StudyJournal journal(journaled ? journal_path : "", "plan", fingerprint, root);
+  if (journal.resumed() > 0) {
+    monitor.warn("resuming: " + std::to_string(journal.resumed()) + " results already in " +
+                 journal_path);
+  }
   const int64_t n_val = std::min(opts.val_size, train_all.size());
   const Dataset val = slice_dataset(train_all, train_all.size() - n_val, n_val);
   monitor.say("plan " + spec.name + " on " + test.name + ": " + std::to_string(sites.size()) +
@@ -182,7 +228,17 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
     sens = walk_sensitivity(opts.walk_json, names);
     report.sensitivity_source = "walk midpoints (" + opts.walk_json + ")";
   } else {
-    std::vector<SiteSensitivity> drop = drop_sensitivity(model, val, noise, sites, search_eval);
+    std::vector<SiteSensitivity> drop;
+    if (const Json* j = journal.find("ranking:drop")) {
+      for (const auto& s : *j) {
+        drop.push_back({s.at(0).get<int>(), s.at(1).get<std::string>(), number_from_json(s.at(2))});
+      }
+    } else {
+      drop = drop_sensitivity(model, val, noise, sites, search_eval);
+      Json a = Json::array();
+      for (const auto& s : drop) a.push_back({s.site, s.name, number_or_string(s.value)});
+      journal.append("ranking:drop", a);
+    }
     sens.assign(static_cast<size_t>(n_sites), SiteSensitivity{});
     for (int i = 0; i < n_sites; ++i) {
       sens[static_cast<size_t>(i)].site = i;
@@ -207,9 +263,13 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
   auto validate_batch = [&](const std::vector<std::vector<int>>& ks) {
     std::vector<std::vector<int>> todo;
     for (const auto& k : ks) {
-      if (!memo.count(k) && std::find(todo.begin(), todo.end(), k) == todo.end()) {
-        todo.push_back(k);
+      if (memo.count(k) || std::find(todo.begin(), todo.end(), k) != todo.end()) continue;
+      if (const Json* j = journal.find("val:" + repeats_key(k))) {
+        memo[k] = summary_from_json(*j);  // evaluated before the study was stopped
+        ++evaluations;
+        continue;
       }
+      todo.push_back(k);
     }
     if (!todo.empty()) {
       const auto rows = dist::share_rows(static_cast<int64_t>(todo.size()), 7, [&](int64_t i) {
@@ -230,6 +290,7 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
         v.min = p[5];
         v.max = p[6];
         memo[todo[i]] = v;
+        journal.append("val:" + repeats_key(todo[i]), summary_to_json(v, true));
       }
       evaluations += static_cast<int>(todo.size());
     }
@@ -343,9 +404,13 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
     r.label = allocation_label(r.repeats, names);
     r.total_repeats = repeats_of(r.repeats);
   }
+  const auto test_key = [](const PlanAllocation& r) {
+    return "test:" + r.method + "|" + r.budget + "|" + repeats_key(r.repeats);
+  };
   const auto packed =
       dist::share_rows(static_cast<int64_t>(rows.size()), passes * 4, [&](int64_t i) {
         const PlanAllocation& r = rows[static_cast<size_t>(i)];
+        if (const Json* j = journal.find(test_key(r))) return j->get<std::vector<double>>();
         EvalOptions o = opts.eval;
         o.progress = root ? monitor.bar("eval " + r.method + " " + r.budget) : nullptr;
         const EvalResult e = evaluate(model, test, with_repeats(r.repeats), o);
@@ -356,6 +421,7 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
           out[4 * d + 2] = e.draws[d].accuracy;
           out[4 * d + 3] = e.draws[d].loss;
         }
+        journal.append(test_key(r), out);
         return out;
       });
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -369,7 +435,12 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
   }
   EvalOptions quiet = opts.eval;
   quiet.progress = nullptr;
-  report.clean_accuracy = evaluate(model, test, NoiseConfig{}, quiet).accuracy.mean;
+  if (const Json* j = journal.find("clean")) {
+    report.clean_accuracy = j->get<double>();
+  } else {
+    report.clean_accuracy = evaluate(model, test, NoiseConfig{}, quiet).accuracy.mean;
+    journal.append("clean", report.clean_accuracy);
+  }
 
   // ---- Other mitigations from a quell denoise report (same noise) ------------------------------
   for (const auto& c : denoise_in.comparison) {
@@ -578,14 +649,7 @@ PlanReport PlanReport::from_json(const Json& j) {
 }
 
 PlanReport PlanReport::read(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument(path + ": no such file");
-  Json j;
-  try {
-    in >> j;
-  } catch (const Json::exception& e) {
-    throw std::invalid_argument(path + ": not valid JSON: " + e.what());
-  }
+  const Json j = read_json_document(path);
   try {
     return from_json(j);
   } catch (const std::invalid_argument& e) {

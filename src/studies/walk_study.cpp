@@ -118,22 +118,13 @@ void fold_rank_journals(const std::string& out, const std::string& journal_path)
   for (const auto& f : ranks) fs::remove(f);
 }
 
-void fnv(uint64_t& h, const torch::Tensor& t) {
-  const torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
-  const auto* bytes = static_cast<const unsigned char*>(c.data_ptr());
-  const size_t n = static_cast<size_t>(c.numel()) * c.element_size();
-  for (size_t i = 0; i < n; ++i) h = (h ^ bytes[i]) * 1099511628211ULL;
-}
-
 }  // namespace
 
 std::string model_state_digest(ModelImpl& model) {
-  uint64_t h = 1469598103934665603ULL;
-  for (const auto& p : model.named_parameters()) fnv(h, p.value());
-  for (const auto& b : model.named_buffers()) fnv(h, b.value());
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
+  std::vector<torch::Tensor> state;
+  for (const auto& p : model.named_parameters()) state.push_back(p.value());
+  for (const auto& b : model.named_buffers()) state.push_back(b.value());
+  return tensor_digest(state);
 }
 
 WalkReport run_walk_study(Model model, const Dataset& test, const WalkStudyOptions& options,

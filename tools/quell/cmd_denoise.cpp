@@ -219,6 +219,8 @@ void add_denoise_command(CLI::App& app) {
                   "Draws (and chips) per robustness point")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_flag("--restart", a->study.restart,
+                "Discard the journal of an earlier run in --out (default: resume it)");
   cmd->add_option("--figures", a->figures, "Figure formats: png,svg | png | svg | none")
       ->capture_default_str();
   a->data.add_for_checkpoint(*cmd);

@@ -160,6 +160,8 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--chips", args->study.eval.chips, "Chip instances in the test evaluation")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_flag("--restart", args->study.restart,
+                "Discard the journal of an earlier run in --out (default: resume it)");
   cmd->add_option("--figures", args->figures, "Figure formats: png,svg | png | svg | none")
       ->capture_default_str();
   args->data.add_for_checkpoint(*cmd);

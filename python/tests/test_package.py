@@ -232,6 +232,38 @@ def test_bad_input_raises_pythons_exceptions(checkpoint, test_data, tmp_path):
                    per_decade=1, repeats=2, figures=None, progress=False)
 
 
+def test_the_gil_is_released_while_the_engine_works(checkpoint, test_data, tmp_path):
+    import threading
+    import time
+    model = quell.Model(checkpoint)
+    ticks = []
+    done = threading.Event()
+
+    def count():
+        while not done.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.005)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    start = time.monotonic()
+    quell.evaluate(model, test_data, noise="all=add:0.5:rel=std", draws=20, progress=False)
+    end = time.monotonic()
+    done.set()
+    counter.join()
+    during = [t for t in ticks if start < t < end]
+    # With the GIL held for the whole evaluation the counter could not tick in between.
+    assert end - start > 0.05 and len(during) >= 3, (end - start, len(during))
+
+
+def test_tensors_on_another_device_are_refused(checkpoint):
+    model = quell.Model(checkpoint)
+    x = torch.empty(4, 1, 28, 28, device="meta")
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="CPU"):
+        quell.evaluate(model, (x, y))
+
+
 def test_data_sources_agree(test_data):
     x, y = test_data.images[:64], test_data.labels[:64]
     ds = torch.utils.data.TensorDataset(x, y)

@@ -305,12 +305,15 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
     return taylor_sensitivity(backbone, fit, opts.taylor_samples);
   });
   if (distributed) {
-    // Rank 0's values on every rank, so that every rank takes the same decisions.
+    // Rank 0's values on every rank, so that every rank takes the same decisions (row 0 of
+    // share_rows is rank 0's).
     auto& taylor = rankings["taylor"];
-    torch::Tensor v = torch::zeros({static_cast<int64_t>(taylor.size())}, torch::kDouble);
-    for (size_t i = 0; root && i < taylor.size(); ++i) v[static_cast<int64_t>(i)] = taylor[i].value;
-    dist::allreduce_sum(v);
-    for (size_t i = 0; i < taylor.size(); ++i) taylor[i].value = v[static_cast<int64_t>(i)].item<double>();
+    const auto shared = dist::share_rows(1, static_cast<int64_t>(taylor.size()), [&](int64_t) {
+      std::vector<double> v;
+      for (const auto& s : taylor) v.push_back(s.value);
+      return v;
+    });
+    for (size_t i = 0; i < taylor.size(); ++i) taylor[i].value = shared[0][i];
   }
   if (!opts.walk_json.empty()) rankings["walk"] = walk_sensitivity(opts.walk_json, names);
   if (opts.drop_ranking) {

@@ -14,6 +14,11 @@ using Json = nlohmann::json;
 /// any existing file at `path` untouched and no temporary behind.
 void write_file_atomic(const std::string& path, const std::string& content);
 
+/// Appends `text` to `path` (created if missing) and syncs it to disk (fsync) before
+/// returning; throws std::runtime_error naming the path when it cannot (e.g. the disk is full).
+/// Journals use it: what was appended survives a kill.
+void append_file_durably(const std::string& path, const std::string& text);
+
 /// RunContext::capture().to_json() (quell/report.h): the provenance of a CPU run. Result types
 /// take a RunContext instead, which knows the device.
 Json provenance();

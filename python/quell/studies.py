@@ -77,6 +77,13 @@ def _calibrated_for(model, data):
     return model
 
 
+def _walk_json(walk):
+    """The walk.json of a WalkResult or a path."""
+    if isinstance(walk, WalkResult):
+        return os.path.join(walk.out, "walk.json")
+    return check_file(os.fspath(walk), "walk result")
+
+
 def _call(fn, *args):
     try:
         return fn(*args)
@@ -234,7 +241,7 @@ def denoise(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
     o.budgets = [float(b) for b in budgets]
     o.search = str(search)
     if walk is not None:
-        o.walk_json = os.path.join(walk.out, "walk.json") if isinstance(walk, WalkResult) else check_file(os.fspath(walk), "walk result")
+        o.walk_json = _walk_json(walk)
     o.drop_ranking, o.all_sites, o.finetune = bool(drop_ranking), bool(all_sites), bool(finetune)
     o.finetune_lr, o.train_limit, o.val_size = float(finetune_lr), int(train_limit), int(val_size)
     o.search_limit, o.search_epochs = int(search_limit), int(search_epochs)
@@ -279,7 +286,7 @@ def plan(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
     o.noise = _noise(model, noise, adc, None, weight_noise, noise_seed, noise_config)
     o.sites = str(sites)
     if walk is not None:
-        o.walk_json = os.path.join(walk.out, "walk.json") if isinstance(walk, WalkResult) else check_file(os.fspath(walk), "walk result")
+        o.walk_json = _walk_json(walk)
     o.schemes = [str(s) for s in schemes]
     o.mean_repeats = [float(k) for k in mean_repeats]
     o.energy_budgets = [float(e) for e in energy_budget]

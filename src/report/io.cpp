@@ -82,6 +82,27 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   }
 }
 
+void append_file_durably(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw_write_error(path, "opening for appending", errno);
+  size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t w = ::write(fd, text.data() + off, text.size() - off);
+    if (w < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw_write_error(path, "appending", err);
+    }
+    off += static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw_write_error(path, "syncing", err);
+  }
+  ::close(fd);
+}
+
 std::string utc_now() {
   const std::time_t now = std::time(nullptr);
   std::tm utc{};

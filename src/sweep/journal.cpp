@@ -1,9 +1,6 @@
 // StudyJournal: keyed results of a resumable study, one JSON line each, fsync'd.
 #include "quell/journal.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -13,23 +10,6 @@ namespace quell {
 namespace {
 
 constexpr int kJournalVersion = 1;
-
-void append_durably(const std::string& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error(path + ": cannot open the journal for appending");
-  size_t off = 0;
-  while (off < text.size()) {
-    const ssize_t w = ::write(fd, text.data() + off, text.size() - off);
-    if (w < 0) {
-      ::close(fd);
-      throw std::runtime_error(path + ": cannot append to the journal (disk full?)");
-    }
-    off += static_cast<size_t>(w);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced) throw std::runtime_error(path + ": cannot sync the journal to disk");
-}
 
 }  // namespace
 
@@ -124,7 +104,7 @@ const Json* StudyJournal::find(const std::string& key) const {
 void StudyJournal::append(const std::string& key, const Json& value) {
   if (!values_.emplace(key, value).second) return;
   if (!path_.empty() && writer_) {
-    append_durably(path_, Json{{"key", key}, {"value", value}}.dump() + "\n");
+    append_file_durably(path_, Json{{"key", key}, {"value", value}}.dump() + "\n");
   }
 }
 

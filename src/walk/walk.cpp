@@ -17,6 +17,7 @@
 #include "quell/inspect.h"
 #include "quell/rng.h"
 #include "quell/runtime.h"
+#include "quell/journal.h"
 #include "util/text.h"
 
 namespace quell {
@@ -383,23 +384,6 @@ Json NoisyTrainingOptions::fingerprint() const {
 
 namespace {
 
-std::string first_difference(const Json& a, const Json& b, const std::string& at = "") {
-  if (a.is_object() && b.is_object()) {
-    for (const auto& [k, v] : a.items()) {
-      const std::string path = at.empty() ? k : at + "." + k;
-      if (!b.contains(k)) return path + " (missing in one)";
-      if (v != b.at(k)) return first_difference(v, b.at(k), path);
-    }
-    for (const auto& [k, v] : b.items()) {
-      if (!a.contains(k)) return (at.empty() ? k : at + "." + k) + " (missing in one)";
-    }
-  }
-  std::string sa = a.dump(), sb = b.dump();
-  if (sa.size() > 60) sa = sa.substr(0, 57) + "...";
-  if (sb.size() > 60) sb = sb.substr(0, 57) + "...";
-  return (at.empty() ? std::string("value") : at) + ": " + sa + " vs " + sb;
-}
-
 struct JournalContent {
   Json fingerprint;
   std::vector<WalkRecord> records;
@@ -455,21 +439,6 @@ std::string header_line(const Json& fingerprint) {
   return Json{{"quell_walk_journal", kJournalVersion}, {"fingerprint", fingerprint}}.dump() + "\n";
 }
 
-void append_durably(const std::string& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
-  if (fd < 0) throw std::runtime_error(path + ": cannot open for appending");
-  size_t off = 0;
-  while (off < text.size()) {
-    const ssize_t w = ::write(fd, text.data() + off, text.size() - off);
-    if (w < 0) {
-      ::close(fd);
-      throw std::runtime_error(path + ": write failed");
-    }
-    off += static_cast<size_t>(w);
-  }
-  ::fsync(fd);
-  ::close(fd);
-}
 
 }  // namespace
 
@@ -479,7 +448,7 @@ WalkJournal::WalkJournal(std::string path, Json fingerprint)
     JournalContent c = read_journal(path_);
     if (c.fingerprint != fingerprint_) {
       throw std::runtime_error(path_ + " holds a different sweep (" +
-                               first_difference(c.fingerprint, fingerprint_) +
+                               json_difference(c.fingerprint, fingerprint_) +
                                "); use another output directory or restart the sweep");
     }
     if (std::filesystem::file_size(path_) != c.good_bytes) {
@@ -510,7 +479,7 @@ void WalkJournal::append(const std::vector<WalkRecord>& records) {
     index_[key] = records_.size();
     records_.push_back(r);
   }
-  if (!text.empty()) append_durably(path_, text);
+  if (!text.empty()) append_file_durably(path_, text);
 }
 
 void WalkJournal::preload(const std::vector<WalkRecord>& records) {
@@ -540,7 +509,7 @@ size_t merge_journals(const std::vector<std::string>& inputs, const std::string&
       first = path;
     } else if (c.fingerprint != fingerprint) {
       throw std::runtime_error(path + " is from a different sweep than " + first + " (" +
-                               first_difference(fingerprint, c.fingerprint) + ")");
+                               json_difference(fingerprint, c.fingerprint) + ")");
     }
     for (auto& r : c.records) {
       const auto key = std::make_tuple(r.site, r.sigma, r.repeat);

@@ -34,8 +34,8 @@ class _Tqdm:
         self.bar.set_postfix_str((f"loss {loss:.4f} " if loss else "") + f"acc {accuracy:.4f}",
                                  refresh=False)
         self.bar.refresh()
-        if done >= total:
-            self.bar.close()
+        # Not closed at done == total: a search's total grows as it goes (the bar closes when
+        # the engine lets go of the callback).
 
     def __del__(self):
         if self.bar is not None:

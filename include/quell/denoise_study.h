@@ -157,6 +157,12 @@ struct DenoiseReport {
   DenoisePlotData plot_data(double train_sigma) const;
 };
 
+/// The checks run_denoise_study makes before any work, against `backbone`: the options, no
+/// blocks in it, the noise valid for its calibration, the sites, a block kind some site can
+/// take. A front end calls it before loading data. Throws std::invalid_argument naming the
+/// field and value.
+void check_denoise_study(ModelImpl& backbone, const DenoiseStudyOptions& opts);
+
 /// Runs the study on a frozen `backbone` (no blocks; it is moved to opts.device and put in eval
 /// mode) with training data `train` (fit + validation split) and test data `test`. Throws
 /// std::invalid_argument for bad options, a backbone with blocks or data that does not fit.

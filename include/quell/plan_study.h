@@ -120,6 +120,12 @@ struct PlanReport {
   DenoisePlotData plot_data() const;
 };
 
+/// The checks run_plan_study makes before any work, against `model`: the options, noise without
+/// repeat counts and valid for its calibration, a denoise report for the same noise and sites,
+/// planned sites with dynamic noise. A front end calls it before loading data. Throws
+/// std::invalid_argument naming the field and value.
+void check_plan_study(ModelImpl& model, const PlanStudyOptions& opts);
+
 /// Runs the study on `model` with validation data from the end of `train` and test data `test`.
 /// Throws std::invalid_argument for bad options, noise without a dynamic component at the
 /// planned sites, or a denoise report for other noise. Under MPI every rank runs it (the

@@ -56,6 +56,10 @@ def _noise(model, noise, adc=None, repeat=None, weight_noise=None, noise_seed=1,
     return config
 
 
+# Note: o.train, o.eval, o.walk of an options object are references into it (pybind11), so
+# `t = o.train; t.epochs = 3` sets the option.
+
+
 def _monitor(progress, verbose=False):
     message = (lambda line: print(line)) if verbose else None
     return factory(progress), message
@@ -88,8 +92,6 @@ def _call(fn, *args):
     try:
         return fn(*args)
     except RuntimeError as e:
-        if isinstance(e, (KeyboardInterrupt,)):
-            raise
         msg = str(e)
         if "no such file" in msg.lower() or "cannot open" in msg or "does not exist" in msg:
             raise FileNotFoundError(msg) from None
@@ -122,7 +124,6 @@ def train(model, data, *, test=None, epochs=10, batch_size=128, optimizer="adam"
     t.momentum, t.weight_decay, t.cosine, t.seed = float(momentum), float(weight_decay), bool(cosine), int(seed)
     t.calib_samples = int(calib_samples)
     t.noise = _noise(model, noise, adc, repeat, weight_noise, noise_seed)
-    o.train = t
     o.out = os.fspath(out) if out else ""
     o.set_device(device)
     o.set_dataset(train_set.name)
@@ -147,7 +148,6 @@ def evaluate(model, data, *, noise=None, adc=None, repeat=None, weight_noise=Non
     o.levels = [float(level) for level in levels]
     e = o.eval
     e.draws, e.chips, e.batch_size = int(draws), int(chips), int(batch_size)
-    o.eval = e
     o.source = model.source
     o.noise_description = " ".join(rules(noise)) or "configured"
     o.set_device(device)
@@ -194,7 +194,6 @@ def walk(model, data, *, out, sites="all", noise="add", grid="1e-2:1e4", per_dec
             raise ValueError(f"shard '{shard}': expected I/N with 1 <= I <= N, e.g. 2/4")
         w.shard_index, w.shard_count = index - 1, count
         o.shard_text = str(shard)
-    o.walk = w
     o.sites = str(sites)
     o.out = os.fspath(out)
     o.restart = bool(restart)
@@ -204,7 +203,6 @@ def walk(model, data, *, out, sites="all", noise="add", grid="1e-2:1e4", per_dec
         o.noisy_training = True
         t = o.train_options
         t.epochs, t.lr, t.batch_size = int(epochs), float(lr), int(train_batch)
-        o.train_options = t
         o.train_limit, o.eval_draws, o.save_models = int(train_limit), int(eval_draws), bool(save_models)
     o.source = model.source
     o.model_digest = model._digest
@@ -252,10 +250,8 @@ def denoise(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
     t.feature_weight = float(feature_weight)
     lo, hi = (scale_range, scale_range) if isinstance(scale_range, (int, float)) else scale_range
     t.scale_lo, t.scale_hi = float(lo), float(hi)
-    o.train = t
     e = o.eval
     e.draws, e.chips = int(draws), int(chips)
-    o.eval = e
     o.robustness_levels = [float(level) for level in (robustness or [])]
     o.robust_draws = int(robust_draws)
     o.out = os.fspath(out) if out else ""
@@ -303,7 +299,6 @@ def plan(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
             o.denoise_report = check_file(os.fspath(denoise_report), "denoise report")
     e = o.eval
     e.draws, e.chips = int(draws), int(chips)
-    o.eval = e
     o.out = os.fspath(out) if out else ""
     o.set_figures(figures or "none")
     o.source = model.source

@@ -115,7 +115,52 @@ Json study_fingerprint(const DenoiseStudyOptions& o, ModelImpl& backbone, const 
               {"options", options}};
 }
 
+// The checks that need the backbone, and what they resolve: the eligible sites and the
+// candidate blocks (every eligible site x ratio; one per site for channel blocks).
+struct Checked {
+  std::vector<int> sites;
+  std::vector<Candidate> candidates;
+};
+
+Checked check_with(ModelImpl& backbone, const DenoiseStudyOptions& opts) {
+  opts.validate();
+  const std::string what = opts.source.empty() ? backbone.spec().name : opts.source;
+  if (backbone.has_denoisers()) {
+    throw std::invalid_argument(what + ": already has denoising blocks; the study needs the "
+                                       "backbone");
+  }
+  backbone.engine().configure(opts.noise);  // validates the noise against the calibration
+  backbone.engine().configure(NoiseConfig{});
+  Checked c;
+  c.sites = select_sites(opts.sites, backbone.site_names());
+  const BlockSpec block_kind = BlockSpec::parse(opts.block);
+  const auto info = backbone.sites();
+  for (int s : c.sites) {
+    std::set<std::string> seen;
+    for (int r : opts.ratios) {
+      BlockSpec b = block_kind;
+      b.ratio = r;
+      try {
+        b.resolve(info[static_cast<size_t>(s)].shape);
+      } catch (const std::invalid_argument&) {
+        continue;  // this block kind cannot sit at this site
+      }
+      if (!seen.insert(b.str()).second) continue;
+      c.candidates.push_back({s, b, b.params(info[static_cast<size_t>(s)].shape)});
+    }
+  }
+  if (c.candidates.empty()) {
+    throw std::invalid_argument("no site in sites '" + opts.sites + "' can take block " +
+                                opts.block);
+  }
+  return c;
+}
+
 }  // namespace
+
+void check_denoise_study(ModelImpl& backbone, const DenoiseStudyOptions& opts) {
+  check_with(backbone, opts);
+}
 
 void DenoiseStudyOptions::validate() const {
   if (noise.empty()) {
@@ -159,7 +204,6 @@ void DenoiseStudyOptions::validate() const {
 
 DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
                                 const Dataset& test, const DenoiseStudyOptions& opts) {
-  opts.validate();
   TORCH_CHECK(backbone_holder, "run_denoise_study: no model");
   ModelImpl& backbone = *backbone_holder;
   const bool root = dist::is_root();
@@ -171,44 +215,17 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   train_opts.data_parallel = distributed;
   EvalOptions eval_opts = opts.eval;
   eval_opts.distributed = distributed;
-  const BlockSpec block_kind = BlockSpec::parse(opts.block);
   const std::string what = opts.source.empty() ? backbone.spec().name : opts.source;
-  if (backbone.has_denoisers()) {
-    throw std::invalid_argument(what + ": already has denoising blocks; the study needs the "
-                                       "backbone");
-  }
+  const Checked checked = check_with(backbone, opts);
+  const std::vector<int>& sites = checked.sites;
+  const std::vector<Candidate>& candidates = checked.candidates;
   const torch::Device device = opts.device;
   backbone.to(device);
   backbone.eval();
   const ModelSpec spec = backbone.spec();
   const auto names = backbone.site_names();
   const NoiseConfig& noise = opts.noise;
-  backbone.engine().configure(noise);  // validates the configuration against the calibration
-  backbone.engine().configure(NoiseConfig{});
   train_opts.noise = noise;
-  const std::vector<int> sites = select_sites(opts.sites, names);
-
-  // Candidate blocks: every eligible site x ratio (one per site for channel blocks).
-  const auto info = backbone.sites();
-  std::vector<Candidate> candidates;
-  for (int s : sites) {
-    std::set<std::string> seen;
-    for (int r : opts.ratios) {
-      BlockSpec b = block_kind;
-      b.ratio = r;
-      try {
-        b.resolve(info[static_cast<size_t>(s)].shape);
-      } catch (const std::invalid_argument&) {
-        continue;  // this block kind cannot sit at this site
-      }
-      if (!seen.insert(b.str()).second) continue;
-      candidates.push_back({s, b, b.params(info[static_cast<size_t>(s)].shape)});
-    }
-  }
-  if (candidates.empty()) {
-    throw std::invalid_argument("no site in sites '" + opts.sites + "' can take block " +
-                                opts.block);
-  }
   const int64_t backbone_params = backbone.num_params();
   auto overhead = [&](int64_t p) {
     return 100.0 * static_cast<double>(p) / static_cast<double>(backbone_params);

@@ -75,7 +75,77 @@ Json study_fingerprint(const PlanStudyOptions& o, ModelImpl& model, const Datase
               {"options", options}};
 }
 
+// The checks that need the model, and what they resolve: the denoise report to compare with,
+// the planned sites (selected, with noise a repetition averages: a dynamic component) and the
+// selected sites left out (static noise only).
+struct Checked {
+  DenoiseReport denoise_in;
+  std::vector<int> sites;
+  std::vector<std::string> not_planned;
+};
+
+Checked check_with(ModelImpl& model, const PlanStudyOptions& opts) {
+  opts.validate();
+  const auto names = model.site_names();
+  const NoiseConfig& noise = opts.noise;
+  for (const auto& [site, cfg] : noise.sites) {
+    if (cfg.repeats != 1) {
+      throw std::invalid_argument("the noise sets repeat counts (site " + names[site] +
+                                  "); the plan chooses them: give the noise without repeats");
+    }
+  }
+  model.engine().configure(noise);  // validates against the calibration
+  model.engine().configure(NoiseConfig{});
+  Checked c;
+  if (!opts.denoise_report.empty()) {
+    c.denoise_in = DenoiseReport::read(opts.denoise_report);
+    if (c.denoise_in.noise != noise.to_json(names)) {
+      throw std::invalid_argument("denoise report " + opts.denoise_report +
+                                  ": its noise differs from this plan's (give the same noise)");
+    }
+    for (const auto& r : c.denoise_in.comparison) {
+      if (r.is_finetune()) continue;  // no blocks ("whole network")
+      try {
+        parse_placement_label(r.placement, names);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument("denoise report " + opts.denoise_report + ": " + e.what());
+      }
+    }
+  }
+  for (int s : select_sites(opts.sites, names)) {
+    const auto it = noise.sites.find(s);
+    if (it == noise.sites.end()) continue;
+    const bool dynamic = std::any_of(it->second.noise.begin(), it->second.noise.end(),
+                                     [](const NoiseSpec& n) {
+                                       return !n.is_zero() && n.temporal == Temporal::kDynamic;
+                                     });
+    if (dynamic) {
+      c.sites.push_back(s);
+    } else {
+      c.not_planned.push_back(names[static_cast<size_t>(s)]);
+    }
+  }
+  if (c.sites.empty()) {
+    throw std::invalid_argument(
+        "no site in sites '" + opts.sites +
+        "' has dynamic noise: repeating a computation averages only fresh (dynamic) noise");
+  }
+  return c;
+}
+
+// The options with the default budgets when none is given.
+PlanStudyOptions with_default_budgets(PlanStudyOptions o) {
+  if (o.mean_repeats.empty() && o.energy_budgets.empty() && !(o.target > 0)) {
+    o.mean_repeats = {2.0, 4.0};
+  }
+  return o;
+}
+
 }  // namespace
+
+void check_plan_study(ModelImpl& model, const PlanStudyOptions& opts) {
+  check_with(model, with_default_budgets(opts));
+}
 
 void PlanStudyOptions::validate() const {
   if (noise.empty()) {
@@ -112,11 +182,7 @@ void PlanStudyOptions::validate() const {
 
 PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Dataset& test,
                           const PlanStudyOptions& options) {
-  PlanStudyOptions opts = options;
-  if (opts.mean_repeats.empty() && opts.energy_budgets.empty() && !(opts.target > 0)) {
-    opts.mean_repeats = {2.0, 4.0};
-  }
-  opts.validate();
+  const PlanStudyOptions opts = with_default_budgets(options);
   TORCH_CHECK(model_holder, "run_plan_study: no model");
   ModelImpl& model = *model_holder;
   const StudyMonitor& monitor = opts.monitor;
@@ -130,53 +196,11 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
   const int n_sites = model.num_sites();
   const std::string what = opts.source.empty() ? spec.name : opts.source;
   const NoiseConfig& noise = opts.noise;
-  for (const auto& [site, cfg] : noise.sites) {
-    if (cfg.repeats != 1) {
-      throw std::invalid_argument("the noise sets repeat counts (site " + names[site] +
-                                  "); the plan chooses them: give the noise without repeats");
-    }
-  }
-  model.engine().configure(noise);  // validates against the calibration
-  model.engine().configure(NoiseConfig{});
-  // A quell denoise report to compare with: checked before any work.
-  DenoiseReport denoise_in;
-  if (!opts.denoise_report.empty()) {
-    denoise_in = DenoiseReport::read(opts.denoise_report);
-    if (denoise_in.noise != noise.to_json(names)) {
-      throw std::invalid_argument("denoise report " + opts.denoise_report +
-                                  ": its noise differs from this plan's (give the same noise)");
-    }
-    for (const auto& c : denoise_in.comparison) {
-      if (c.is_finetune()) continue;  // no blocks ("whole network")
-      try {
-        parse_placement_label(c.placement, names);
-      } catch (const std::invalid_argument& e) {
-        throw std::invalid_argument("denoise report " + opts.denoise_report + ": " + e.what());
-      }
-    }
-  }
-
-  // Planned sites: selected, with noise that a repetition averages (a dynamic component).
-  std::vector<int> sites;
   PlanReport report;
-  for (int s : select_sites(opts.sites, names)) {
-    const auto it = noise.sites.find(s);
-    if (it == noise.sites.end()) continue;
-    const bool dynamic = std::any_of(it->second.noise.begin(), it->second.noise.end(),
-                                     [](const NoiseSpec& n) {
-                                       return !n.is_zero() && n.temporal == Temporal::kDynamic;
-                                     });
-    if (dynamic) {
-      sites.push_back(s);
-    } else {
-      report.not_planned.push_back(names[static_cast<size_t>(s)]);
-    }
-  }
-  if (sites.empty()) {
-    throw std::invalid_argument(
-        "no site in sites '" + opts.sites +
-        "' has dynamic noise: repeating a computation averages only fresh (dynamic) noise");
-  }
+  const Checked checked = check_with(model, opts);
+  const DenoiseReport& denoise_in = checked.denoise_in;
+  const std::vector<int>& sites = checked.sites;
+  report.not_planned = checked.not_planned;
   const auto num_planned = static_cast<int64_t>(sites.size());
 
   check_model_fits(spec, train_all, what);

@@ -80,10 +80,6 @@ void run(DenoiseArgs& a) {
   BlockSpec::parse(o.block);
 
   Model backbone = load_checked(a.checkpoint, "", &o.meta, &a.data);
-  if (backbone->has_denoisers()) {
-    throw std::invalid_argument(a.checkpoint +
-                                ": already has denoising blocks; give quell denoise the backbone");
-  }
   a.data.use_checkpoint_dataset(o.meta);
   o.noise = a.noise.build(backbone->site_names());
   if (o.noise.empty()) {
@@ -92,16 +88,9 @@ void run(DenoiseArgs& a) {
   o.source = a.checkpoint;
   o.device = a.runtime.torch_device();
   o.monitor = cli_monitor();
-  backbone->to(o.device);
-  backbone->eval();
-  // Validates the noise against the calibration and the sites before any data is read.
-  backbone->engine().configure(o.noise);
-  backbone->engine().configure(NoiseConfig{});
-  select_sites(o.sites, backbone->site_names());
+  check_denoise_study(*backbone, o);  // before any data is read
   const Dataset train = a.data.load(Split::kTrain);
-  check_model_fits(backbone->spec(), train, a.checkpoint);
   const Dataset test = a.data.load(Split::kTest);
-  check_model_fits(backbone->spec(), test, a.checkpoint);
   const DenoiseReport report = run_denoise_study(backbone, train, test, o);
   if (!dist::is_root()) return;
   std::cout << report.table() << "\nwrote " << join(report.written) << " in " << o.out << "\n";

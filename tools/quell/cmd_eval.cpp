@@ -51,7 +51,6 @@ void run(EvalArgs& a) {
               << o.data.name << "\n";
   }
   const Dataset data = load_dataset(o.data);
-  check_model_fits(model->spec(), data, a.checkpoint);
   o.noise = a.noise.build(model->site_names());
   if (!a.levels.empty()) o.levels = a.levels;
   o.eval = a.opts;

@@ -59,40 +59,22 @@ void run(PlanArgs& a) {
   Model model = load_checked(a.checkpoint, "", &meta, &a.data);
   a.data.use_checkpoint_dataset(meta);
   o.device = a.runtime.torch_device();
-  model->to(o.device);
-  model->eval();
-  const auto names = model->site_names();
-  o.noise = a.noise.build(names);
+  o.noise = a.noise.build(model->site_names());
   if (o.noise.empty()) {
     throw std::invalid_argument("no noise to plan against: give it with --noise (or --noise-config)");
   }
   for (const auto& [site, cfg] : o.noise.sites) {
-    if (cfg.repeats != 1) {
-      throw std::invalid_argument("the noise sets repeat counts (site " + names[site] +
+    if (cfg.repeats != 1) {  // the library says so too; here the message names the flag
+      throw std::invalid_argument("the noise sets repeat counts (site " +
+                                  model->site_names()[site] +
                                   "); quell plan chooses them: drop --repeat");
-    }
-  }
-  if (!o.denoise_report.empty()) {
-    // The report is read and checked before any data is loaded.
-    try {
-      const DenoiseReport r = DenoiseReport::read(o.denoise_report);
-      if (r.noise != o.noise.to_json(names)) {
-        throw std::invalid_argument(
-            "its noise differs from this plan's (give the same --noise)");
-      }
-    } catch (const std::invalid_argument& e) {
-      const std::string msg = e.what();
-      throw std::invalid_argument("--denoise-report " +
-                                  (msg.rfind(o.denoise_report, 0) == 0 ? msg
-                                                                       : o.denoise_report + ": " + msg));
     }
   }
   o.source = a.checkpoint;
   o.monitor = cli_monitor();
+  check_plan_study(*model, o);  // before any data is read
   const Dataset train = a.data.load(Split::kTrain);
-  check_model_fits(model->spec(), train, a.checkpoint);
   const Dataset test = a.data.load(Split::kTest);
-  check_model_fits(model->spec(), test, a.checkpoint);
   const PlanReport report = run_plan_study(model, train, test, o);
   if (!dist::is_root()) return;
   std::cout << report.table() << "wrote " << join(report.written) << " to " << o.out

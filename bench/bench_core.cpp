@@ -170,8 +170,8 @@ int main(int argc, char** argv) {
       spec.in_channels = 3;
       spec.height = spec.width = 32;
       n = quick ? 256 : 1000;
-      data.images = torch::randn({n, 3, 32, 32});
-      data.labels = torch::randint(10, {n}, torch::kLong);
+      data.inputs = torch::randn({n, 3, 32, 32});
+      data.targets = torch::randint(10, {n}, torch::kLong);
     }
     torch::manual_seed(0);
     quell::Model model = quell::make_model(spec);
@@ -248,8 +248,8 @@ int main(int argc, char** argv) {
     double loss_sum = 0.0;
     for (int64_t b = 0; b < n; b += bs) {
       const torch::Tensor idx = perm.narrow(0, b, std::min(bs, n - b));
-      const torch::Tensor x = train_set.images.index_select(0, idx);
-      const torch::Tensor y = train_set.labels.index_select(0, idx);
+      const torch::Tensor x = train_set.inputs.index_select(0, idx);
+      const torch::Tensor y = train_set.targets.index_select(0, idx);
       opt.zero_grad();
       const torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
       loss.backward();

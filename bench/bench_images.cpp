@@ -253,8 +253,8 @@ int main(int argc, char** argv) {
     data.name = "random";
     data.num_classes = kClasses;
     const int64_t n = side == 32 ? (quick ? 512 : 2048) : (quick ? 64 : 192);
-    data.images = torch::randn({n, 3, side, side});
-    data.labels = torch::randint(kClasses, {n}, torch::kLong);
+    data.inputs = torch::randn({n, 3, side, side});
+    data.targets = torch::randint(kClasses, {n}, torch::kLong);
     quell::run_pass(*model, data, 64);  // warm-up
     const double s = seconds_of([&] { quell::run_pass(*model, data, 64); });
     const double decode_rate = side == 32 ? decode32 : decode224;

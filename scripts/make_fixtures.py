@@ -6,8 +6,11 @@ committed, so the tests never run Python. Re-run after changing a model here:
 
     /usr/bin/python3 scripts/make_fixtures.py [OUT_DIR]      (default: tests/fixtures)
 
-Every model takes an image batch [N, C, H, W] and returns logits [N, classes]; weights are
-seeded, so the files are reproducible up to PyTorch's serialisation.
+The image models take a batch [N, C, H, W] and return logits [N, classes]; the sequence
+fixtures (tiny_lm: token ids [N, 8] -> [N, 8, 11]; tiny_lstm: frames [N, 5, 6] -> [N, 3];
+tiny_regressor: [N, 4] -> [N, 2] real values) come with their inputs and PyTorch's outputs in
+sequence_io.pt (torch.save), and tiny.npz / tiny_fortran.npy are written by NumPy for the tensor
+readers. Weights are seeded, so the files are reproducible up to PyTorch's serialisation.
 """
 import os
 import sys
@@ -177,6 +180,78 @@ def randomise_bn(model, gen):
                 m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
+class TinyLSTM(nn.Module):
+    """A keyword-spotting shape: frames [N, T, F] -> LSTM -> the last step's output -> classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(6, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.fc(out[:, -1])
+
+
+class TinyGRU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(6, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.fc(out.mean(1))
+
+
+class TinyRegressor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 16)
+        self.fc2 = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def sequence_fixtures(out):
+    """The sequence, recurrent and regression fixtures, their reference outputs, NumPy files."""
+    import numpy as np
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples",
+                                    "python"))
+    from char_lm import CharLM  # noqa: E402
+    torch.manual_seed(11)
+    lm = CharLM(11, d=16, heads=2, layers=1, context=8).eval()
+    lstm = TinyLSTM().eval()
+    gru = TinyGRU().eval()
+    reg = TinyRegressor().eval()
+    torch.jit.script(lm).save(os.path.join(out, "tiny_lm.script.pt"))
+    torch.jit.script(lstm).save(os.path.join(out, "tiny_lstm.script.pt"))
+    torch.jit.trace(lstm, torch.randn(2, 5, 6)).save(os.path.join(out, "tiny_lstm.trace.pt"))
+    torch.jit.script(gru).save(os.path.join(out, "tiny_gru.script.pt"))
+    torch.jit.script(reg).save(os.path.join(out, "tiny_regressor.script.pt"))
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 11, (3, 8), generator=gen)
+    frames = torch.randn(3, 5, 6, generator=gen)
+    feats = torch.randn(3, 4, generator=gen)
+    with torch.no_grad():
+        io = {"lm": {"inputs": ids, "outputs": lm(ids)},
+              "lstm": {"inputs": frames, "outputs": lstm(frames)},
+              "gru": {"inputs": frames, "outputs": gru(frames)},
+              "regressor": {"inputs": feats, "outputs": reg(feats)},
+              "num_classes": 11}
+    torch.save(io, os.path.join(out, "sequence_io.pt"))
+    np.savez_compressed(os.path.join(out, "tiny.npz"),
+                        x_train=np.arange(24, dtype=np.float32).reshape(4, 2, 3),
+                        y_train=np.array([0, 1, 2, 1], dtype=np.int64),
+                        x_test=np.arange(6, dtype=np.float64).reshape(1, 2, 3),
+                        y_test=np.array([2], dtype=np.int32))
+    np.save(os.path.join(out, "tiny_fortran.npy"),
+            np.asfortranarray(np.arange(12, dtype=np.int16).reshape(3, 4)))
+    return ["tiny_lm.script.pt", "tiny_lstm.script.pt", "tiny_lstm.trace.pt", "tiny_gru.script.pt",
+            "tiny_regressor.script.pt", "sequence_io.pt", "tiny.npz", "tiny_fortran.npy"]
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
@@ -216,6 +291,7 @@ def main():
         for name, y in refs.items():
             f.write(name + " " + " ".join("%.7g" % v for v in y.flatten().tolist()) + "\n")
     made.append("reference_logits.txt")
+    made += sequence_fixtures(out)
     for m in made:
         print(os.path.join(out, m), os.path.getsize(os.path.join(out, m)), "bytes")
 

@@ -99,7 +99,7 @@ std::pair<torch::Tensor, torch::Tensor> indexed_idx_data(int64_t n) {
 
 torch::Tensor decode_index(const quell::Dataset& ds) {
   // normalise = false, so pixels are u8 / 255 exactly representable after rounding.
-  const auto px = ds.images.view({ds.size(), -1}).mul(255.0f).round().to(torch::kLong);
+  const auto px = ds.inputs.view({ds.size(), -1}).mul(255.0f).round().to(torch::kLong);
   return px.select(1, 0) + px.select(1, 1) * 256;
 }
 
@@ -214,13 +214,13 @@ TEST(LoadDataset, Cifar10ReadsFiveTrainBatchesAndTestBatch) {
   EXPECT_EQ(train.num_classes, 10);
   EXPECT_EQ(train.size(), 10);
   EXPECT_EQ(train.sample_shape(), (std::vector<int64_t>{3, 32, 32}));
-  EXPECT_TRUE(torch::equal(train.labels, torch::tensor({1, 1, 2, 2, 3, 3, 4, 4, 5, 5})));
-  EXPECT_NEAR(train.images[9][2][31][31].item<float>(), 50.0f / 255.0f, 1e-7);
+  EXPECT_TRUE(torch::equal(train.targets, torch::tensor({1, 1, 2, 2, 3, 3, 4, 4, 5, 5})));
+  EXPECT_NEAR(train.inputs[9][2][31][31].item<float>(), 50.0f / 255.0f, 1e-7);
 
   opts.split = quell::Split::kTest;
   const auto test = quell::load_dataset(opts);
   EXPECT_EQ(test.size(), 3);
-  EXPECT_TRUE(torch::equal(test.labels, torch::tensor({9, 0, 4})));
+  EXPECT_TRUE(torch::equal(test.targets, torch::tensor({9, 0, 4})));
 }
 
 TEST(LoadDataset, Cifar100ReadsTrainAndTestBin) {
@@ -235,9 +235,9 @@ TEST(LoadDataset, Cifar100ReadsTrainAndTestBin) {
   const auto train = quell::load_dataset(opts);
   EXPECT_EQ(train.num_classes, 100);
   EXPECT_DOUBLE_EQ(train.chance(), 0.01);
-  EXPECT_TRUE(torch::equal(train.labels, torch::tensor({99, 0, 50, 7})));
+  EXPECT_TRUE(torch::equal(train.targets, torch::tensor({99, 0, 50, 7})));
   opts.split = quell::Split::kTest;
-  EXPECT_TRUE(torch::equal(quell::load_dataset(opts).labels, torch::tensor({1, 98})));
+  EXPECT_TRUE(torch::equal(quell::load_dataset(opts).targets, torch::tensor({1, 98})));
 }
 
 TEST(LoadDataset, ReadsRawAndGzipVariants) {
@@ -252,10 +252,10 @@ TEST(LoadDataset, ReadsRawAndGzipVariants) {
     opts.split = quell::Split::kTest;
     opts.normalise = false;
     const auto ds = quell::load_dataset(opts);
-    EXPECT_EQ(ds.images.scalar_type(), torch::kFloat);
-    EXPECT_TRUE(ds.images.is_contiguous());
-    EXPECT_TRUE(torch::equal(ds.labels, labels)) << "gzip=" << gzip;
-    EXPECT_TRUE(torch::allclose(ds.images, images.to(torch::kFloat) / 255.0f)) << "gzip=" << gzip;
+    EXPECT_EQ(ds.inputs.scalar_type(), torch::kFloat);
+    EXPECT_TRUE(ds.inputs.is_contiguous());
+    EXPECT_TRUE(torch::equal(ds.targets, labels)) << "gzip=" << gzip;
+    EXPECT_TRUE(torch::allclose(ds.inputs, images.to(torch::kFloat) / 255.0f)) << "gzip=" << gzip;
   }
 }
 
@@ -554,7 +554,7 @@ TEST(Normalisation, PerDatasetConstants) {
   EXPECT_EQ(c100_mean, (std::vector<double>{0.5071, 0.4865, 0.4409}));
   EXPECT_EQ(c100_std, (std::vector<double>{0.2673, 0.2564, 0.2762}));
   EXPECT_EQ(quell::dataset_names(),
-            (std::vector<std::string>{"fashion-mnist", "mnist", "cifar10", "cifar100", "images"}));
+            (std::vector<std::string>{"fashion-mnist", "mnist", "cifar10", "cifar100", "images", "tensors"}));
   // Image folders have no fixed constants (computed from the data or given).
   EXPECT_TRUE(throws_with<std::runtime_error>([&] { quell::dataset_normalisation("images"); }, {"'images'"}));
 }
@@ -575,15 +575,15 @@ TEST(Normalisation, IdxPixelsMapToStandardisedValues) {
   for (int i = 0; i < 3; ++i) {
     const double u8 = i == 0 ? 0.0 : (i == 1 ? 128.0 : 255.0);
     const double expected = (u8 / 255.0 - 0.1307) / 0.3081;
-    EXPECT_NEAR(ds.images[i][0][1][1].item<float>(), expected, 1e-5) << "pixel " << u8;
+    EXPECT_NEAR(ds.inputs[i][0][1][1].item<float>(), expected, 1e-5) << "pixel " << u8;
   }
 
   opts.normalise = false;
   const auto plain = quell::load_dataset(opts);
   EXPECT_EQ(plain.mean, std::vector<double>{0.0});
   EXPECT_EQ(plain.stddev, std::vector<double>{1.0});
-  EXPECT_FLOAT_EQ(plain.images[1][0][0][0].item<float>(), 128.0f / 255.0f);
-  EXPECT_FLOAT_EQ(plain.images[2][0][0][0].item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(plain.inputs[1][0][0][0].item<float>(), 128.0f / 255.0f);
+  EXPECT_FLOAT_EQ(plain.inputs[2][0][0][0].item<float>(), 1.0f);
 }
 
 TEST(Normalisation, CifarUsesPerChannelConstants) {
@@ -598,7 +598,7 @@ TEST(Normalisation, CifarUsesPerChannelConstants) {
   const double mean[3] = {0.5071, 0.4865, 0.4409};
   const double stddev[3] = {0.2673, 0.2564, 0.2762};
   for (int c = 0; c < 3; ++c) {
-    const auto channel = ds.images[0][c];
+    const auto channel = ds.inputs[0][c];
     const double expected = (200.0 / 255.0 - mean[c]) / stddev[c];
     EXPECT_NEAR(channel.min().item<float>(), expected, 1e-5) << "channel " << c;
     EXPECT_NEAR(channel.max().item<float>(), expected, 1e-5) << "channel " << c;
@@ -634,8 +634,8 @@ TEST_F(LimitAndShuffle, LimitKeepsFirstSamplesInFileOrder) {
   EXPECT_TRUE(torch::equal(decode_index(all), torch::arange(kN)));
   const auto five = load(5, 0);
   EXPECT_EQ(five.size(), 5);
-  EXPECT_EQ(five.images.sizes(), torch::IntArrayRef({5, 1, 4, 4}));
-  EXPECT_TRUE(five.images.is_contiguous());
+  EXPECT_EQ(five.inputs.sizes(), torch::IntArrayRef({5, 1, 4, 4}));
+  EXPECT_TRUE(five.inputs.is_contiguous());
   EXPECT_TRUE(torch::equal(decode_index(five), torch::arange(5)));
   EXPECT_EQ(load(kN + 1000, 0).size(), kN);
 }
@@ -650,9 +650,9 @@ TEST_F(LimitAndShuffle, SeededShuffleIsAReproduciblePermutationKeepingPairs) {
   EXPECT_FALSE(torch::equal(ia, torch::arange(kN)));
   EXPECT_TRUE(torch::equal(std::get<0>(ia.sort()), torch::arange(kN)));
   // Labels travel with their images: sample i was written with label i % 10.
-  EXPECT_TRUE(torch::equal(a.labels, ia.remainder(10)));
-  EXPECT_TRUE(torch::equal(c.labels, decode_index(c).remainder(10)));
-  EXPECT_TRUE(a.images.is_contiguous());
+  EXPECT_TRUE(torch::equal(a.targets, ia.remainder(10)));
+  EXPECT_TRUE(torch::equal(c.targets, decode_index(c).remainder(10)));
+  EXPECT_TRUE(a.inputs.is_contiguous());
 }
 
 TEST_F(LimitAndShuffle, LimitAppliesAfterShuffle) {
@@ -660,7 +660,7 @@ TEST_F(LimitAndShuffle, LimitAppliesAfterShuffle) {
   const auto cut = load(20, 7);
   EXPECT_EQ(cut.size(), 20);
   EXPECT_TRUE(torch::equal(decode_index(cut), decode_index(full).narrow(0, 0, 20)));
-  EXPECT_TRUE(torch::equal(cut.labels, full.labels.narrow(0, 0, 20)));
+  EXPECT_TRUE(torch::equal(cut.targets, full.targets.narrow(0, 0, 20)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,7 +740,7 @@ TEST(Synthetic, WritesFourLoadableBalancedFiles) {
   const auto train = quell::load_dataset(opts);
   EXPECT_EQ(train.size(), 200);
   EXPECT_EQ(train.sample_shape(), (std::vector<int64_t>{1, 28, 28}));
-  EXPECT_TRUE(torch::equal(torch::bincount(train.labels), torch::full({10}, 20, torch::kLong)));
+  EXPECT_TRUE(torch::equal(torch::bincount(train.targets), torch::full({10}, 20, torch::kLong)));
   opts.split = quell::Split::kTest;
   EXPECT_EQ(quell::load_dataset(opts).size(), 100);
 
@@ -774,14 +774,14 @@ TEST(Synthetic, SmallMlpLearnsItInOneEpoch) {
   for (int64_t start = 0; start < train.size(); start += kBatch) {
     const int64_t len = std::min(kBatch, train.size() - start);
     const auto loss = torch::nn::functional::cross_entropy(
-        mlp->forward(train.images.narrow(0, start, len)), train.labels.narrow(0, start, len));
+        mlp->forward(train.inputs.narrow(0, start, len)), train.targets.narrow(0, start, len));
     opt.zero_grad();
     loss.backward();
     opt.step();
   }
   torch::NoGradGuard no_grad;
   const double accuracy =
-      mlp->forward(test.images).argmax(1).eq(test.labels).to(torch::kDouble).mean().item<double>();
+      mlp->forward(test.inputs).argmax(1).eq(test.targets).to(torch::kDouble).mean().item<double>();
   EXPECT_GT(accuracy, 0.9);
 }
 
@@ -799,13 +799,13 @@ TEST(RealFashionMnist, TestSplitHas1000PerClass) {
   opts.split = quell::Split::kTest;
   const auto ds = quell::load_dataset(opts);
   EXPECT_EQ(ds.size(), 10000);
-  EXPECT_EQ(ds.images.sizes(), torch::IntArrayRef({10000, 1, 28, 28}));
-  EXPECT_EQ(ds.labels.min().item<int64_t>(), 0);
-  EXPECT_EQ(ds.labels.max().item<int64_t>(), 9);
-  EXPECT_TRUE(torch::equal(torch::bincount(ds.labels), torch::full({10}, 1000, torch::kLong)));
+  EXPECT_EQ(ds.inputs.sizes(), torch::IntArrayRef({10000, 1, 28, 28}));
+  EXPECT_EQ(ds.targets.min().item<int64_t>(), 0);
+  EXPECT_EQ(ds.targets.max().item<int64_t>(), 9);
+  EXPECT_TRUE(torch::equal(torch::bincount(ds.targets), torch::full({10}, 1000, torch::kLong)));
   // Normalised with the training-set constants, the test set has mean ~0 and std ~1.
-  EXPECT_NEAR(ds.images.mean().item<double>(), 0.0, 0.05);
-  EXPECT_NEAR(ds.images.std().item<double>(), 1.0, 0.05);
+  EXPECT_NEAR(ds.inputs.mean().item<double>(), 0.0, 0.05);
+  EXPECT_NEAR(ds.inputs.std().item<double>(), 1.0, 0.05);
 }
 
 }  // namespace

@@ -242,18 +242,18 @@ TEST(Sensitivity, TaylorMatchesTheClosedFormAtTheLogitsAndAutogradAtTheInput) {
   torch::Tensor logits;
   {
     torch::NoGradGuard no_grad;
-    logits = m->forward(d.images);
+    logits = m->forward(d.inputs);
   }
   // d ce / d logits = softmax - onehot.
   const torch::Tensor g =
-      torch::softmax(logits, 1) - torch::one_hot(d.labels, 10).to(torch::kFloat);
+      torch::softmax(logits, 1) - torch::one_hot(d.targets, 10).to(torch::kFloat);
   EXPECT_NEAR(s.back().value, g.norm(2, 1).mean().item<double>(), 1e-5);
   // Input: per-sample gradient norms from one autograd call per sample.
   double sum = 0.0;
   for (int64_t i = 0; i < d.size(); ++i) {
-    torch::Tensor x = d.images.narrow(0, i, 1).clone().requires_grad_(true);
+    torch::Tensor x = d.inputs.narrow(0, i, 1).clone().requires_grad_(true);
     const torch::Tensor loss =
-        torch::nn::functional::cross_entropy(m->forward(x), d.labels.narrow(0, i, 1));
+        torch::nn::functional::cross_entropy(m->forward(x), d.targets.narrow(0, i, 1));
     sum += torch::autograd::grad({loss}, {x})[0].norm().item<double>();
   }
   EXPECT_NEAR(s.front().value, sum / static_cast<double>(d.size()), 1e-5 * (1 + s.front().value));

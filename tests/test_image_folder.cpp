@@ -324,7 +324,7 @@ TEST_F(ImageFolder, ClassesAreSortedFilesSortedHiddenAndOtherFilesLeftOut) {
   EXPECT_EQ(ds.name, "images");
   EXPECT_EQ(ds.num_classes, 3);
   EXPECT_EQ(ds.size(), 7);
-  EXPECT_TRUE(ds.labels.equal(torch::tensor({0, 0, 1, 1, 1, 2, 2}, torch::kLong)));
+  EXPECT_TRUE(ds.targets.equal(torch::tensor({0, 0, 1, 1, 1, 2, 2}, torch::kLong)));
   EXPECT_EQ(ds.sample_shape(), (std::vector<int64_t>{3, 6, 6}));
 }
 
@@ -337,7 +337,7 @@ TEST_F(ImageFolder, PixelsAndLabelsSurviveLoadingExactly) {
   for (int64_t i = 0; i < ds.size(); ++i) {
     const int k = static_cast<int>(i / 3), j = static_cast<int>(i % 3);
     const auto expected = random_u8({3, 6, 6}, 100 + 31 * k + j);
-    EXPECT_TRUE(ds.images[i].mul(255).round().to(torch::kUInt8).equal(expected)) << i;
+    EXPECT_TRUE(ds.inputs[i].mul(255).round().to(torch::kUInt8).equal(expected)) << i;
   }
 }
 
@@ -405,7 +405,7 @@ TEST_F(ImageFolder, SkipBadLeavesUnreadableFilesOutAndCountsThem) {
   EXPECT_NE(ds.skipped[0].find((root / "a" / "x.jpg").string() + ": "), std::string::npos);
   EXPECT_NE(ds.skipped[1].find((root / "b" / "empty.png").string() + ": empty file"),
             std::string::npos);
-  EXPECT_TRUE(ds.labels.equal(torch::tensor({0, 0, 0, 1, 1, 1}, torch::kLong)));
+  EXPECT_TRUE(ds.targets.equal(torch::tensor({0, 0, 0, 1, 1, 1}, torch::kLong)));
   // The cached split remembers the skipped files: without skip_bad it still fails.
   quell::clear_image_memory_cache();
   o.skip_bad = false;
@@ -432,8 +432,8 @@ TEST_F(ImageFolder, DiskCacheRoundTripsExactlyAndACorruptCacheIsIgnored) {
   fs::last_write_time(jpg, mtime);
   quell::clear_image_memory_cache();
   const auto cached = quell::load_dataset(o);
-  EXPECT_TRUE(cached.images.equal(first.images));
-  EXPECT_TRUE(cached.labels.equal(first.labels));
+  EXPECT_TRUE(cached.inputs.equal(first.inputs));
+  EXPECT_TRUE(cached.targets.equal(first.targets));
   EXPECT_EQ(cached.mean, first.mean);
   auto no_cache = o;
   no_cache.image_cache = false;
@@ -452,7 +452,7 @@ TEST_F(ImageFolder, DiskCacheRoundTripsExactlyAndACorruptCacheIsIgnored) {
   write_bytes(jpg.string(), jpg_bytes);
   fs::last_write_time(jpg, mtime);
   quell::clear_image_memory_cache();
-  EXPECT_TRUE(quell::load_dataset(o).images.equal(first.images));
+  EXPECT_TRUE(quell::load_dataset(o).inputs.equal(first.inputs));
   ASSERT_EQ(cache_files().size(), 1u);
   EXPECT_EQ(quell::testing::read_file(files[0]), cache_bytes);
 
@@ -469,7 +469,7 @@ TEST_F(ImageFolder, ComputedNormalisationIsStandardOnTrainAndTheTestSplitUsesTra
   write_png_folder(root / "val", {"a", "b"}, 2);
   auto o = image_options(root.string());
   const auto train = quell::load_dataset(o);
-  const auto per_channel = train.images.transpose(0, 1).reshape({3, -1}).to(torch::kDouble);
+  const auto per_channel = train.inputs.transpose(0, 1).reshape({3, -1}).to(torch::kDouble);
   for (int c = 0; c < 3; ++c) {
     EXPECT_NEAR(per_channel[c].mean().item<double>(), 0.0, 1e-5) << "channel " << c;
     EXPECT_NEAR(per_channel[c].std(/*unbiased=*/false).item<double>(), 1.0, 1e-5) << c;
@@ -488,7 +488,7 @@ TEST_F(ImageFolder, ComputedNormalisationIsStandardOnTrainAndTheTestSplitUsesTra
   EXPECT_EQ(given.mean, o.mean);
   o.normalise = false;
   const auto raw = quell::load_dataset(o);
-  EXPECT_TRUE(given.images.allclose((raw.images - 0.5) / 0.25, 1e-5, 1e-5));
+  EXPECT_TRUE(given.inputs.allclose((raw.inputs - 0.5) / 0.25, 1e-5, 1e-5));
 }
 
 TEST_F(ImageFolder, BadOptionsAndLayoutsAreClearErrors) {
@@ -519,7 +519,7 @@ TEST_F(ImageFolder, BadOptionsAndLayoutsAreClearErrors) {
     o.normalise = true;
     const quell::Dataset d = quell::load_dataset(o);
     EXPECT_EQ(d.mean, (std::vector<double>{0.5, 0.5, 0.5}));
-    EXPECT_TRUE(torch::allclose(d.images, (raw.images - 0.5) / 0.25, 1e-5, 1e-6));
+    EXPECT_TRUE(torch::allclose(d.inputs, (raw.inputs - 0.5) / 0.25, 1e-5, 1e-6));
   }
   o.mean = {0.5, 0.5, 0.5};
   o.stddev.clear();

@@ -164,7 +164,7 @@ TEST(Script, ControlFlowOnAttributesFoldsAndTheRestIsListed) {
                                1e-4, 1e-3));
 
   const std::string e = error_of([&] { load_script_model(spec_for("two_outputs.script.pt")); });
-  EXPECT_NE(e.find("two_outputs.script.pt: forward must return one tensor (the logits)"),
+  EXPECT_NE(e.find("two_outputs.script.pt: forward must return one tensor (the output)"),
             std::string::npos)
       << e;
 }
@@ -253,7 +253,7 @@ TEST(Script, ImportedLeNetEqualsTheBuiltInUnderNoise) {
       for (auto& b : imported->named_buffers()) b.value().copy_(src.at(b.key())), ++copied;
       EXPECT_EQ(copied, src.size());
     }
-    imported->calibrate(train_set.images, t.calib_samples);
+    imported->calibrate(train_set.inputs, t.calib_samples);
     const auto& ca = builtin->engine().calibration();
     const auto& cb = imported->engine().calibration();
     ASSERT_EQ(ca.size(), cb.size());
@@ -290,7 +290,7 @@ TEST(Script, GradientsReachImportedWeightsAndBlocks) {
   {
     // Noise-aware fine-tuning of an imported model learns.
     Model lenet = load_script_model(spec_for("lenet5_bn.script.pt"));
-    lenet->calibrate(train_set.images);
+    lenet->calibrate(train_set.inputs);
     lenet->eval();
     const double before = run_pass(*lenet, val, 256).accuracy;
     TrainOptions t;
@@ -303,14 +303,14 @@ TEST(Script, GradientsReachImportedWeightsAndBlocks) {
     EXPECT_GT(after, before + 0.3) << "before " << before;
   }
   Model m = load_script_model(spec_for("vit_tiny.script.pt"));
-  m->calibrate(train_set.images);
+  m->calibrate(train_set.inputs);
   // Every parameter of the transformer gets a gradient through noisy sites (the attention
   // products, softmax and layer norms included).
   m->engine().configure(
       build_noise_config({"all=add:0.2:rel=std+mul:0.1"}, {}, {}, "", 4, m->site_names()));
   m->train();
   const torch::Tensor loss = torch::nn::functional::cross_entropy(
-      m->forward(train_set.images.narrow(0, 0, 32)), train_set.labels.narrow(0, 0, 32));
+      m->forward(train_set.inputs.narrow(0, 0, 32)), train_set.targets.narrow(0, 0, 32));
   loss.backward();
   for (const auto& p : m->named_parameters()) {
     ASSERT_TRUE(p.value().grad().defined()) << p.key();
@@ -344,7 +344,7 @@ TEST(Script, CheckpointEmbedsTheModelWithItsWeightsAndBlocks) {
     torch::NoGradGuard no_grad;
     m->named_parameters()["fc.weight"].mul_(1.5);  // differs from the archive's weights
   }
-  m->calibrate(d.images);
+  m->calibrate(d.inputs);
   m->set_denoisers({{9, BlockSpec::parse("bottleneck:r=2")}});
   CheckpointMeta meta;
   meta.spec = m->spec();
@@ -360,7 +360,7 @@ TEST(Script, CheckpointEmbedsTheModelWithItsWeightsAndBlocks) {
   torch::NoGradGuard no_grad;
   m->eval();
   r->eval();
-  EXPECT_TRUE(torch::equal(r->forward(d.images), m->forward(d.images)));
+  EXPECT_TRUE(torch::equal(r->forward(d.inputs), m->forward(d.inputs)));
   // The cost model prices the imported graph: every conv and linear on the arrays.
   EXPECT_EQ(r->analog_weights().size(), 7u);
 }

@@ -148,13 +148,13 @@ inline Dataset blob_dataset(int64_t n, int64_t c = 1, int64_t h = 28, int64_t w 
   Dataset d;
   d.name = "blobs";
   d.num_classes = classes;
-  d.labels = torch::randint(classes, {n}, gen, torch::kLong);
-  d.images = torch::randn({n, c, h, w}, gen) * 0.3;
+  d.targets = torch::randint(classes, {n}, gen, torch::kLong);
+  d.inputs = torch::randn({n, c, h, w}, gen) * 0.3;
   const int64_t cells = 4;
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t k = d.labels[i].item<int64_t>();
+    const int64_t k = d.targets[i].item<int64_t>();
     const int64_t y0 = (k / cells) % cells * (h / cells), x0 = (k % cells) * (w / cells);
-    d.images[i].narrow(1, y0, h / cells).narrow(2, x0, w / cells) += 2.0;
+    d.inputs[i].narrow(1, y0, h / cells).narrow(2, x0, w / cells) += 2.0;
   }
   d.mean.assign(c, 0.0);
   d.stddev.assign(c, 1.0);

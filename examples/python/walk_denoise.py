@@ -75,16 +75,16 @@ def main():
     start = time.monotonic()
     torch.manual_seed(0)
 
-    # 1. Data. load_data returns the native dataset; .images [N, 1, 28, 28] float32 and .labels
+    # 1. Data. load_data returns the native dataset; .inputs [N, 1, 28, 28] float32 and .targets
     # [N] int64 are ordinary tensors. The CNN trains on the first `limit` (shuffled) training
     # images; the next `limit` are held out for the denoising blocks, which learn little on
     # images the backbone has memorised (docs/byo.md).
     train_all = quell.load_data("fashion-mnist", split="train", limit=2 * a.limit, shuffle_seed=1)
-    x, y = train_all.images[:a.limit], train_all.labels[:a.limit]
-    heldout = (train_all.images[a.limit:], train_all.labels[a.limit:])
+    x, y = train_all.inputs[:a.limit], train_all.targets[:a.limit]
+    heldout = (train_all.inputs[a.limit:], train_all.targets[a.limit:])
     test_set = quell.load_data("fashion-mnist", split="test", limit=2000 if a.quick else 0,
                                shuffle_seed=1)
-    test = (test_set.images, test_set.labels)
+    test = (test_set.inputs, test_set.targets)
     print(f"data: {len(y)} training, {len(heldout[1])} held-out, {len(test[1])} test images")
 
     # 2. Train in plain PyTorch.

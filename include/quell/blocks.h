@@ -14,9 +14,10 @@ namespace quell {
 
 /// Which block and how wide. Text: "bottleneck", "mlp:r=8", "channel", "auto:r=4".
 struct BlockSpec {
-  /// auto: bottleneck on [C,H,W] sites, mlp on [D] sites.
+  /// auto: bottleneck on [C,H,W] sites, position on [T,D] sites, mlp on others.
   /// bottleneck: x + 1x1(C->m) ReLU 3x3(m->m) ReLU 1x1(m->C), m = ceil(C/r); [C,H,W] only.
   /// mlp: x + Linear(D->m) ReLU Linear(m->D), m = ceil(D/r); any shape (D = all features).
+  /// position: the same per position, D = the last dimension (tokens, frames: [T, D] sites).
   /// channel: per-channel affine x*(1+a)+b (a, b start at 0); any shape (C = first dim).
   std::string kind = "auto";
   int ratio = 4;  ///< reduction r >= 1 (unused by channel)

@@ -1,11 +1,12 @@
-// Datasets: real file formats (IDX, CIFAR binary, image folders of JPEG/PNG files) and a
-// synthetic generator that writes them.
+// Datasets: real file formats (IDX, CIFAR binary, image folders of JPEG/PNG files, tensor files
+// written by torch.save or NumPy) and a synthetic generator that writes them.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -13,11 +14,23 @@
 
 namespace quell {
 
-/// A labelled image dataset held in memory.
+/// What a dataset's targets are (quell/metric.h has the metrics of each).
+enum class TargetKind {
+  kClass,     ///< [N] int64 class ids in [0, num_classes)
+  kSequence,  ///< [N, T] int64 ids per position (tokens) in [0, num_classes); negative = ignored
+  kReal,      ///< [N, ...] float32 real values (regression)
+};
+const char* target_kind_name(TargetKind kind);
+
+/// A dataset held in memory: inputs and targets, sample i being inputs[i] and targets[i].
 struct Dataset {
-  std::string name;      ///< registry name, e.g. "fashion-mnist"
-  torch::Tensor images;  ///< [N, C, H, W] float32, normalised
-  torch::Tensor labels;  ///< [N] int64 in [0, num_classes)
+  std::string name;       ///< registry name, e.g. "fashion-mnist"
+  /// [N, ...]: images [N, C, H, W] float32 (normalised), features, audio frames [N, T, F]
+  /// float32, or token ids [N, T] int64.
+  torch::Tensor inputs;
+  /// [N] int64 class ids, [N, T] int64 per-position ids, or float32 real values.
+  torch::Tensor targets;
+  /// Classes (the vocabulary for per-position ids) of integer targets; 0 for real targets.
   int64_t num_classes = 0;
   std::vector<double> mean;    ///< per-channel mean subtracted (in [0,1] pixel units)
   std::vector<double> stddev;  ///< per-channel std divided by
@@ -25,19 +38,24 @@ struct Dataset {
   /// "<path>: <problem>" each.
   std::vector<std::string> skipped;
 
-  int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
-  /// Accuracy of guessing: 1 / num_classes.
+  int64_t size() const { return targets.defined() ? targets.size(0) : 0; }
+  /// Accuracy of guessing: 1 / num_classes (0 for real targets).
   double chance() const { return num_classes > 0 ? 1.0 / static_cast<double>(num_classes) : 0.0; }
-  /// Shape of one sample, {C, H, W}.
+  /// Shape of one input, e.g. {C, H, W} or {T}.
   std::vector<int64_t> sample_shape() const;
+  /// What the targets are, from their dtype and shape.
+  TargetKind target_kind() const;
 };
 
 enum class Split { kTrain, kTest };
 
 /// Options for loading a dataset by name.
 struct DataOptions {
-  std::string name = "fashion-mnist";  ///< fashion-mnist | mnist | cifar10 | cifar100 | images
-  std::string dir;                     ///< empty: default_data_dir(name)
+  /// fashion-mnist | mnist | cifar10 | cifar100 | images | tensors (or a registered name)
+  std::string name = "fashion-mnist";
+  /// empty: default_data_dir(name). For "tensors": a tensor file holding both splits, or a
+  /// folder of split files (read_tensor_dataset()).
+  std::string dir;
   Split split = Split::kTrain;
   int64_t limit = 0;          ///< keep the first `limit` samples after shuffling; 0 = all
   uint64_t shuffle_seed = 0;  ///< 0 = keep file order; otherwise a seeded permutation
@@ -82,13 +100,36 @@ std::string default_data_dir(const std::string& name);
 /// inconsistent files, or on an unknown name (listing the known ones).
 Dataset load_dataset(const DataOptions& opts);
 
-/// A dataset from tensors in memory: `images` [N, C, H, W] of any floating dtype (float32 is
-/// used without a copy when contiguous on the CPU), `labels` [N] integer class ids in
-/// [0, num_classes) (0 = max label + 1). The values are used as given (no normalisation).
-/// Throws std::invalid_argument naming the dataset and the problem (shapes, dtypes, lengths,
-/// NaN, labels out of range).
-Dataset dataset_from_tensors(torch::Tensor images, torch::Tensor labels, int64_t num_classes = 0,
-                             const std::string& name = "tensors");
+/// A dataset from tensors in memory. `inputs` [N, ...]: floating point (float32 is used without
+/// a copy when contiguous on the CPU; other floating dtypes are converted) or integer token ids
+/// (int64). `targets`: [N] integer class ids, [N, T] integer per-position ids (negative =
+/// ignored), or floating real values [N, ...]; integer targets lie in [0, num_classes)
+/// (0 = max + 1). The values are used as given (no normalisation). Throws
+/// std::invalid_argument naming the dataset and the problem (shapes, dtypes, lengths, NaN or
+/// infinite values, ids out of range).
+Dataset dataset_from_tensors(torch::Tensor inputs, torch::Tensor targets,
+                             int64_t num_classes = 0, const std::string& name = "tensors");
+
+/// The tensors of a file by name: a torch.save file (.pt, .pth: a tensor, or tuples, lists
+/// and dicts of tensors and numbers, flattened to dotted names: {"train": (x, y)} gives
+/// "train.0", "train.1"), a NumPy .npy file (one array, named by the file's stem) or .npz
+/// archive (stored or deflated). Read without Python. Throws std::runtime_error naming the file
+/// and the problem (missing, not such a file, truncated, unsupported dtype or layout).
+std::map<std::string, torch::Tensor> read_tensor_file(const std::string& path);
+/// Writes a NumPy .npy file (little-endian, C order) of a CPU tensor of a NumPy dtype.
+void write_npy(const std::string& path, const torch::Tensor& t);
+/// Writes an uncompressed NumPy .npz archive of the named tensors.
+void write_npz(const std::string& path, const std::map<std::string, torch::Tensor>& tensors);
+
+/// The "tensors" dataset (docs/data.md, "Tensor files"): `opts.dir` is either one file (.pt,
+/// .pth or .npz) holding both splits, e.g. {"train": (x, y), "test": (x, y)} or keys
+/// x_train / y_train / x_test / y_test, or a folder with train.{pt,pth,npz} and
+/// test.{pt,pth,npz} (each (x, y) or {inputs, targets}) or {train,test}_{inputs,targets}.npy.
+/// Inputs and targets are named inputs | x | 0 and targets | y | labels | 1 (with the split
+/// as prefix, "train." / "train_", or suffix, "_train"); an optional num_classes entry (a
+/// number) sets the classes of integer targets. Validated as dataset_from_tensors();
+/// opts.limit and opts.shuffle_seed apply; no normalisation.
+Dataset read_tensor_dataset(const DataOptions& opts);
 
 /// Reads a whole file, transparently gunzipping it if it starts with the gzip magic.
 std::vector<uint8_t> read_file_maybe_gz(const std::string& path);

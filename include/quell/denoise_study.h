@@ -17,6 +17,9 @@
 namespace quell {
 
 struct DenoiseStudyOptions {
+  /// What the searches maximise and the reports show: accuracy, topK or token-accuracy
+  /// (quell/metric.h); empty = accuracy, or token-accuracy for ids per position.
+  std::string metric;
   NoiseConfig noise;            ///< the noise to mitigate (required, not empty)
   std::string sites = "all";    ///< sites that may get a block: all, names, indices, ranges
   std::string block = "auto";   ///< BlockSpec::parse: auto | bottleneck | mlp | channel
@@ -113,6 +116,8 @@ struct DenoiseChoice {
 
 /// What run_denoise_study found; writes and reads report.json and the CSV files.
 struct DenoiseReport {
+  /// What the values are (accuracy unless named otherwise); JSON, CSV and table use its name.
+  Metric metric;
   RunContext context;
   std::string checkpoint;  ///< the backbone's file
   ModelSpec model;

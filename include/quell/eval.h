@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "quell/data.h"
+#include "quell/metric.h"
 #include "quell/models.h"
 #include "quell/progress.h"
 #include "quell/stats.h"
@@ -20,6 +21,8 @@ struct EvalOptions {
   /// Under MPI: the (chip, draw) passes go round robin to the ranks and every rank returns all
   /// of them, the same as one process (each pass depends only on its seeds).
   bool distributed = false;
+  /// What a pass measures (bound to the data: Metric::bind); accuracy by default.
+  Metric metric;
   ProgressFn progress;
 };
 
@@ -27,14 +30,16 @@ struct EvalOptions {
 struct DrawResult {
   int chip = 0;
   int draw = 0;
-  double accuracy = 0.0;
-  double loss = 0.0;  ///< mean cross-entropy
+  double accuracy = 0.0;  ///< the metric's value (EvalOptions::metric; accuracy by default)
+  double loss = 0.0;      ///< mean task loss (cross-entropy, or MSE for real targets)
 };
 
+/// The passes and their summaries; "accuracy" is the value of the metric evaluated (accuracy
+/// unless EvalOptions::metric says otherwise).
 struct EvalResult {
   std::vector<DrawResult> draws;
   Summary accuracy;            ///< over all draws (n = chips × draws)
-  Summary chip_accuracy;       ///< over per-chip mean accuracies (n = chips)
+  Summary chip_accuracy;       ///< over per-chip mean values (n = chips)
   bool deterministic = false;  ///< no random noise (none, or ADC only): one pass is exact
   /// The CI a reader should quote: over chips when the noise has per-chip parts and chips > 1,
   /// over all draws otherwise.
@@ -52,8 +57,10 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
 /// accuracy over all draws, chip_accuracy over per-chip means, the CI level and determinism
 /// as evaluate sets them for a configuration with (without) per-chip and dynamic noise.
 EvalResult summarize_draws(std::vector<DrawResult> draws, bool chips_matter, bool draws_matter);
-/// Accuracy and mean loss of one pass over the data with the engine as configured.
-DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size);
+/// The metric (accuracy by default) and mean loss of one pass over the data with the engine as
+/// configured.
+DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size,
+                    const Metric& metric = Metric());
 
 /// Perturbs the conv/linear weights of `model` for chip `chip` (programming variation);
 /// the returned guard restores the clean weights when destroyed.

@@ -16,6 +16,8 @@ struct EvalStudyOptions {
   NoiseConfig noise;                ///< the configuration at level 1
   std::vector<double> levels{1.0};  ///< every σ multiplied by each level in turn
   EvalOptions eval;                 ///< draws, chips, batch size, MPI sharing
+  /// What is measured (quell/metric.h; empty = the task's usual metric); sets eval.metric.
+  std::string metric;
   std::string split = "test";       ///< recorded: which split `data` is
   std::string source;               ///< the model's file, recorded
   std::string noise_description;    ///< how the noise was given, for the table's title
@@ -31,8 +33,11 @@ struct EvalLevel {
   EvalResult result;
 };
 
+/// The evaluation's values are those of `metric` (the fields keep the name "accuracy"; the JSON,
+/// CSV and table use the metric's name).
 struct EvalReport {
   RunContext context;
+  Metric metric;
   std::string checkpoint;
   ModelSpec model;
   int denoising_blocks = 0;
@@ -40,7 +45,7 @@ struct EvalReport {
   int64_t samples = 0;
   int64_t limit = 0;
   uint64_t shuffle_seed = 0;
-  double chance = 0.0;
+  double chance = 0.0;  ///< the metric's floor (chance for accuracy)
   int draws = 0, chips = 0;
   int64_t batch_size = 0;
   uint64_t noise_seed = 0;

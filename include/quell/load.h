@@ -46,9 +46,13 @@ struct DataSelection {
   DataOptions resolve(const CheckpointMeta& meta, Split split) const;
 };
 
-/// Throws std::invalid_argument naming `what` if `data` does not fit the model's input shape
-/// and classes.
+/// Throws std::invalid_argument naming `what` if `data` does not fit the model's input shape,
+/// input dtype and classes (images with class ids: the same classes; other tasks: no more
+/// classes than the model's outputs).
 void check_model_fits(const ModelSpec& spec, const Dataset& data, const std::string& what);
+/// The same, and that the model's output can be scored against the data's targets
+/// (check_output_fits in quell/metric.h).
+void check_model_fits(const ModelImpl& model, const Dataset& data, const std::string& what);
 
 /// The spec of model `name` built for the input geometry of `dataset` (fashion-mnist, mnist:
 /// 1x28x28, 10 classes; cifar10/100: 3x32x32, 10/100), with any non-zero override applied. An

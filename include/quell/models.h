@@ -18,13 +18,29 @@ namespace quell {
 /// What a model is built for: registry name and input/output geometry.
 struct ModelSpec {
   std::string name = "lenet5-bn";
+  // Image input [C, H, W] (the built-in models).
   int64_t in_channels = 1;
   int64_t height = 28;
   int64_t width = 28;
+  /// Outputs per position: classes (the vocabulary of a language model); for real targets the
+  /// size of the last output dimension. Imported models: 0 = take it from the model's output.
   int64_t num_classes = 10;
+  /// Any other input (imported models): its shape per sample, e.g. {T} token ids or {T, F}
+  /// frames; empty = the image geometry above.
+  std::vector<int64_t> input_shape;
+  /// The input's dtype: "float32" or "int64" (token ids).
+  std::string input_dtype = "float32";
+  /// Shape of one input: input_shape, or {in_channels, height, width}.
+  std::vector<int64_t> sample_shape() const;
+  /// The input's torch dtype (std::invalid_argument for an unknown input_dtype).
+  torch::ScalarType input_scalar_type() const;
+  /// Whether the input is an image [C, H, W] of float32.
+  bool image_input() const { return input_shape.empty() && input_dtype == "float32"; }
+  /// "1x28x28" or "64 int64".
+  std::string input_text() const;
   Json to_json() const;
   static ModelSpec from_json(const Json& j);
-  /// Spec for `name` with the geometry of `data`.
+  /// Spec for `name` with the geometry of `data` (its input shape and dtype, its classes).
   static ModelSpec for_dataset(const std::string& name, const Dataset& data);
 };
 
@@ -50,6 +66,7 @@ struct SiteInfo {
   std::string op;
   std::vector<int64_t> shape;  ///< per sample, e.g. {6, 28, 28}
   int64_t params = 0;          ///< trainable parameters of the op producing the site
+  bool floating = true;        ///< false for integer values (token ids): no noise applies
   int64_t numel() const;
 };
 
@@ -72,6 +89,7 @@ struct Node {
   int64_t kernel = 0, stride = 0;  ///< pooling; shortcut stride
   int64_t pad_channels = 0;        ///< shortcut: zero channels added on each side
   std::vector<int64_t> shape;      ///< per-sample output shape
+  bool floating = true;            ///< false: integer values (token ids), no site logic applies
   // Imported nodes (op == kScript): the graph segment computing the site, the op's label
   // (conv, linear, matmul, layernorm, ...), its analog weight (a conv, linear or matmul reading
   // a parameter, as [outputs, fan-in...] sharing the parameter's storage), the trainable

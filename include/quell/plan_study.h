@@ -16,6 +16,9 @@
 namespace quell {
 
 struct PlanStudyOptions {
+  /// What the searches maximise and the reports show: accuracy, topK or token-accuracy
+  /// (quell/metric.h); empty = accuracy, or token-accuracy for ids per position.
+  std::string metric;
   NoiseConfig noise;          ///< the noise to plan against (required; no repeat counts in it)
   std::string sites = "all";  ///< sites that may be repeated; only those with dynamic noise are
   std::string walk_json;      ///< robustness from walk midpoints; empty: measured drops
@@ -86,6 +89,8 @@ struct PlannedSite {
 
 /// What run_plan_study found; writes and reads plan.json and the CSV files.
 struct PlanReport {
+  /// What the values are (accuracy unless named otherwise); JSON, CSV and table use its name.
+  Metric metric;
   RunContext context;
   std::string checkpoint;
   ModelSpec model;

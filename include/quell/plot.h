@@ -30,8 +30,11 @@ struct WalkPlotData {
   std::string title;                     ///< e.g. "lenet5-bn, additive noise"
   std::string sigma_label = "sigma";     ///< x axis label
   bool log_sigma = true;                 ///< log σ axis (false for linear grids)
-  double clean_accuracy = 0.0;
-  double chance = 0.1;
+  double clean_accuracy = 0.0;           ///< the metric's clean value
+  double chance = 0.1;                   ///< the metric's floor
+  std::string metric_label = "accuracy";  ///< y axis (and colour bar) label
+  double y_lo = 0.0, y_hi = 1.0;         ///< the metric's axis range
+  bool higher_is_better = true;          ///< false: the heatmap's palette runs the other way
   std::vector<SiteCurve> sites;          ///< one per walked site, network order
   std::vector<SiteCurve> reference;      ///< optional: global-noise curve(s)
 };

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "quell/io.h"
+#include "quell/metric.h"
 #include "quell/stats.h"
 
 namespace quell {
@@ -49,5 +50,20 @@ Json read_json_document(const std::string& path);
 
 /// "a, b, c"
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
+
+/// A report in the terms of its metric: for a metric other than accuracy, "accuracy" in every
+/// key becomes Metric::key() (clean_accuracy -> clean_perplexity, accuracy_drop ->
+/// perplexity_drop) and the key "chance" becomes "floor", recursively (not inside "provenance"
+/// or "fingerprint"); for accuracy `j` is returned unchanged.
+Json keys_for_metric(const Json& j, const Metric& metric);
+/// The inverse of keys_for_metric, for reading a report back.
+Json keys_from_metric(const Json& j, const Metric& metric);
+/// The metric a report names ({"metric": name}; accuracy when absent).
+Metric metric_of_report(const Json& j);
+/// Text (a table, a CSV header) in the terms of its metric: "accuracy" becomes `with` (the
+/// metric's label or key) and "chance" becomes "floor"; unchanged for accuracy.
+std::string text_for_metric(const std::string& text, const Metric& metric, const std::string& with);
+/// A CSV in the terms of its metric: "accuracy" in the header line becomes Metric::key().
+std::string csv_for_metric(const std::string& csv, const Metric& metric);
 
 }  // namespace quell

@@ -27,7 +27,7 @@ struct TrainReport {
   CheckpointMeta meta;  ///< spec, dataset, preprocessing, train_config, metrics, provenance
   TrainResult result;
   bool tested = false;  ///< a test set was given: meta.metrics has test_accuracy/test_loss
-  double test_accuracy = 0.0;
+  double test_accuracy = 0.0;  ///< over positions for ids per position; MSE for real targets
   double test_loss = 0.0;
   int64_t test_samples = 0;
   /// The --metrics document: meta.metrics with train_config and provenance.

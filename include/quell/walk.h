@@ -50,7 +50,8 @@ struct WalkNoise {
   Json to_json() const;
 };
 
-/// One evaluation: accuracy of the model with the walked noise at `site` and level `sigma`.
+/// One evaluation: the metric's value (accuracy by default) of the model with the walked noise
+/// at `site` and level `sigma`.
 /// site >= 0: a network site; kGlobalSite: every walked site at once; kCleanSite: a clean
 /// reference (noisy training: a model trained and evaluated without noise).
 struct WalkRecord {
@@ -59,10 +60,11 @@ struct WalkRecord {
   int site = 0;
   double sigma = 0.0;
   int repeat = 0;
-  double accuracy = 0.0;
+  double accuracy = 0.0;  ///< the metric's value (WalkOptions::metric)
   double loss = 0.0;
   Json extra;  ///< noisy training: weight statistics of the trained model (else null)
-  Json to_json() const;
+  /// The value goes under `key` (Metric::key()); from_json takes it under any key.
+  Json to_json(const std::string& key = "accuracy") const;
   static WalkRecord from_json(const Json& j);
 };
 
@@ -105,7 +107,7 @@ struct SiteCurveSummary {
   int site = 0;
   std::string name;
   std::vector<double> sigma;
-  std::vector<Summary> accuracy;  ///< per σ, over repeats
+  std::vector<Summary> accuracy;  ///< the metric per σ, over repeats
   Midpoint midpoint;
   bool early_stopped = false;     ///< stopped at chance before the end of the grid
   int extended = 0;               ///< points evaluated past the end of the grid
@@ -121,8 +123,12 @@ struct WalkOptions {
   SigmaGrid grid;
   int repeats = 3;
   bool early_stop = true;  ///< stop a site after two consecutive grid points at chance
-  double chance = 0.0;     ///< 0: 1 / number of classes
-  double chance_margin = -1.0;  ///< "at chance" = mean <= chance + margin; < 0: automatic
+  /// What each evaluation measures; the midpoint is where it has gone halfway from clean to
+  /// its floor, in its score scale (Metric::score, docs/walk.md).
+  Metric metric;
+  double chance = 0.0;     ///< the metric's floor; 0: Metric::floor (1 / classes for accuracy)
+  /// "At chance" = mean score <= score(chance) + margin; < 0: automatic.
+  double chance_margin = -1.0;
   int max_extend = 40;     ///< points past the grid end until two are at chance (0: never)
   uint64_t seed = 1;       ///< noise streams (and, for noisy training, initialisation)
   int64_t batch_size = 256;
@@ -139,8 +145,12 @@ struct WalkOptions {
   std::function<int64_t()> claim;
   ProgressFn progress;
 
-  /// Automatic margin: max(0.02, 3·sqrt(chance·(1−chance)/n_test)).
+  /// Automatic margin of accuracies: max(0.02, 3·sqrt(chance·(1−chance)/n_test)); NaN for
+  /// other metrics (margin_between).
   double margin_for(double chance_level, int64_t n_test) const;
+  /// The margin for `metric`: margin_for for accuracies, else 2% of the distance from clean to
+  /// the floor in score units (or chance_margin when set).
+  double margin_between(double clean, double floor_value, int64_t n_test) const;
   /// The options that determine the results (not threads, shards or caching): a resumed or
   /// merged sweep must match them.
   Json fingerprint() const;
@@ -189,11 +199,14 @@ class WalkJournal {
 size_t merge_journals(const std::vector<std::string>& inputs, const std::string& out);
 
 /// The result of a sweep (or of whatever part of it the journal holds).
+/// Values in the metric's units (accuracy by default): clean_accuracy is the clean model's value,
+/// chance its floor, threshold the value halfway between them in the score scale.
 struct WalkResult {
+  Metric metric;
   double clean_accuracy = 0.0;
   double chance = 0.0;
-  double margin = 0.0;
-  double threshold = 0.0;  ///< (clean + chance) / 2
+  double margin = 0.0;     ///< in score units (accuracy: accuracy units)
+  double threshold = 0.0;  ///< accuracy: (clean + chance) / 2
   std::vector<SiteCurveSummary> sites;
   std::optional<SiteCurveSummary> global;
   std::vector<WalkRecord> records;  ///< every evaluation, in sweep order

@@ -18,7 +18,13 @@ struct WalkStudyOptions {
   /// size, prefix cache, shard). `walk.sites` is set from `sites`; claim and progress are set
   /// by the study.
   WalkOptions walk;
-  std::string sites = "all";  ///< walked sites: all | none | names, indices, ranges a-b
+  /// What each evaluation measures (quell/metric.h): accuracy, top5, token-accuracy,
+  /// cross-entropy, perplexity, mse, relative-mse; empty = the task's usual one (accuracy for
+  /// class ids, perplexity for per-position ids, MSE for real targets). Sets walk.metric.
+  std::string metric;
+  /// Walked sites: all | none | names, indices, ranges a-b ("all" leaves out integer sites,
+  /// such as token ids entering an embedding: noise does not apply to them).
+  std::string sites = "all";
   /// Output directory (required): journal.jsonl (resumed when present), walk.csv, walk.json,
   /// figures.
   std::string out;

@@ -18,7 +18,7 @@ quell.noise. See docs/python.md.
 """
 from ._quell import __version__ as _native_version
 from . import noise
-from .data import load_data, as_dataset
+from .data import load_data, load_tensors, as_dataset
 from .errors import QuellError
 from .models import Model, SiteInfo, model_names
 from .results import (CostResult, DenoiseResult, EvalResult, InspectResult, PlanResult,
@@ -31,7 +31,7 @@ __version__ = _native_version.split(" ")[0]
 __commit__ = _native_version.split("(")[-1].rstrip(")") if "(" in _native_version else ""
 
 __all__ = [
-    "Model", "SiteInfo", "model_names", "load_data", "as_dataset", "noise", "QuellError",
+    "Model", "SiteInfo", "model_names", "load_data", "load_tensors", "as_dataset", "noise", "QuellError",
     "train", "evaluate", "walk", "denoise", "plan", "cost", "inspect", "set_threads",
     "TrainResult", "EvalResult", "WalkResult", "DenoiseResult", "PlanResult", "CostResult",
     "InspectResult", "__version__",

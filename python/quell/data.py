@@ -54,18 +54,42 @@ def _tensor(a, what):
 def _from_tensors(x, y, name, num_classes):
     x = _tensor(x, "inputs")
     y = _tensor(y, "targets")
-    if not x.is_floating_point():
-        raise TypeError(f"inputs must be floating point (e.g. float32), got {x.dtype}")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"targets must be integer class ids (e.g. int64), got {y.dtype}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"inputs must be floating point or integer token ids, got {x.dtype}")
+    if y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"targets must be integer ids or real values, got {y.dtype}")
     if x.device.type != "cpu" or y.device.type != "cpu":
         raise ValueError(f"data must be on the CPU (quell moves it to the study's device), "
                          f"got {x.device} / {y.device}")
-    if x.dim() != 4:
-        raise ValueError(f"inputs must be [N, C, H, W], got {list(x.shape)}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"targets must be [N] with N = {x.shape[0]}, got {list(y.shape)}")
-    return _quell.dataset_from_tensors(x.detach(), y.detach(), int(num_classes or 0), name)
+    if x.dim() < 2:
+        raise ValueError(f"inputs must be a batch [N, ...] with at least one dimension per "
+                         f"sample, got {list(x.shape)}")
+    if y.dim() < 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"targets must have N = {x.shape[0]} samples (the inputs'), got "
+                         f"{list(y.shape)}")
+    if not y.is_floating_point() and y.dim() > 2:
+        raise ValueError(f"integer targets must be [N] class ids or [N, T] ids per position, "
+                         f"got {list(y.shape)}")
+    try:
+        return _quell.dataset_from_tensors(x.detach(), y.detach(), int(num_classes or 0), name)
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+
+
+def load_tensors(path, *, split="train", limit=0, shuffle_seed=0):
+    """A dataset from a tensor file or folder, read by the native reader (docs/data.md, "Tensor
+    files"): a torch.save file (.pt/.pth) or NumPy .npz holding both splits ({"train": (x, y),
+    "test": (x, y)}, or x_train / y_train / x_test / y_test), or a folder with train.pt and
+    test.pt (or .npz, or train_inputs.npy / train_targets.npy). Inputs of any shape (float
+    features or int64 token ids); targets class ids [N], ids per position [N, T] or real
+    values."""
+    check_file(path, "tensor data")
+    if split not in ("train", "test"):
+        raise ValueError(f"split '{split}': expected train or test")
+    try:
+        return _quell.load_dataset("tensors", os.fspath(path), split, int(limit), int(shuffle_seed))
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
 
 
 def _collect(loader):
@@ -81,9 +105,11 @@ def _collect(loader):
 
 
 def as_dataset(data, *, what="data", num_classes=None, name="tensors", split="train"):
-    """The native dataset of `data`: (x, y) tensors or numpy arrays ([N, C, H, W] floating
-    inputs, [N] integer class ids), a torch.utils.data.Dataset or DataLoader yielding
-    (input, target), a dataset name (loaded with `split`), or a dataset from load_data()."""
+    """The native dataset of `data`: (x, y) tensors or numpy arrays (inputs [N, ...]: float
+    images, features or frames, or int64 token ids; targets: [N] class ids, [N, T] ids per
+    position (negative = ignored) or float real values), a torch.utils.data.Dataset or
+    DataLoader yielding (input, target), a dataset name (loaded with `split`), or a dataset from
+    load_data() / load_tensors()."""
     if isinstance(data, _quell.NativeDataset):
         return data
     if isinstance(data, str):

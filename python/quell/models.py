@@ -22,26 +22,45 @@ def model_names():
     return list(_quell.model_names())
 
 
-def _shape_of(example_input, input_shape):
+def _dtype_name(t):
+    return "float32" if t.is_floating_point() else "int64"
+
+
+def _shape_of(example_input, input_shape, input_dtype=None):
+    """(per-sample shape, "float32" | "int64") from an example batch or a given shape, or None."""
     if example_input is not None:
         if not isinstance(example_input, torch.Tensor):
             raise TypeError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
-        if example_input.dim() != 4:
-            raise ValueError(f"example_input must be [N, C, H, W], got {list(example_input.shape)}")
-        return tuple(int(s) for s in example_input.shape[1:])
+        if example_input.dim() < 2:
+            raise ValueError("example_input must be a batch [N, ...] with at least one dimension "
+                             f"per sample, got {list(example_input.shape)}")
+        if example_input.is_complex() or example_input.dtype == torch.bool:
+            raise TypeError(f"example_input must be floating point or integer token ids, got "
+                            f"{example_input.dtype}")
+        return tuple(int(s) for s in example_input.shape[1:]), _dtype_name(example_input)
     if input_shape is not None:
+        if isinstance(input_shape, int):
+            input_shape = (input_shape,)
         shape = tuple(int(s) for s in input_shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
-        return shape
+        if not shape or min(shape) < 1:
+            raise ValueError(f"input_shape must hold positive sizes, e.g. (1, 28, 28) or (64,), "
+                             f"got {input_shape}")
+        dtype = input_dtype or "float32"
+        if dtype in (torch.int64, torch.long, "long", "int64"):
+            dtype = "int64"
+        elif dtype in (torch.float32, torch.float, "float", "float32"):
+            dtype = "float32"
+        else:
+            raise ValueError(f"input_dtype must be float32 or int64 (token ids), got {input_dtype}")
+        return shape, dtype
     return None
 
 
 class Model:
     """A network whose every op output is a noise site, run by quell's native engine.
 
-    Model(source, *, example_input=None, input_shape=None, num_classes=None, dataset=None,
-          expected=None, seed=1, trace=False)
+    Model(source, *, example_input=None, input_shape=None, input_dtype=None, num_classes=None,
+          dataset=None, expected=None, seed=1, trace=False)
 
     source:
       - a built-in name ("lenet5-bn"; see quell.model_names()): a fresh model, initialised with
@@ -58,12 +77,12 @@ class Model:
     model.sites is the site table; model(x) gives the clean logits.
     """
 
-    def __init__(self, source, *, example_input=None, input_shape=None, num_classes=None,
-                 dataset=None, expected=None, seed=1, trace=False):
+    def __init__(self, source, *, example_input=None, input_shape=None, input_dtype=None,
+                 num_classes=None, dataset=None, expected=None, seed=1, trace=False):
         self.source = ""      # the file it came from ("" in memory)
         self.meta = {}        # the checkpoint's record (dataset, training, metrics)
         self._digest = ""     # the file's digest: a resumed walk must use the same file
-        shape = _shape_of(example_input, input_shape)
+        shape = _shape_of(example_input, input_shape, input_dtype)
         classes = 0 if num_classes is None else int(num_classes)
         if classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
@@ -92,7 +111,10 @@ class Model:
             raise ValueError(f"dataset '{dataset}' has no fixed geometry (known: "
                              f"{', '.join(_GEOMETRY)}); give input_shape and num_classes")
         if shape is not None:
-            c, h, w = shape
+            if len(shape[0]) != 3 or shape[1] != "float32":
+                raise ValueError(f"model {name} takes images (C, H, W) of float32, not "
+                                 f"{shape[0]} {shape[1]}; import your own model for other inputs")
+            c, h, w = shape[0]
         return _quell.make_model(name, c, h, w, classes or k, int(seed))
 
     def _load_file(self, path, shape, classes, expected):
@@ -102,9 +124,9 @@ class Model:
                 raise ValueError(f"{path}: a TorchScript model, but model '{expected}' was expected")
             if shape is None:
                 raise ValueError(f"{path}: a TorchScript model; give example_input or input_shape "
-                                 "(C, H, W) to import it")
+                                 "(e.g. (1, 28, 28), or (64,) with input_dtype='int64') to import it")
             try:
-                self._native = _quell.load_script(path, *shape, classes)
+                self._native = _quell.load_script(path, list(shape[0]), shape[1], classes)
             except RuntimeError as e:
                 raise ValueError(str(e)) from None
             self.meta = {"train_config": {"imported": path}}
@@ -120,8 +142,8 @@ class Model:
     @staticmethod
     def _import_module(module, example_input, shape, classes, trace):
         if shape is None:
-            raise ValueError("a torch.nn.Module needs example_input (a batch [N, C, H, W]) or "
-                             "input_shape=(C, H, W)")
+            raise ValueError("a torch.nn.Module needs example_input (a batch [N, ...]) or "
+                             "input_shape (per sample, e.g. (C, H, W) or (T,) with input_dtype)")
         was_training = module.training
         module.eval()
         try:
@@ -145,7 +167,7 @@ class Model:
             module.train(was_training)
         name = type(module).__name__ + ".pt"
         try:
-            return _quell.load_script_bytes(buf.getvalue(), name, *shape, classes)
+            return _quell.load_script_bytes(buf.getvalue(), name, list(shape[0]), shape[1], classes)
         except RuntimeError as e:
             raise ValueError(str(e)) from None
 
@@ -157,7 +179,8 @@ class Model:
 
     @property
     def spec(self):
-        """{"name", "in_channels", "height", "width", "num_classes"}."""
+        """{"name", "in_channels", "height", "width", "num_classes"} (+ "input_shape",
+        "input_dtype" for inputs other than float images)."""
         return json.loads(self._native.spec())
 
     @property
@@ -193,17 +216,33 @@ class Model:
         """Measures every site's clean statistics on the inputs of `data` (tensors or a dataset)."""
         from .data import as_dataset
         ds = as_dataset(data, what="calibration data")
-        self._native.calibrate(ds.images, int(max_samples))
+        self._native.calibrate(ds.inputs, int(max_samples))
         return self
 
+    @property
+    def input_shape(self):
+        """The input per sample, e.g. (1, 28, 28) or (64,)."""
+        spec = self.spec
+        if spec.get("input_shape"):
+            return tuple(spec["input_shape"])
+        return (spec["in_channels"], spec["height"], spec["width"])
+
+    @property
+    def input_dtype(self):
+        """"float32", or "int64" for token ids."""
+        return self.spec.get("input_dtype", "float32")
+
     def __call__(self, x):
-        """The clean logits of x [N, C, H, W] (eval mode, no noise, no gradient)."""
+        """The clean output of the batch x [N, *input_shape] (eval mode, no noise, no gradient)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
-        spec = self.spec
-        want = [spec["in_channels"], spec["height"], spec["width"]]
-        if x.dim() != 4 or list(x.shape[1:]) != want:
-            raise ValueError(f"expected input [N, {want[0]}, {want[1]}, {want[2]}], got {list(x.shape)}")
+        want = list(self.input_shape)
+        if x.dim() != len(want) + 1 or list(x.shape[1:]) != want:
+            raise ValueError(f"expected input [N, {', '.join(str(d) for d in want)}], got {list(x.shape)}")
+        if self.input_dtype == "int64":
+            if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+                raise TypeError(f"expected integer token ids, got {x.dtype}")
+            return self._native.forward(x.long())
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point input, got {x.dtype}")
         return self._native.forward(x.float())
@@ -221,6 +260,9 @@ class Model:
 
     def __repr__(self):
         spec = self.spec
-        return (f"quell.Model('{spec['name']}', {spec['in_channels']}x{spec['height']}x"
-                f"{spec['width']} -> {spec['num_classes']} classes, {len(self.site_names)} sites, "
+        shape = "x".join(str(d) for d in self.input_shape)
+        if self.input_dtype != "float32":
+            shape += " " + self.input_dtype
+        return (f"quell.Model('{spec['name']}', {shape} -> {spec['num_classes']} outputs, "
+                f"{len(self.site_names)} sites, "
                 f"{self.num_params} parameters)")

@@ -18,6 +18,16 @@ class Result:
         self._native = native
         self._dict = json.loads(native.to_json()) if hasattr(native, "to_json") else {}
 
+    @property
+    def metric(self):
+        """What the values measure: "accuracy" unless the study was asked for another metric
+        (then the JSON's keys carry its name: clean_perplexity, floor, ...)."""
+        return self._dict.get("metric", "accuracy")
+
+    def _key(self):
+        from . import _quell
+        return _quell.metric_info(self.metric)[1]
+
     def to_dict(self):
         """The result as plain Python values (a deep copy of the JSON document)."""
         return copy.deepcopy(self._dict)
@@ -85,32 +95,41 @@ class TrainResult(Result):
 
 
 class EvalResult(Result):
-    """Accuracy under noise: clean_accuracy, and per level its mean, 95% CI and draws."""
+    """The metric under noise (accuracy unless asked otherwise): clean, and per level its mean,
+    95% CI and draws. clean_accuracy / accuracy are the same numbers as clean / value."""
 
     def __init__(self, native):
         super().__init__(native)
-        self.clean_accuracy = self._dict["clean"]["accuracy"]
+        key = self._key()
+        #: The clean model's value of the metric.
+        self.clean = self._dict["clean"][key]
+        self.clean_accuracy = self.clean
         self.levels = self._dict["levels"]
         first = self.levels[0]
-        head = first["chip_accuracy"] if first["ci_over"] == "chips" else first["accuracy"]
-        #: The first level's mean accuracy and 95% CI (over chips when chips matter).
-        self.accuracy = head["mean"]
+        head = first["chip_" + key] if first["ci_over"] == "chips" else first[key]
+        #: The first level's mean value and 95% CI (over chips when chips matter).
+        self.value = head["mean"]
+        self.accuracy = self.value
         self.ci95 = (head["ci95_low"], head["ci95_high"])
 
     def to_pandas(self):
-        """One row per (level, chip, draw): accuracy and loss."""
+        """One row per (level, chip, draw): the metric and the loss."""
         return _frame(self._native.csv())
 
 
 class WalkResult(Result):
-    """A Walking Noise sweep: per site its curve and midpoint (where accuracy falls halfway from
-    clean to chance) with a bootstrap 95% interval; written to its output directory."""
+    """A Walking Noise sweep: per site its curve and midpoint (where the metric has gone halfway
+    from clean to its floor: chance for accuracy, docs/walk.md) with a bootstrap 95% interval;
+    written to its output directory. clean / floor are in the metric's units (clean_accuracy /
+    chance: the same numbers)."""
 
     def __init__(self, native, out):
         super().__init__(native)
         self.out = out
-        self.clean_accuracy = self._dict["clean_accuracy"]
-        self.chance = self._dict["chance"]
+        key = self._key()
+        self.clean = self._dict["clean_" + key]
+        self.floor = self._dict["chance" if key == "accuracy" else "floor"]
+        self.clean_accuracy, self.chance = self.clean, self.floor
         self.threshold = self._dict["threshold"]
         self.sites = self._dict["sites"]
         self.complete = self._dict["complete"]
@@ -119,7 +138,7 @@ class WalkResult(Result):
         self.written = list(native.written)
 
     def to_pandas(self):
-        """One row per evaluation (walk.csv): site, name, noise, sigma, repeat, accuracy, loss."""
+        """One row per evaluation (walk.csv): site, name, noise, sigma, repeat, the metric, loss."""
         return _frame(self._native.csv())
 
     def midpoints_frame(self):
@@ -173,7 +192,7 @@ class PlanResult(Result):
     def __init__(self, native, out):
         super().__init__(native)
         self.out = out
-        self.clean_accuracy = self._dict["clean_accuracy"]
+        self.clean_accuracy = self._dict["clean_" + self._key()]
         self.allocations = self._dict["allocations"]
         self.other_mitigations = self._dict["other_mitigations"]
         self.written = list(native.written)

@@ -65,10 +65,21 @@ def _monitor(progress, verbose=False):
     return factory(progress), message
 
 
+def _metric(metric):
+    if metric is None:
+        return ""
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a name such as 'perplexity', got {type(metric).__name__}")
+    try:
+        return _quell.metric_info(metric)[0]
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(str(e)) from None
+
+
 def _calibrate_if_needed(model, data):
     # An imported model is calibrated on the training data, as the CLI does.
     if not model.calibrated:
-        model._native.calibrate(data.images, 2048)
+        model._native.calibrate(data.inputs, 2048)
 
 
 def _calibrated_for(model, data):
@@ -77,7 +88,7 @@ def _calibrated_for(model, data):
     if model.calibrated:
         return model
     model = model.copy()
-    model._native.calibrate(data.images, 2048)
+    model._native.calibrate(data.inputs, 2048)
     return model
 
 
@@ -134,10 +145,12 @@ def train(model, data, *, test=None, epochs=10, batch_size=128, optimizer="adam"
 
 def evaluate(model, data, *, noise=None, adc=None, repeat=None, weight_noise=None,
              noise_config=None, noise_seed=1, levels=(1.0,), draws=5, chips=1, batch_size=256,
-             device="cpu", progress=True):
-    """Accuracy of `model` on `data` under noise: once clean, then at each level (every sigma
+             metric=None, device="cpu", progress=True):
+    """The metric of `model` on `data` under noise: once clean, then at each level (every sigma
     times the level), over `chips` chip instances x `draws` noise draws, with mean, std and 95%
-    CI (as `quell eval`). Returns an EvalResult."""
+    CI (as `quell eval`). metric: "accuracy", "top5", "token-accuracy", "cross-entropy",
+    "perplexity", "mse", "relative-mse"; None = the task's usual one (accuracy for class ids,
+    perplexity for ids per position, mse for real targets). Returns an EvalResult."""
     model = _model(model)
     dataset = as_dataset(data, split="test")
     if int(draws) < 1 or int(chips) < 1 or int(batch_size) < 1:
@@ -146,6 +159,7 @@ def evaluate(model, data, *, noise=None, adc=None, repeat=None, weight_noise=Non
     o = _quell.EvalStudyOptions()
     o.noise = _noise(model, noise, adc, repeat, weight_noise, noise_seed, noise_config)
     o.levels = [float(level) for level in levels]
+    o.metric = _metric(metric)
     e = o.eval
     e.draws, e.chips, e.batch_size = int(draws), int(chips), int(batch_size)
     o.source = model.source
@@ -155,13 +169,14 @@ def evaluate(model, data, *, noise=None, adc=None, repeat=None, weight_noise=Non
 
 
 def walk(model, data, *, out, sites="all", noise="add", grid="1e-2:1e4", per_decade=4,
-         repeats=3, global_curve=False, early_stop=True, chance=0.0, chance_margin=-1.0,
+         metric=None, repeats=3, global_curve=False, early_stop=True, chance=0.0, chance_margin=-1.0,
          max_extend=40, adaptive=False, tolerance=0.05, seed=1, batch_size=256,
          prefix_cache=True, cache_mb=1024, shard=None, merge=(), restart=False, figures="png,svg",
          train=None, epochs=5, lr=1e-3, train_batch=128, train_limit=0, eval_draws=1,
          save_models=False, device="cpu", progress=True):
     """Walking Noise (as `quell walk`): noise at one site at a time over a sigma grid; each
-    site's midpoint with a bootstrap 95% interval. Resumable: a walk interrupted (Ctrl-C) and
+    site's midpoint with a bootstrap 95% interval. metric: what is measured (as in evaluate;
+    the midpoint is where it has gone halfway from clean to its floor, docs/walk.md). Resumable: a walk interrupted (Ctrl-C) and
     called again with the same `out` continues from its journal; shard="I/N" runs one shard
     and merge=[dirs] merges shards. With train=(training data) the noisy-training setting:
     a fresh model per (site, sigma, repeat) trained with the noise on (epochs, lr,
@@ -195,6 +210,7 @@ def walk(model, data, *, out, sites="all", noise="add", grid="1e-2:1e4", per_dec
         w.shard_index, w.shard_count = index - 1, count
         o.shard_text = str(shard)
     o.sites = str(sites)
+    o.metric = _metric(metric)
     o.out = os.fspath(out)
     o.restart = bool(restart)
     o.merge = [os.fspath(m) for m in merge]
@@ -219,13 +235,16 @@ def denoise(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
             search_epochs=1, search_width=8, search_draws=2, taylor_samples=2048, min_gain=0.0,
             epochs=3, lr=1e-3, batch_size=128, feature_weight=0.0, scale_range=(1.0, 1.0),
             seed=1, draws=5, chips=5, robustness=(0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2),
-            robust_draws=2, figures="png,svg", device="cpu", progress=True, verbose=False):
+            robust_draws=2, metric=None, figures="png,svg", device="cpu", progress=True,
+            verbose=False):
     """Denoising blocks in the frozen `model` (as `quell denoise`): sites ranked (Taylor,
     measured drops, a walk's midpoints with walk=walk.json or a WalkResult), placements
     searched under the parameter budgets (% of the model's parameters), the chosen blocks
     trained, compared on `test` with no mitigation, blocks everywhere and noise-aware
-    fine-tuning. With `out`, writes report.json/csv, points.csv, rankings.csv,
-    robustness.csv, checkpoints with the blocks and figures there. Returns a DenoiseResult."""
+    fine-tuning. metric: what the search maximises ("accuracy", "topK", "token-accuracy";
+    None = accuracy, or token-accuracy for ids per position). With `out`, writes
+    report.json/csv, points.csv, rankings.csv, robustness.csv, checkpoints with the blocks and
+    figures there. Returns a DenoiseResult."""
     model = _model(model)
     train_set = as_dataset(train, what="training data")
     test_set = as_dataset(test, what="test data", split="test")
@@ -235,6 +254,7 @@ def denoise(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
     if o.noise.empty():
         raise ValueError("no noise to mitigate: give noise=")
     o.sites, o.block = str(sites), str(block)
+    o.metric = _metric(metric)
     o.ratios = [int(r) for r in ratios]
     o.budgets = [float(b) for b in budgets]
     o.search = str(search)
@@ -268,12 +288,12 @@ def plan(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
          schemes=("uniform", "inverse_lin", "inverse_sqrt", "inverse_square"), mean_repeats=(),
          energy_budget=(), target=0.0, max_mean=16.0, search="greedy", search_width=4,
          search_draws=2, val_size=5000, min_gain=0.0, hardware="isaac", set=(),
-         denoise_report=None, draws=5, chips=1, figures="png,svg", device="cpu", progress=True,
-         verbose=False):
+         denoise_report=None, draws=5, chips=1, metric=None, figures="png,svg", device="cpu",
+         progress=True, verbose=False):
     """Multi-execution planning (as `quell plan`): repetitions per site under mean-repeat or
     energy budgets or an accuracy target, per scheme and by a measured greedy search, each
     evaluated on `test` and costed with the hardware model; a denoise report (a path or a
-    DenoiseResult) joins the comparison. Returns a PlanResult."""
+    DenoiseResult) joins the comparison. metric: as for denoise. Returns a PlanResult."""
     model = _model(model)
     train_set = as_dataset(train, what="training data")
     test_set = as_dataset(test, what="test data", split="test")
@@ -281,6 +301,7 @@ def plan(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
     o = _quell.PlanStudyOptions()
     o.noise = _noise(model, noise, adc, None, weight_noise, noise_seed, noise_config)
     o.sites = str(sites)
+    o.metric = _metric(metric)
     if walk is not None:
         o.walk_json = _walk_json(walk)
     o.schemes = [str(s) for s in schemes]

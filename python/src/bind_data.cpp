@@ -1,14 +1,17 @@
 // Data: tensors in memory, built-in datasets by name, the synthetic generator.
 #include "bindings.h"
 #include "quell/data.h"
+#include "quell/metric.h"
 
 namespace quell::python {
 
 void bind_data(py::module_& m) {
   py::class_<Dataset>(m, "NativeDataset")
       .def_readonly("name", &Dataset::name)
-      .def_readonly("images", &Dataset::images)
-      .def_readonly("labels", &Dataset::labels)
+      .def_readonly("inputs", &Dataset::inputs)
+      .def_readonly("targets", &Dataset::targets)
+      .def_property_readonly("target_kind",
+                             [](const Dataset& d) { return std::string(target_kind_name(d.target_kind())); })
       .def_readonly("num_classes", &Dataset::num_classes)
       .def_readonly("mean", &Dataset::mean)
       .def_readonly("stddev", &Dataset::stddev)
@@ -21,13 +24,28 @@ void bind_data(py::module_& m) {
                                       std::to_string(d.size()) + " samples");
         }
         Dataset s = d;
-        s.images = d.images.narrow(0, start, count);
-        s.labels = d.labels.narrow(0, start, count);
+        s.inputs = d.inputs.narrow(0, start, count);
+        s.targets = d.targets.narrow(0, start, count);
         return s;
       });
 
-  m.def("dataset_from_tensors", &dataset_from_tensors, py::arg("images"), py::arg("labels"),
+  m.def("dataset_from_tensors", &dataset_from_tensors, py::arg("inputs"), py::arg("targets"),
         py::arg("num_classes") = 0, py::arg("name") = "tensors");
+  m.def(
+      "read_tensor_file",
+      [](const std::string& path) {
+        py::gil_scoped_release release;
+        return read_tensor_file(path);
+      },
+      py::arg("path"));
+  m.def("metric_names", &Metric::names);
+  m.def(
+      "metric_info",
+      [](const std::string& name) {
+        const Metric m = Metric::parse(name);
+        return py::make_tuple(m.name(), m.key(), m.label(), m.higher_is_better());
+      },
+      py::arg("name"));
   m.def(
       "load_dataset",
       [](const std::string& name, const std::string& dir, const std::string& split,

@@ -36,6 +36,19 @@ ModelSpec spec_of(const std::string& name, int64_t c, int64_t h, int64_t w, int6
   return s;
 }
 
+// Any input: an image [C, H, W] of float32 as before, anything else as input_shape / dtype.
+ModelSpec spec_of_input(const std::string& name, const std::vector<int64_t>& shape,
+                        const std::string& dtype, int64_t classes) {
+  if (shape.size() == 3 && dtype == "float32") {
+    return spec_of(name, shape[0], shape[1], shape[2], classes);
+  }
+  ModelSpec s = spec_of(name, 0, 0, 0, classes);
+  s.input_shape = shape;
+  s.input_dtype = dtype;
+  (void)s.input_scalar_type();  // validates
+  return s;
+}
+
 }  // namespace
 
 void bind_models(py::module_& m) {
@@ -142,23 +155,25 @@ void bind_models(py::module_& m) {
       py::arg("path"), py::arg("expected_model") = "");
   m.def(
       "load_script",
-      [](const std::string& path, int64_t c, int64_t h, int64_t w, int64_t classes) {
+      [](const std::string& path, const std::vector<int64_t>& shape, const std::string& dtype,
+         int64_t classes) {
+        const ModelSpec spec = spec_of_input(path, shape, dtype, classes);
         py::gil_scoped_release release;
-        return load_script_model(spec_of(path, c, h, w, classes)).ptr();
+        return load_script_model(spec).ptr();
       },
-      py::arg("path"), py::arg("channels"), py::arg("height"), py::arg("width"),
+      py::arg("path"), py::arg("input_shape"), py::arg("input_dtype") = "float32",
       py::arg("classes") = 0);
   m.def(
       "load_script_bytes",
-      [](py::bytes archive, const std::string& source, int64_t c, int64_t h, int64_t w,
-         int64_t classes) {
+      [](py::bytes archive, const std::string& source, const std::vector<int64_t>& shape,
+         const std::string& dtype, int64_t classes) {
         std::string bytes = archive;
+        const ModelSpec spec = spec_of_input(source, shape, dtype, classes);
         py::gil_scoped_release release;
-        return load_script_model(spec_of(source, c, h, w, classes), std::move(bytes), source)
-            .ptr();
+        return load_script_model(spec, std::move(bytes), source).ptr();
       },
-      py::arg("archive"), py::arg("source"), py::arg("channels"), py::arg("height"),
-      py::arg("width"), py::arg("classes") = 0);
+      py::arg("archive"), py::arg("source"), py::arg("input_shape"),
+      py::arg("input_dtype") = "float32", py::arg("classes") = 0);
   m.def("is_torchscript_model", &is_torchscript_model);
   m.def("file_digest", &file_digest);
 }

@@ -121,6 +121,7 @@ void bind_studies(py::module_& m) {
 
   py::class_<EvalStudyOptions>(m, "EvalStudyOptions")
       .def(py::init<>())
+      .def_readwrite("metric", &EvalStudyOptions::metric)
       .def_readwrite("noise", &EvalStudyOptions::noise)
       .def_readwrite("levels", &EvalStudyOptions::levels)
       .def_readwrite("eval", &EvalStudyOptions::eval)
@@ -131,6 +132,7 @@ void bind_studies(py::module_& m) {
 
   py::class_<WalkStudyOptions>(m, "WalkStudyOptions")
       .def(py::init<>())
+      .def_readwrite("metric", &WalkStudyOptions::metric)
       .def_readwrite("walk", &WalkStudyOptions::walk)
       .def_readwrite("sites", &WalkStudyOptions::sites)
       .def_readwrite("out", &WalkStudyOptions::out)
@@ -155,6 +157,7 @@ void bind_studies(py::module_& m) {
 
   py::class_<DenoiseStudyOptions>(m, "DenoiseStudyOptions")
       .def(py::init<>())
+      .def_readwrite("metric", &DenoiseStudyOptions::metric)
       .def_readwrite("noise", &DenoiseStudyOptions::noise)
       .def_readwrite("sites", &DenoiseStudyOptions::sites)
       .def_readwrite("block", &DenoiseStudyOptions::block)
@@ -186,6 +189,7 @@ void bind_studies(py::module_& m) {
 
   py::class_<PlanStudyOptions>(m, "PlanStudyOptions")
       .def(py::init<>())
+      .def_readwrite("metric", &PlanStudyOptions::metric)
       .def_readwrite("noise", &PlanStudyOptions::noise)
       .def_readwrite("sites", &PlanStudyOptions::sites)
       .def_readwrite("walk_json", &PlanStudyOptions::walk_json)

@@ -57,7 +57,7 @@ def test_models_from_every_source(checkpoint, tmp_path, test_data):
     loaded = quell.Model(checkpoint)
     assert loaded.calibrated and loaded.meta["dataset"] == "fashion-mnist"
     assert loaded.site_names == builtin.site_names
-    x = test_data.images[:8]
+    x = test_data.inputs[:8]
     assert loaded(x).shape == (8, 10)
     with pytest.raises(ValueError, match="lenet5"):
         quell.Model(checkpoint, expected="mlp")
@@ -81,7 +81,7 @@ def test_in_memory_module_walks_like_its_twin(tmp_path, train_data, test_data):
     module = SmallCnn().eval()
     ts = str(tmp_path / "small.pt")
     torch.jit.save(torch.jit.script(module), ts)
-    x = test_data.images[:4]
+    x = test_data.inputs[:4]
     results = []
     for i, model in enumerate([quell.Model(module, example_input=x),
                                quell.Model(ts, input_shape=(1, 28, 28))]):
@@ -141,7 +141,7 @@ def test_walk_resumes_after_ctrl_c(checkpoint, test_data, tmp_path):
 
 def test_train_evaluate_and_their_results(train_data, test_data):
     model = quell.Model("mlp", seed=3)
-    r = quell.train(model, (train_data.images, train_data.labels), test=test_data, epochs=1,
+    r = quell.train(model, (train_data.inputs, train_data.targets), test=test_data, epochs=1,
                     batch_size=32, progress=False)
     assert r.test_accuracy > 0.5 and len(r.to_pandas()) == 1
     e = quell.evaluate(model, test_data, noise=quell.noise.add(1.0, rel="std"), draws=3,
@@ -191,15 +191,22 @@ def test_figures(checkpoint, test_data, tmp_path):
 
 def test_bad_input_raises_pythons_exceptions(checkpoint, test_data, tmp_path):
     model = quell.Model(checkpoint)
-    x, y = test_data.images, test_data.labels
+    x, y = test_data.inputs, test_data.targets
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         quell.Model(str(tmp_path / "missing.pt"))
-    with pytest.raises(TypeError, match="floating"):
+    # Inputs and targets of other kinds are data too, but not this model's.
+    with pytest.raises(ValueError, match="1x28x28 int64"):
         quell.evaluate(model, (x.to(torch.int64), y))
-    with pytest.raises(TypeError, match="integer"):
+    with pytest.raises(ValueError, match="real values"):
         quell.evaluate(model, (x, y.float()))
-    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+    with pytest.raises(ValueError, match="dataset tensors has samples 28x28"):
         quell.evaluate(model, (x[:, 0], y))
+    with pytest.raises(TypeError, match="floating point or integer"):
+        quell.evaluate(model, (x.bool(), y))
+    with pytest.raises(ValueError, match="metric token-accuracy needs per-position ids"):
+        quell.evaluate(model, test_data, metric="token-accuracy")
+    with pytest.raises(ValueError, match="unknown metric"):
+        quell.evaluate(model, test_data, metric="f1")
     with pytest.raises(ValueError, match="targets must be"):
         quell.evaluate(model, (x, y[:-1]))
     with pytest.raises(ValueError, match="model expects"):
@@ -265,13 +272,13 @@ def test_tensors_on_another_device_are_refused(checkpoint):
 
 
 def test_data_sources_agree(test_data):
-    x, y = test_data.images[:64], test_data.labels[:64]
+    x, y = test_data.inputs[:64], test_data.targets[:64]
     ds = torch.utils.data.TensorDataset(x, y)
     a = quell.as_dataset((x, y))
     b = quell.as_dataset(ds)
     c = quell.as_dataset(torch.utils.data.DataLoader(ds, batch_size=10))
     d = quell.as_dataset((x.numpy(), y.numpy()))
     for other in (b, c, d):
-        assert torch.equal(a.images, other.images) and torch.equal(a.labels, other.labels)
+        assert torch.equal(a.inputs, other.inputs) and torch.equal(a.targets, other.targets)
     # Float32 contiguous CPU tensors are used without a copy.
-    assert a.images.data_ptr() == x.data_ptr()
+    assert a.inputs.data_ptr() == x.data_ptr()

@@ -693,9 +693,9 @@ Dataset load_image_folder(const DataOptions& opts) {
   Dataset ds;
   ds.name = "images";
   ds.num_classes = static_cast<int64_t>(index.classes.size());
-  ds.labels = split.labels;
+  ds.targets = split.labels;
   ds.skipped = split.skipped;
-  ds.images = split.images.to(torch::kFloat).div_(255.0f);
+  ds.inputs = split.images.to(torch::kFloat).div_(255.0f);
   if (!opts.normalise) {
     ds.mean.assign(static_cast<size_t>(g.channels), 0.0);
     ds.stddev.assign(static_cast<size_t>(g.channels), 1.0);
@@ -716,7 +716,7 @@ Dataset load_image_folder(const DataOptions& opts) {
   const auto c = g.channels;
   const auto mean = torch::tensor(ds.mean, torch::kFloat).view({1, c, 1, 1});
   const auto stddev = torch::tensor(ds.stddev, torch::kFloat).view({1, c, 1, 1});
-  ds.images.sub_(mean).div_(stddev);
+  ds.inputs.sub_(mean).div_(stddev);
   return ds;
 }
 

@@ -245,8 +245,8 @@ std::string shape_str(const torch::Tensor& t) {
 }  // namespace
 
 std::vector<int64_t> Dataset::sample_shape() const {
-  if (!images.defined() || images.dim() < 1) return {};
-  return images.sizes().slice(1).vec();
+  if (!inputs.defined() || inputs.dim() < 1) return {};
+  return inputs.sizes().slice(1).vec();
 }
 
 namespace detail {
@@ -604,15 +604,15 @@ Dataset detail::load_fixed_format_dataset(const DataOptions& opts) {
   Dataset ds;
   ds.name = spec.name;
   ds.num_classes = spec.num_classes;
-  ds.labels = labels.contiguous();
+  ds.targets = labels.contiguous();
   // x = (u8 / 255 - mean[c]) / std[c]; with normalise = false, mean 0 and std 1.
-  ds.images = images_u8.to(torch::kFloat).div_(255.0f).contiguous();
+  ds.inputs = images_u8.to(torch::kFloat).div_(255.0f).contiguous();
   if (opts.normalise) {
     ds.mean = spec.mean;
     ds.stddev = spec.stddev;
     const auto mean = torch::tensor(spec.mean, torch::kFloat).view({1, channels, 1, 1});
     const auto stddev = torch::tensor(spec.stddev, torch::kFloat).view({1, channels, 1, 1});
-    ds.images.sub_(mean).div_(stddev);
+    ds.inputs.sub_(mean).div_(stddev);
   } else {
     ds.mean.assign(static_cast<size_t>(channels), 0.0);
     ds.stddev.assign(static_cast<size_t>(channels), 1.0);

@@ -1,5 +1,6 @@
 // The dataset registry: load_dataset dispatches by name to the fixed-format readers
-// (data/readers.cpp), the image-folder reader (data/image_folder.cpp) and the loaders a program
+// (data/readers.cpp), the image-folder reader (data/image_folder.cpp), the tensor-file reader
+// (data/tensors.cpp) and the loaders a program
 // registers. The readers know nothing of each other.
 #include <map>
 #include <mutex>
@@ -31,6 +32,8 @@ Registered& registered() {
     }
     init.order.emplace_back("images");
     init.loaders["images"] = load_image_folder;
+    init.order.emplace_back("tensors");
+    init.loaders["tensors"] = read_tensor_dataset;
     return init;
   }();
   return r;

@@ -37,7 +37,8 @@ WeightNoiseGuard::~WeightNoiseGuard() {
   for (auto& [live, clean] : saved_) live.detach().copy_(clean);
 }
 
-DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size) {
+DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size,
+                    const Metric& metric) {
   torch::NoGradGuard no_grad;
   const torch::Device device =
       model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters().front().device();
@@ -45,18 +46,12 @@ DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size) {
   const int64_t batches = (n + batch_size - 1) / batch_size;
   const int threads =
       static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), batches)));
-  std::vector<int64_t> correct(threads, 0);
-  std::vector<double> loss_sum(threads, 0.0);
+  std::vector<Metric::Sums> sums(threads);
   auto run_batch = [&](int t, int64_t b, SiteEngine& engine) {
     const int64_t m = std::min(batch_size, n - b * batch_size);
-    const torch::Tensor x = data.images.narrow(0, b * batch_size, m).to(device);
-    const torch::Tensor y = data.labels.narrow(0, b * batch_size, m).to(device);
-    const torch::Tensor logits = model.forward(x, engine);
-    correct[t] += logits.argmax(1).eq(y).sum().item<int64_t>();
-    loss_sum[t] +=
-        torch::nn::functional::cross_entropy(
-            logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-            .item<double>();
+    const torch::Tensor x = data.inputs.narrow(0, b * batch_size, m).to(device);
+    const torch::Tensor y = data.targets.narrow(0, b * batch_size, m).to(device);
+    sums[t] += metric.measure(model.forward(x, engine), y);
   };
   SiteEngine& engine = model.engine();
   if (threads == 1 || !device.is_cpu() || engine.has_observer()) {
@@ -73,15 +68,11 @@ DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size) {
     });
     engine.set_forward_index(base + static_cast<uint64_t>(batches));
   }
-  int64_t right = 0;
-  double loss = 0.0;
-  for (int t = 0; t < threads; ++t) {
-    right += correct[t];
-    loss += loss_sum[t];
-  }
+  Metric::Sums total;
+  for (int t = 0; t < threads; ++t) total += sums[t];
   DrawResult r;
-  r.accuracy = n > 0 ? static_cast<double>(right) / static_cast<double>(n) : 0.0;
-  r.loss = n > 0 ? loss / static_cast<double>(n) : 0.0;
+  r.accuracy = n > 0 ? metric.value(total) : 0.0;
+  r.loss = n > 0 ? Metric::loss(total) : 0.0;
   return r;
 }
 
@@ -117,7 +108,7 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
       for (int d = 0; d < draws; ++d) {
         if (!mine(c, d)) continue;
         model.engine().set_draw(static_cast<uint64_t>(c), static_cast<uint64_t>(d));
-        DrawResult r = run_pass(model, data, opts.batch_size);
+        DrawResult r = run_pass(model, data, opts.batch_size, opts.metric);
         r.chip = c;
         r.draw = d;
         result.draws.push_back(r);

@@ -1,3 +1,4 @@
+#include "quell/metric.h"
 #include "quell/train.h"
 
 #include <chrono>
@@ -66,7 +67,7 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
   const int64_t n = data.size();
   const int64_t steps_per_epoch = (n + opts.batch_size - 1) / opts.batch_size;
   const int64_t total_steps = steps_per_epoch * opts.epochs;
-  const torch::Tensor calib_images = data.images.narrow(0, 0, std::min(n, opts.calib_samples));
+  const torch::Tensor calib_images = data.inputs.narrow(0, 0, std::min(n, opts.calib_samples));
   const bool calibrate_each_epoch = needs_calibration(opts.noise);
   model.engine().configure(opts.noise);
 
@@ -95,8 +96,8 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
         const int64_t lo = global * rank / ranks, hi = global * (rank + 1) / ranks;
         idx = idx.narrow(0, lo, hi - lo);
       }
-      const torch::Tensor x = data.images.index_select(0, idx).to(device);
-      const torch::Tensor y = data.labels.index_select(0, idx).to(device);
+      const torch::Tensor x = data.inputs.index_select(0, idx).to(device);
+      const torch::Tensor y = data.targets.index_select(0, idx).to(device);
       // Each step is its own chip and draw: fresh static, dynamic and weight noise. The tag
       // keeps training chips apart from the chips an evaluation with the same seed draws.
       const uint64_t chip = mix_seed(kTrainChipTag, static_cast<uint64_t>(step));
@@ -109,7 +110,7 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
         WeightNoiseGuard weights(model, opts.noise.weight, opts.noise.seed, chip);
         if (x.size(0) > 0) {  // (a rank's share of a last, tiny batch may be empty)
           logits = model.forward(x);
-          loss = torch::nn::functional::cross_entropy(logits, y);
+          loss = task_loss(logits, y);
           // Summed over the ranks, each rank's mean weighted by its share is the global mean.
           (ranks == 1 ? loss
                       : loss * (static_cast<double>(x.size(0)) / static_cast<double>(global)))

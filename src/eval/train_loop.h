@@ -31,16 +31,26 @@ class EpochMeter {
       : epoch_(epoch), progress_(progress), report_(report) {}
 
   /// One step: `loss` is the batch mean, `logits` and `y` the batch; `step` counts all steps.
+  /// Accuracy is top-1 for class ids, over positions for per-position ids, NaN for real targets.
   void add(const torch::Tensor& loss, const torch::Tensor& logits, const torch::Tensor& y,
            int64_t step) {
     const int64_t m = y.size(0);
     loss_sum_ += loss.item<double>() * static_cast<double>(m);
-    correct_ += logits.argmax(1).eq(y).sum().item<int64_t>();
     seen_ += m;
+    if (y.is_floating_point()) {
+      positions_ = -1;  // real targets: no accuracy
+    } else if (y.dim() == 2) {  // per-position ids: token accuracy over the counted positions
+      const torch::Tensor keep = y.ge(0);
+      correct_ += logits.argmax(-1).eq(y).logical_and(keep).sum().item<int64_t>();
+      positions_ += keep.sum().item<int64_t>();
+    } else {
+      correct_ += logits.argmax(1).eq(y).sum().item<int64_t>();
+      positions_ += m;
+    }
     if (report_) {
       progress_.done = step;
       progress_.loss = loss_sum_ / static_cast<double>(seen_);
-      progress_.accuracy = static_cast<double>(correct_) / static_cast<double>(seen_);
+      progress_.accuracy = accuracy();
       report_(progress_);
     }
   }
@@ -50,7 +60,7 @@ class EpochMeter {
     EpochStats es;
     es.epoch = epoch_;
     es.loss = loss_sum_ / static_cast<double>(seen_);
-    es.accuracy = static_cast<double>(correct_) / static_cast<double>(seen_);
+    es.accuracy = accuracy();
     es.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     if (!std::isfinite(es.loss)) {
       throw std::runtime_error(what + " diverged in epoch " + std::to_string(epoch_) +
@@ -63,8 +73,13 @@ class EpochMeter {
   int epoch_;
   Progress& progress_;
   const ProgressFn& report_;
+  /// Top-1 (token) accuracy so far; NaN for real targets.
+  double accuracy() const {
+    return positions_ > 0 ? static_cast<double>(correct_) / static_cast<double>(positions_)
+                          : std::nan("");
+  }
   double loss_sum_ = 0.0;
-  int64_t correct_ = 0, seen_ = 0;
+  int64_t correct_ = 0, seen_ = 0, positions_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 

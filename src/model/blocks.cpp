@@ -23,7 +23,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-std::vector<std::string> block_kinds() { return {"auto", "bottleneck", "mlp", "channel"}; }
+std::vector<std::string> block_kinds() { return {"auto", "bottleneck", "mlp", "position", "channel"}; }
 
 BlockSpec BlockSpec::parse(const std::string& text) {
   const auto parts = text::split(text, ':');
@@ -63,7 +63,10 @@ BlockSpec BlockSpec::from_json(const Json& j) {
 
 std::string BlockSpec::resolve(const std::vector<int64_t>& shape) const {
   if (shape.empty()) throw std::invalid_argument("denoiser block: site has no shape");
-  if (kind == "auto") return shape.size() == 3 ? "bottleneck" : "mlp";
+  if (kind == "auto") {
+    if (shape.size() == 3) return "bottleneck";
+    return shape.size() == 2 ? "position" : "mlp";
+  }
   if (kind == "bottleneck" && shape.size() != 3) {
     throw std::invalid_argument("block bottleneck needs a [C,H,W] site, not " +
                                 shape_text(shape) + " (use mlp or channel)");
@@ -77,8 +80,8 @@ int64_t BlockSpec::params(const std::vector<int64_t>& shape) const {
     const int64_t c = shape[0], m = reduced(c, ratio);
     return (c * m + m) + (9 * m * m + m) + (m * c + c);
   }
-  if (k == "mlp") {
-    const int64_t d = features(shape), m = reduced(d, ratio);
+  if (k == "mlp" || k == "position") {
+    const int64_t d = k == "mlp" ? features(shape) : shape.back(), m = reduced(d, ratio);
     return (d * m + m) + (m * d + d);
   }
   return 2 * shape[0];  // channel
@@ -97,8 +100,8 @@ DenoiserImpl::DenoiserImpl(const BlockSpec& spec, const std::vector<int64_t>& sh
     torch::NoGradGuard no_grad;
     expand_->weight.zero_();
     expand_->bias.zero_();
-  } else if (spec_.kind == "mlp") {
-    const int64_t d = features(shape);
+  } else if (spec_.kind == "mlp" || spec_.kind == "position") {
+    const int64_t d = spec_.kind == "mlp" ? features(shape) : shape.back();
     width_ = reduced(d, spec_.ratio);
     down_ = register_module("down", nn::Linear(d, width_));
     up_ = register_module("up", nn::Linear(width_, d));
@@ -121,6 +124,9 @@ torch::Tensor DenoiserImpl::forward(const torch::Tensor& x) {
     const torch::Tensor flat = x.flatten(1);
     const torch::Tensor h = torch::relu(down_->forward(flat));
     return x + up_->forward(h).view(x.sizes());
+  }
+  if (spec_.kind == "position") {  // the same small MLP at every position (last dimension)
+    return x + up_->forward(torch::relu(down_->forward(x)));
   }
   // channel: broadcast [C] over the trailing dimensions.
   std::vector<int64_t> view(static_cast<size_t>(x.dim()), 1);

@@ -1,5 +1,6 @@
 // Models from checkpoints or TorchScript files, the data a checkpoint was trained on.
 #include "quell/load.h"
+#include "quell/metric.h"
 
 #include <cstdio>
 #include <fstream>
@@ -36,8 +37,13 @@ Model load_model(const std::string& path, CheckpointMeta* meta, const LoadOption
     DataOptions train_options = *opts.import_data;
     train_options.split = Split::kTrain;
     const Dataset train = load_dataset(train_options);
-    model = load_script_model(ModelSpec::for_dataset(path, train));
-    model->calibrate(train.images, TrainOptions{}.calib_samples);
+    ModelSpec spec = ModelSpec::for_dataset(path, train);
+    // Class ids of images must match the model's classes; other tasks take the model's outputs
+    // (a vocabulary may hold tokens the data never uses), checked against the data below.
+    if (!spec.image_input() || train.target_kind() != TargetKind::kClass) spec.num_classes = 0;
+    model = load_script_model(spec);
+    check_model_fits(*model, train, path);
+    model->calibrate(train.inputs, TrainOptions{}.calib_samples);
     m.dataset = train.name;
   } else if (opts.import_spec) {
     model = load_script_model(*opts.import_spec);
@@ -83,13 +89,35 @@ DataOptions DataSelection::resolve(const CheckpointMeta& meta, Split split) cons
 
 void check_model_fits(const ModelSpec& spec, const Dataset& data, const std::string& what) {
   const auto shape = data.sample_shape();
-  if (shape != std::vector<int64_t>{spec.in_channels, spec.height, spec.width} ||
-      data.num_classes != spec.num_classes) {
-    throw std::invalid_argument(
-        what + ": model expects " + spec.to_json().dump() + " but dataset " + data.name +
-        " has samples " + std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +
-        std::to_string(shape[2]) + " and " + std::to_string(data.num_classes) + " classes");
+  const bool integer_inputs = data.inputs.defined() && !data.inputs.is_floating_point();
+  if (spec.image_input() && !integer_inputs && data.target_kind() == TargetKind::kClass) {
+    if (shape != spec.sample_shape() || data.num_classes != spec.num_classes) {
+      std::string s;
+      for (int64_t d : shape) s += (s.empty() ? "" : "x") + std::to_string(d);
+      throw std::invalid_argument(what + ": model expects " + spec.to_json().dump() +
+                                  " but dataset " + data.name + " has samples " + s + " and " +
+                                  std::to_string(data.num_classes) + " classes");
+    }
+    return;
   }
+  ModelSpec given = spec;
+  given.input_shape = shape;
+  given.input_dtype = integer_inputs ? "int64" : "float32";
+  if (shape != spec.sample_shape() || given.input_dtype != spec.input_dtype) {
+    throw std::invalid_argument(what + ": model expects inputs " + spec.input_text() +
+                                " per sample but dataset " + data.name + " has " +
+                                given.input_text());
+  }
+  if (data.target_kind() != TargetKind::kReal && data.num_classes > spec.num_classes) {
+    throw std::invalid_argument(what + ": model has " + std::to_string(spec.num_classes) +
+                                " outputs per position but dataset " + data.name + " has " +
+                                std::to_string(data.num_classes) + " classes");
+  }
+}
+
+void check_model_fits(const ModelImpl& model, const Dataset& data, const std::string& what) {
+  check_model_fits(model.spec(), data, what);
+  if (!model.nodes().empty()) check_output_fits(model.nodes().back().shape, data, what);
 }
 
 ModelSpec spec_for_geometry(const std::string& name, const std::string& dataset,
@@ -145,8 +173,8 @@ std::string tensor_digest(const std::vector<torch::Tensor>& tensors) {
 
 Dataset slice_dataset(const Dataset& data, int64_t start, int64_t count) {
   Dataset s = data;
-  s.images = data.images.narrow(0, start, count);
-  s.labels = data.labels.narrow(0, start, count);
+  s.inputs = data.inputs.narrow(0, start, count);
+  s.targets = data.targets.narrow(0, start, count);
   return s;
 }
 

@@ -89,12 +89,33 @@ torch::Tensor conv2d(torch::nn::Conv2dImpl& conv, const torch::Tensor& x) {
   return conv.forward(x);
 }
 
+std::vector<int64_t> ModelSpec::sample_shape() const {
+  if (!input_shape.empty()) return input_shape;
+  return {in_channels, height, width};
+}
+
+torch::ScalarType ModelSpec::input_scalar_type() const {
+  if (input_dtype == "float32") return torch::kFloat;
+  if (input_dtype == "int64") return torch::kLong;
+  throw std::invalid_argument("input dtype '" + input_dtype + "': expected float32 or int64");
+}
+
+std::string ModelSpec::input_text() const {
+  std::string s;
+  for (int64_t d : sample_shape()) s += (s.empty() ? "" : "x") + std::to_string(d);
+  return input_dtype == "float32" ? s : s + " " + input_dtype;
+}
+
 Json ModelSpec::to_json() const {
-  return Json{{"name", name},
-              {"in_channels", in_channels},
-              {"height", height},
-              {"width", width},
-              {"num_classes", num_classes}};
+  Json j{{"name", name},
+         {"in_channels", in_channels},
+         {"height", height},
+         {"width", width},
+         {"num_classes", num_classes}};
+  // Written only for non-image inputs: image checkpoints stay as they were.
+  if (!input_shape.empty()) j["input_shape"] = input_shape;
+  if (input_dtype != "float32") j["input_dtype"] = input_dtype;
+  return j;
 }
 
 ModelSpec ModelSpec::from_json(const Json& j) {
@@ -104,6 +125,9 @@ ModelSpec ModelSpec::from_json(const Json& j) {
   s.height = j.at("height").get<int64_t>();
   s.width = j.at("width").get<int64_t>();
   s.num_classes = j.at("num_classes").get<int64_t>();
+  if (j.contains("input_shape")) s.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
+  if (j.contains("input_dtype")) s.input_dtype = j.at("input_dtype").get<std::string>();
+  (void)s.input_scalar_type();  // validates
   return s;
 }
 
@@ -111,9 +135,16 @@ ModelSpec ModelSpec::for_dataset(const std::string& name, const Dataset& data) {
   const auto shape = data.sample_shape();
   ModelSpec s;
   s.name = name;
-  s.in_channels = shape.at(0);
-  s.height = shape.at(1);
-  s.width = shape.at(2);
+  const bool image = shape.size() == 3 && data.inputs.is_floating_point();
+  if (image) {
+    s.in_channels = shape.at(0);
+    s.height = shape.at(1);
+    s.width = shape.at(2);
+  } else {
+    s.in_channels = s.height = s.width = 0;
+    s.input_shape = shape;
+    s.input_dtype = data.inputs.is_floating_point() ? "float32" : "int64";
+  }
   s.num_classes = data.num_classes;
   return s;
 }
@@ -178,6 +209,7 @@ std::vector<SiteInfo> ModelImpl::sites() const {
     s.name = n.name;
     s.op = n.op_label();
     s.shape = n.shape;
+    s.floating = n.floating;
     auto count = [](const torch::nn::Module& m) {
       int64_t c = 0;
       for (const auto& p : m.parameters()) c += p.numel();

@@ -16,6 +16,7 @@
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/passes/lower_tuples.h>
 #include <torch/csrc/jit/passes/remove_mutation.h>
 #include <torch/csrc/jit/runtime/operator.h>
 #include <torch/script.h>
@@ -329,8 +330,17 @@ const std::map<std::string, std::string>& site_kinds() {
       {"aten::avg_pool1d", "avgpool"},    {"aten::avg_pool2d", "avgpool"},
       {"aten::avg_pool3d", "avgpool"},    {"aten::adaptive_avg_pool1d", "avgpool"},
       {"aten::adaptive_avg_pool2d", "avgpool"}, {"aten::adaptive_avg_pool3d", "avgpool"},
-      {"aten::add", "add"},
+      {"aten::add", "add"},               {"aten::embedding", "embedding"},
   };
+  return kinds;
+}
+
+// Recurrent layers: several outputs (the output sequence, the final states); their output
+// sequence becomes a site through a marker (mark_recurrent_outputs).
+const std::map<std::string, std::string>& recurrent_kinds() {
+  static const std::map<std::string, std::string> kinds = {
+      {"aten::lstm", "lstm"}, {"aten::gru", "gru"}, {"aten::rnn_tanh", "rnn"},
+      {"aten::rnn_relu", "rnn"}};
   return kinds;
 }
 
@@ -405,6 +415,43 @@ void functionalize_in_place(jit::Graph& graph) {
     n->output()->replaceAllUsesWith(f->output());
     n->destroy();
   }
+}
+
+// The output sequence of each top-level recurrent op (aten::lstm, gru, rnn_*) is read through an
+// inserted aten::clone carrying the op's metadata: the clone is the site (labelled by the op),
+// so the recurrent op itself, with its several outputs, runs once inside the site's segment.
+// Returns the markers with their labels.
+std::map<const jit::Node*, std::string> mark_recurrent_outputs(jit::Graph& graph) {
+  std::map<const jit::Node*, std::string> marks;
+  std::vector<jit::Node*> nodes(graph.nodes().begin(), graph.nodes().end());
+  for (jit::Node* n : nodes) {
+    const auto it = recurrent_kinds().find(n->kind().toQualString());
+    if (it == recurrent_kinds().end() || n->outputs().empty()) continue;
+    jit::Value* out = n->output(0);
+    if (!out->hasUses()) continue;
+    jit::WithInsertPoint guard(n);  // the None constant goes before the op
+    jit::Node* mark = graph.create(c10::aten::clone, {out, graph.insertConstant(c10::IValue())}, 1);
+    mark->insertAfter(n);
+    mark->copyMetadata(n);
+    mark->output()->setType(out->type());
+    out->replaceAllUsesAfterNodeWith(mark, mark->output());
+    marks[mark] = it->second;
+  }
+  return marks;
+}
+
+// Replaces x.dim() of the graph's input x by its known rank and folds what depends on it.
+void fold_input_rank(std::shared_ptr<jit::Graph>& graph, int64_t rank) {
+  jit::Value* x = graph->inputs()[1];
+  bool folded = false;
+  for (const jit::Use& use : x->uses()) {
+    jit::Node* n = use.user;
+    if (n->kind() != c10::aten::dim || n->outputs().size() != 1) continue;
+    jit::WithInsertPoint guard(n);
+    n->output()->replaceAllUsesWith(graph->insertConstant(rank));
+    folded = true;
+  }
+  if (folded) jit::ConstantPropagation(graph);
 }
 
 // Replaces reads of constant module attributes (bools, numbers, strings, None; not `training`,
@@ -522,17 +569,21 @@ struct Importer {
   const jit::Node* output = nullptr;
   std::unordered_set<const jit::Value*> scalar_like;  ///< 0-d tensors of shape arithmetic
   std::map<std::string, torch::Tensor> parameters, buffers;
+  std::map<const jit::Node*, std::string> recurrent;  ///< output markers of recurrent ops
 
   [[noreturn]] void fail(const std::string& what) const {
     throw std::runtime_error(source + ": " + what);
   }
 
   std::string label(const jit::Node* n) const {
+    const auto r = recurrent.find(n);
+    if (r != recurrent.end()) return r->second;
     const auto it = site_kinds().find(n->kind().toQualString());
     return it != site_kinds().end() ? it->second : std::string(n->kind().toUnqualString());
   }
 
   bool is_site_kind(const jit::Node* n) const {
+    if (recurrent.count(n)) return true;
     if (!site_kinds().count(n->kind().toQualString())) return false;
     if (n->outputs().size() != 1 || !is_tensor(n->output())) return false;
     if (scalar_like.count(n->output())) return false;
@@ -554,7 +605,9 @@ struct Importer {
     return true;  // scalars, lists of scalars, shape arithmetic
   }
 
-  void load(const std::string& archive) {
+  /// `input_rank`: dimensions of the input batch (> 0: reads of x.dim() become this constant,
+  /// so checks such as nn.LSTM's "is the input batched?" fold away).
+  void load(const std::string& archive, int64_t input_rank = 0) {
     try {
       std::istringstream in(archive);
       module = jit::load(in);
@@ -566,15 +619,20 @@ struct Importer {
     graph = forward->graph()->copy();
     jit::Inline(*graph);
     fold_module_constants(graph, module);
+    if (input_rank > 0 && graph->inputs().size() == 2) fold_input_rank(graph, input_rank);
+    // (output, (h, c)) built and taken apart again: the parts, so that a reader of the output
+    // does not depend on the states.
+    jit::LowerSimpleTuples(graph);
     jit::RemoveTensorMutation(graph);
     functionalize_in_place(*graph);
     jit::EliminateDeadCode(graph);
+    recurrent = mark_recurrent_outputs(*graph);
     if (graph->inputs().size() != 2 || !is_tensor(graph->inputs()[1])) {
-      fail("forward must take one tensor (an image batch); it takes " +
+      fail("forward must take one tensor (the input batch); it takes " +
            std::to_string(graph->inputs().size() - 1) + " argument(s)");
     }
     if (graph->outputs().size() != 1 || !is_tensor(graph->outputs()[0])) {
-      fail("forward must return one tensor (the logits), not " +
+      fail("forward must return one tensor (the output), not " +
            graph->outputs()[0]->type()->str());
     }
     self = graph->inputs()[0];
@@ -788,10 +846,7 @@ std::string read_all(const std::string& path) {
   return ss.str();
 }
 
-std::string shape_text(const ModelSpec& s) {
-  return std::to_string(s.in_channels) + "x" + std::to_string(s.height) + "x" +
-         std::to_string(s.width);
-}
+std::string shape_text(const ModelSpec& s) { return s.input_text(); }
 
 }  // namespace
 
@@ -843,7 +898,7 @@ Model load_script_model(ModelSpec spec) {
 Model load_script_model(ModelSpec spec, std::string archive, const std::string& source) {
   Importer im;
   im.source = source;
-  im.load(archive);
+  im.load(archive, static_cast<int64_t>(spec.sample_shape().size()) + 1);
   im.discover();
   const auto names = im.names();
   const auto segments = im.segments();
@@ -856,7 +911,8 @@ Model load_script_model(ModelSpec spec, std::string archive, const std::string& 
   Node input;
   input.op = OpType::kInput;
   input.name = "input";
-  input.shape = {spec.in_channels, spec.height, spec.width};
+  input.shape = spec.sample_shape();
+  input.floating = spec.input_scalar_type() == torch::kFloat;
   nodes.push_back(input);
   const c10::IValue self(im.module._ivalue());
   for (const auto& [site, members] : segments) {
@@ -905,6 +961,14 @@ Model load_script_model(ModelSpec spec, std::string archive, const std::string& 
         node.weight = it->second;
       }
     }
+    if (im.recurrent.count(site)) {
+      // The recurrent op's weights come as a list: count the parameters of its module.
+      const auto frames = module_frames(site);
+      const std::string prefix = frames.empty() ? "" : frames.back().second + ".";
+      for (const auto& [name, t] : im.parameters) {
+        if (!prefix.empty() && name.rfind(prefix, 0) == 0) node.param_count += t.numel();
+      }
+    }
     node.script = op;
     nodes.push_back(std::move(node));
   }
@@ -915,7 +979,9 @@ Model load_script_model(ModelSpec spec, std::string archive, const std::string& 
     const bool was_training = im.module.is_training();
     im.module.eval();
     std::vector<torch::Tensor> values(nodes.size());
-    values[0] = torch::zeros({2, spec.in_channels, spec.height, spec.width});
+    std::vector<int64_t> batch{2};
+    for (int64_t d : spec.sample_shape()) batch.push_back(d);
+    values[0] = torch::zeros(batch, torch::TensorOptions().dtype(spec.input_scalar_type()));
     try {
       for (size_t i = 1; i < nodes.size(); ++i) {
         nodes[i].script->record_inputs = true;
@@ -925,7 +991,8 @@ Model load_script_model(ModelSpec spec, std::string archive, const std::string& 
     } catch (const std::exception& e) {
       throw std::runtime_error(source + ": forward fails on a " + shape_text(spec) +
                                " input (" + first_line(e.what()) +
-                               "); give the model's input geometry (channels, height, width)");
+                               "); give the model's input geometry (channels, height, width) "
+                               "or its data");
     }
     im.module.train(was_training);
     for (size_t i = 1; i < nodes.size(); ++i) {
@@ -936,6 +1003,7 @@ Model load_script_model(ModelSpec spec, std::string archive, const std::string& 
                                  "[N, ...] values at every site");
       }
       nodes[i].shape.assign(sizes.begin() + 1, sizes.end());
+      nodes[i].floating = values[i].is_floating_point();
       const auto& shapes = nodes[i].script->input_shapes;
       if (nodes[i].label == "matmul" && !nodes[i].weight.defined() && !shapes.empty() &&
           !shapes[0].empty()) {
@@ -945,13 +1013,16 @@ Model load_script_model(ModelSpec spec, std::string archive, const std::string& 
       }
     }
     const auto& logits = values.back();
-    if (logits.dim() != 2) {
-      throw std::runtime_error(source + ": forward returns shape " +
-                               c10::str(logits.sizes()) + "; quell needs logits [N, classes]");
+    if (!logits.is_floating_point()) {
+      throw std::runtime_error(source + ": forward returns " +
+                               std::string(c10::toString(logits.scalar_type())) +
+                               " values; quell needs floating-point outputs");
     }
-    if (spec.num_classes == 0) spec.num_classes = logits.size(1);
-    if (logits.size(1) != spec.num_classes) {
-      throw std::runtime_error(source + ": the model has " + std::to_string(logits.size(1)) +
+    // Outputs per position: [N, classes], [N, T, classes] or [N, D]; [N] counts as one.
+    const int64_t outputs = logits.dim() >= 2 ? logits.size(logits.dim() - 1) : 1;
+    if (spec.num_classes == 0) spec.num_classes = outputs;
+    if (outputs != spec.num_classes) {
+      throw std::runtime_error(source + ": the model has " + std::to_string(outputs) +
                                " outputs but the data has " + std::to_string(spec.num_classes) +
                                " classes");
     }

@@ -122,6 +122,8 @@ torch::Tensor SiteEngine::apply(torch::Tensor x, int site, bool owned) {
   if (observer_) observer_(site, x);
   const auto it = config_.sites.find(site);
   if (it == config_.sites.end() || it->second.is_identity()) return x;
+  // Integer values (token ids entering an embedding) are digital: nothing applies to them.
+  if (!x.is_floating_point()) return x;
   const SiteConfig& cfg = it->second;
   const bool differentiable = torch::GradMode::is_enabled() && x.requires_grad();
 

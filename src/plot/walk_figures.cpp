@@ -76,13 +76,17 @@ const char* const kSiteColors[] = {"#1f5fa8", "#d95f02", "#1b9e77", "#7570b3"};
 std::string curve_axes(const SigmaAxis& axis, const WalkPlotData& data, int max_labels) {
   std::ostringstream s;
   s << "set xrange [" << num(axis.lo) << ":" << num(axis.hi) << "]\n";
-  s << "set yrange [0:1]\n";
+  s << "set yrange [" << num(data.y_lo) << ":" << num(data.y_hi) << "]\n";
   if (axis.log) {
     s << "set logscale x 10\n" << log_tics("x", axis.lo, axis.hi, max_labels);
   } else {
     s << "unset logscale x\nset xtics autofreq format '%g'\nset mxtics default\n";
   }
-  s << "set ytics 0.2 format '%.1f'\nset mytics 2\n";
+  if (data.y_lo == 0.0 && data.y_hi == 1.0) {
+    s << "set ytics 0.2 format '%.1f'\nset mytics 2\n";
+  } else {
+    s << "set ytics autofreq format '%g'\nset mytics default\n";
+  }
   s << "set grid xtics ytics lc rgb '#e6e6e6' lw 1 dt 1\n";
   s << "set tics front\n";
   // Clean (dashed) and chance (dotted) accuracy as arrows across the panel.
@@ -169,9 +173,11 @@ FigureScript curves_single(const WalkPlotData& data, const SigmaAxis& axis,
   fig.font = 11;
   std::ostringstream s;
   s << curve_axes(axis, data, 10);
-  s << "set title " << gp_string(with_title_prefix(data, "accuracy vs σ (mean, 95% band)"))
+  s << "set title "
+    << gp_string(with_title_prefix(data, data.metric_label + " vs σ (mean, 95% band)"))
     << " font ',13'\n";
-  s << "set xlabel " << gp_string(data.sigma_label) << "\nset ylabel 'accuracy'\n";
+  s << "set xlabel " << gp_string(data.sigma_label) << "\nset ylabel "
+    << gp_string(data.metric_label) << "\n";
   s << "set key outside right top vertical Left reverse samplen 3 spacing 1.3 box lc rgb "
        "'#cccccc'\n";
   s << "set lmargin 9\nset bmargin 4\n";
@@ -201,7 +207,8 @@ FigureScript curves_single(const WalkPlotData& data, const SigmaAxis& axis,
   }
   elements.push_back(
       "NaN with filledcurves fc rgb '#888888' fs transparent solid 0.3 noborder title '95% band'");
-  elements.push_back(std::string("NaN with lines ") + kCleanStyle + " title 'clean accuracy'");
+  elements.push_back(std::string("NaN with lines ") + kCleanStyle + " title " +
+                     gp_string("clean " + data.metric_label));
   elements.push_back(std::string("NaN with lines ") + kChanceStyle + " title 'chance'");
   elements.push_back("NaN with lines lc rgb '#888888' lw 1.5 title 'midpoint (shade: interval)'");
   s << join_plot(elements);
@@ -278,12 +285,12 @@ FigureScript curves_grid(const WalkPlotData& data, const SigmaAxis& axis, const 
   s << "set lmargin at screen " << sx(left) << "\nset rmargin at screen " << sx(W - right) << "\n";
   s << "set tmargin at screen " << sy(48) << "\nset bmargin at screen " << sy(78) << "\n";
   s << "set label 1 "
-    << gp_string(with_title_prefix(data, "accuracy vs σ per site (mean, 95% band)"))
+    << gp_string(with_title_prefix(data, data.metric_label + " vs σ per site (mean, 95% band)"))
     << " at screen 0.5, screen " << sy(22) << " center font '," << fig.font + (large ? 6 : 4)
     << "'\n";
   s << "set label 2 " << gp_string(data.sigma_label) << " at screen 0.5, screen " << num(14.0 / H)
     << " center font '," << fig.font + 1 << "'\n";
-  s << "set label 3 'accuracy' at screen " << num(18.0 / W) << ", screen 0.5 center rotate by 90"
+  s << "set label 3 " << gp_string(data.metric_label) << " at screen " << num(18.0 / W) << ", screen 0.5 center rotate by 90"
     << " font '," << fig.font + 1 << "'\n";
   s << "set key at screen 0.5, screen " << sy(63)
     << " center center horizontal maxrows 1 Left reverse samplen 3 width -2\n";
@@ -480,17 +487,26 @@ FigureScript heatmap_figure(const WalkPlotData& data, const ScratchDirectory& sc
   const double W = fig.width, H = fig.height;
 
   std::ostringstream s;
-  s << "set label 1 " << gp_string(with_title_prefix(data, "mean accuracy per site and σ"))
+  s << "set label 1 "
+    << gp_string(with_title_prefix(data, "mean " + data.metric_label + " per site and σ"))
     << " at screen 0.5, screen " << num(1.0 - 22.0 / H) << " center font '," << fig.font + 3
     << "'\n";
   s << "set key at screen " << num((label_px + plot_w / 2.0) / W) << ", screen "
     << num(1.0 - 52.0 / H) << " center center horizontal maxrows 1 Left reverse samplen 1.5\n";
   s << "set xrange [-0.5:" << num(m - 0.5) << "]\n";
   s << "set yrange [" << num(n - 0.5) << ":-0.5]\n";  // first site on top
-  s << "set cbrange [0:1]\nset cbtics 0.2 format '%.1f'\nset cblabel 'mean accuracy' offset "
-       "1.5,0\n";
-  s << "set palette defined (0 '#440154', 0.25 '#3b528b', 0.5 '#21908d', 0.75 '#5dc963', "
-       "1 '#fde725')\n";
+  if (data.y_lo == 0.0 && data.y_hi == 1.0) {
+    s << "set cbrange [0:1]\nset cbtics 0.2 format '%.1f'\n";
+  } else {
+    s << "set cbrange [" << num(data.y_lo) << ":" << num(data.y_hi)
+      << "]\nset cbtics autofreq format '%g'\n";
+  }
+  s << "set cblabel " << gp_string("mean " + data.metric_label) << " offset 1.5,0\n";
+  // Good is yellow, bad is dark, whichever way the metric runs.
+  s << (data.higher_is_better ? "set palette defined (0 '#440154', 0.25 '#3b528b', 0.5 '#21908d', "
+                                "0.75 '#5dc963', 1 '#fde725')\n"
+                              : "set palette defined (0 '#fde725', 0.25 '#5dc963', 0.5 '#21908d', "
+                                "0.75 '#3b528b', 1 '#440154')\n");
   s << "set colorbox user origin screen " << num((label_px + plot_w + 25.0) / W) << ", screen "
     << num(bottom / H) << " size screen " << num(18.0 / W) << ", screen " << num(plot_h / H)
     << "\n";

@@ -146,4 +146,67 @@ void note(const std::string& line) {
   if (sink()) sink()(line);
 }
 
+namespace {
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  if (from.empty()) return s;
+  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) {
+    s.replace(p, from.size(), to);
+  }
+  return s;
+}
+
+Json rename_keys(const Json& j, const std::string& from, const std::string& to,
+                 const std::string& chance_from, const std::string& chance_to) {
+  if (j.is_array()) {
+    Json out = Json::array();
+    for (const auto& v : j) out.push_back(rename_keys(v, from, to, chance_from, chance_to));
+    return out;
+  }
+  if (!j.is_object()) return j;
+  Json out = Json::object();
+  for (const auto& [k, v] : j.items()) {
+    if (k == "provenance" || k == "fingerprint") {
+      out[k] = v;
+      continue;
+    }
+    const std::string key = k == chance_from ? chance_to : replace_all(k, from, to);
+    out[key] = rename_keys(v, from, to, chance_from, chance_to);
+  }
+  return out;
+}
+
+}  // namespace
+
+Json keys_for_metric(const Json& j, const Metric& metric) {
+  if (metric.is_accuracy()) return j;
+  return rename_keys(j, "accuracy", metric.key(), "chance", "floor");
+}
+
+Json keys_from_metric(const Json& j, const Metric& metric) {
+  if (metric.is_accuracy()) return j;
+  return rename_keys(j, metric.key(), "accuracy", "floor", "chance");
+}
+
+std::string csv_for_metric(const std::string& csv, const Metric& metric) {
+  if (metric.is_accuracy()) return csv;
+  const size_t eol = csv.find('\n');
+  const std::string header = csv.substr(0, eol);
+  return replace_all(header, "accuracy", metric.key()) +
+         (eol == std::string::npos ? "" : csv.substr(eol));
+}
+
+Metric metric_of_report(const Json& j) {
+  if (j.is_object() && j.contains("metric") && j.at("metric").is_string()) {
+    return Metric::parse(j.at("metric").get<std::string>());
+  }
+  return Metric();
+}
+
+std::string text_for_metric(const std::string& text, const Metric& metric,
+                            const std::string& with) {
+  if (metric.is_accuracy()) return text;
+  return replace_all(replace_all(text, "accuracy", with), "chance", "floor");
+}
+
 }  // namespace quell

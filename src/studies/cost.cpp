@@ -685,6 +685,10 @@ LayerCost block_cost(const ModelImpl& model, const BlockPlacement& b, const Hard
     const int64_t m = (numel + b.block.ratio - 1) / b.block.ratio;
     c.macs = 2 * numel * m;
     hidden = m;
+  } else if (kind == "position") {
+    const int64_t d = shape.back(), positions = numel / d, m = (d + b.block.ratio - 1) / b.block.ratio;
+    c.macs = 2 * numel * m;
+    hidden = positions * m;
   } else {
     c.macs = numel;
   }

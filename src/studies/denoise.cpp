@@ -1,4 +1,5 @@
 #include "quell/denoise.h"
+#include "quell/metric.h"
 #include "quell/walk_study.h"
 
 #include "quell/dist.h"
@@ -133,8 +134,8 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
         const int64_t lo = global * rank / ranks, hi = global * (rank + 1) / ranks;
         idx = idx.narrow(0, lo, hi - lo);
       }
-      const torch::Tensor x = data.images.index_select(0, idx).to(device);
-      const torch::Tensor y = data.labels.index_select(0, idx).to(device);
+      const torch::Tensor x = data.inputs.index_select(0, idx).to(device);
+      const torch::Tensor y = data.targets.index_select(0, idx).to(device);
       if (varying) model.engine().configure(o.noise.scaled(scale_dist(scale_rng)));
       if (x.size(0) == 0) {  // a rank's share of a last, tiny batch: no samples, no gradient
         optimizer.zero_grad();
@@ -156,7 +157,7 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
       {
         WeightNoiseGuard weights(model, o.noise.weight, o.noise.seed, chip);
         logits = model.forward(x);
-        loss = torch::nn::functional::cross_entropy(logits, y);
+        loss = task_loss(logits, y);
         if (o.feature_weight > 0) {
           torch::Tensor feature = torch::zeros({}, logits.options());
           for (const auto& p : placement) {
@@ -197,12 +198,12 @@ std::vector<SiteSensitivity> taylor_sensitivity(ModelImpl& model, const Dataset&
   const int64_t total = std::min<int64_t>(data.size(), std::max<int64_t>(1, max_samples));
   for (int64_t b = 0; b < total; b += batch_size) {
     const int64_t m = std::min(batch_size, total - b);
-    const torch::Tensor x = data.images.narrow(0, b, m).to(device).clone().requires_grad_(true);
-    const torch::Tensor y = data.labels.narrow(0, b, m).to(device);
+    torch::Tensor x = data.inputs.narrow(0, b, m).to(device).clone();
+    if (x.is_floating_point()) x.requires_grad_(true);
+    const torch::Tensor y = data.targets.narrow(0, b, m).to(device);
     const torch::Tensor logits = model.forward(x, engine);
     // Summed loss: row n of its gradient at a site is the gradient of sample n's own loss.
-    const torch::Tensor loss = torch::nn::functional::cross_entropy(
-        logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    const torch::Tensor loss = task_loss_sum(logits, y);
     const auto grads = torch::autograd::grad({loss}, at, {}, false, false, /*allow_unused=*/true);
     for (int s = 0; s < n_sites; ++s) {
       const auto& g = grads[static_cast<size_t>(s)];

@@ -107,9 +107,10 @@ Json study_fingerprint(const DenoiseStudyOptions& o, ModelImpl& backbone, const 
                          {"batch_size", o.eval.batch_size}}},
                {"robustness_levels", o.robustness_levels},
                {"robust_draws", o.robust_draws}};
+  if (!o.metric.empty() && o.metric != "auto") options["metric"] = Metric::parse(o.metric).name();
   return Json{{"model", model_state_digest(backbone)},
-              {"data", {{"train", tensor_digest({train.images, train.labels})},
-                        {"test", tensor_digest({test.images, test.labels})}}},
+              {"data", {{"train", tensor_digest({train.inputs, train.targets})},
+                        {"test", tensor_digest({test.inputs, test.targets})}}},
               {"noise", noise},
               {"training", training},
               {"options", options}};
@@ -235,8 +236,10 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   };
 
   // Data: training set = fit part + validation part (the search never sees the test set).
-  check_model_fits(spec, train_all, what);
-  check_model_fits(spec, test, what);
+  check_model_fits(backbone, train_all, what);
+  check_model_fits(backbone, test, what);
+  const Metric metric = resolve_search_metric(opts.metric, test, spec.num_classes, "denoise");
+  eval_opts.metric = metric;
   int64_t n_train = train_all.size();
   if (opts.train_limit > 0) n_train = std::min(n_train, opts.train_limit);
   const int64_t n_val = std::min(opts.val_size, n_train / 5);
@@ -267,7 +270,8 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   report.validation_size = val.size();
   report.search_fit_size = search_fit.size();
   report.test_size = test.size();
-  report.chance = test.chance();
+  report.chance = metric.floor(test, spec.num_classes);
+  report.metric = metric;
   report.noise = noise.to_json(names);
   report.training = train_opts.to_json(names);
   report.search_method = opts.search;
@@ -738,14 +742,18 @@ Json DenoiseReport::to_json() const {
          {"operating_points", jpoints},
          {"pareto_front", jfront}};
   if (finetune) j["finetune"] = {{"epochs", finetune_epochs}, {"lr", finetune_lr}};
-  return j;
+  if (!metric.is_accuracy()) j["metric"] = metric.name();
+  return keys_for_metric(j, metric);
 }
 
-DenoiseReport DenoiseReport::from_json(const Json& j) {
+DenoiseReport DenoiseReport::from_json(const Json& input) {
+  const Metric metric = metric_of_report(input);
+  const Json j = keys_from_metric(input, metric);
   if (!j.is_object() || !j.contains("comparison") || !j.contains("noise")) {
     throw std::invalid_argument("not a quell denoise report.json (no comparison or noise)");
   }
   DenoiseReport r;
+  r.metric = metric;
   try {
     r.context = RunContext::from_json(j.value("provenance", Json::object()));
     r.checkpoint = j.value("checkpoint", "");
@@ -844,7 +852,7 @@ std::string DenoiseReport::report_csv() const {
                  fmt_double(h.ci_high, 6), std::to_string(h.n), ci_over(r.noisy),
                  fmt_double(100.0 * (base_clean - h.mean), 4)});
   }
-  return csv.str();
+  return csv_for_metric(csv.str(), metric);
 }
 
 std::string DenoiseReport::points_csv() const {
@@ -856,7 +864,7 @@ std::string DenoiseReport::points_csv() const {
                  fmt_double(p.validation.ci_low, 6), fmt_double(p.validation.ci_high, 6),
                  p.pareto ? "1" : "0"});
   }
-  return csv.str();
+  return csv_for_metric(csv.str(), metric);
 }
 
 std::string DenoiseReport::rankings_csv() const {
@@ -869,7 +877,7 @@ std::string DenoiseReport::rankings_csv() const {
                    std::to_string(pos)});
     }
   }
-  return csv.str();
+  return csv_for_metric(csv.str(), metric);
 }
 
 std::string DenoiseReport::robustness_csv() const {
@@ -880,7 +888,7 @@ std::string DenoiseReport::robustness_csv() const {
                    fmt_double(p.hi, 6)});
     }
   }
-  return csv.str();
+  return csv_for_metric(csv.str(), metric);
 }
 
 std::string DenoiseReport::table() const {
@@ -913,7 +921,7 @@ std::string DenoiseReport::table() const {
     os << "\n  " << pct(ov[i]) << "  " << fmt_double(acc[i], 4) << "  "
        << operating_points[i].placement;
   }
-  return os.str();
+  return text_for_metric(os.str(), metric, metric.label());
 }
 
 DenoisePlotData DenoiseReport::plot_data(double train_sigma) const {

@@ -13,7 +13,8 @@ EvalReport run_eval_study(Model model, const Dataset& data, const EvalStudyOptio
   if (opts.levels.empty()) throw std::invalid_argument("levels: give at least one");
   model->to(opts.device);
   const ModelSpec& spec = model->spec();
-  check_model_fits(spec, data, opts.source.empty() ? spec.name : opts.source);
+  check_model_fits(*model, data, opts.source.empty() ? spec.name : opts.source);
+  const Metric metric = resolve_metric(opts.metric, data, spec.num_classes);
   const auto names = model->site_names();
   // Validate every level before the first (long) evaluation.
   std::vector<NoiseConfig> configs;
@@ -22,11 +23,14 @@ EvalReport run_eval_study(Model model, const Dataset& data, const EvalStudyOptio
 
   EvalReport r;
   EvalOptions clean_opts = opts.eval;
+  clean_opts.metric = metric;
+  r.metric = metric;
   const EvalResult clean = evaluate(*model, data, NoiseConfig{}, clean_opts);
   r.clean_accuracy = clean.accuracy.mean;
   r.clean_loss = clean.draws.at(0).loss;
   for (size_t i = 0; i < configs.size(); ++i) {
     EvalOptions o = opts.eval;
+    o.metric = metric;
     o.progress = opts.monitor.bar("eval level " + fmt_double(opts.levels[i]));
     r.levels.push_back({opts.levels[i], configs[i].to_json(names),
                         evaluate(*model, data, configs[i], o)});
@@ -41,7 +45,7 @@ EvalReport run_eval_study(Model model, const Dataset& data, const EvalStudyOptio
   r.samples = data.size();
   r.limit = opts.data.limit;
   r.shuffle_seed = opts.data.shuffle_seed;
-  r.chance = data.chance();
+  r.chance = metric.floor(data, spec.num_classes);
   r.draws = opts.eval.draws;
   r.chips = opts.eval.chips;
   r.batch_size = opts.eval.batch_size;
@@ -93,14 +97,17 @@ Json EvalReport::to_json() const {
     j["dataset"]["preprocessing"] = preprocessing;
     j["dataset"]["skipped_images"] = skipped_images;
   }
-  return j;
+  if (!metric.is_accuracy()) j["metric"] = metric.name();
+  return keys_for_metric(j, metric);
 }
 
-EvalReport EvalReport::from_json(const Json& j) {
-  if (!j.is_object() || !j.contains("levels") || !j.contains("clean")) {
+EvalReport EvalReport::from_json(const Json& input) {
+  if (!input.is_object() || !input.contains("levels") || !input.contains("clean")) {
     throw std::invalid_argument("not a quell eval result (no levels or clean)");
   }
   EvalReport r;
+  r.metric = metric_of_report(input);
+  const Json j = keys_from_metric(input, r.metric);
   try {
     r.context = RunContext::from_json(j.value("provenance", Json::object()));
     r.checkpoint = j.value("checkpoint", "");
@@ -143,7 +150,7 @@ EvalReport EvalReport::from_json(const Json& j) {
 }
 
 std::string EvalReport::csv() const {
-  CsvTable csv({"level", "chip", "draw", "accuracy", "loss"});
+  CsvTable csv({"level", "chip", "draw", metric.key(), "loss"});
   for (const auto& l : levels) {
     for (const auto& d : l.result.draws) {
       csv.add_row({fmt_double(l.level), std::to_string(d.chip), std::to_string(d.draw),
@@ -175,7 +182,7 @@ std::string EvalReport::table() const {
                   static_cast<long long>(h.n), l.result.chip_level ? " chips" : "");
     table << line;
   }
-  return table.str();
+  return text_for_metric(table.str(), metric, metric.label());
 }
 
 }  // namespace quell

@@ -68,9 +68,10 @@ Json study_fingerprint(const PlanStudyOptions& o, ModelImpl& model, const Datase
                {"hardware", o.hardware.to_json()},
                {"eval", {{"draws", o.eval.draws}, {"chips", o.eval.chips},
                          {"batch_size", o.eval.batch_size}}}};
+  if (!o.metric.empty() && o.metric != "auto") options["metric"] = Metric::parse(o.metric).name();
   return Json{{"model", model_state_digest(model)},
-              {"data", {{"train", tensor_digest({train.images, train.labels})},
-                        {"test", tensor_digest({test.images, test.labels})}}},
+              {"data", {{"train", tensor_digest({train.inputs, train.targets})},
+                        {"test", tensor_digest({test.inputs, test.targets})}}},
               {"noise", noise},
               {"options", options}};
 }
@@ -203,8 +204,12 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
   report.not_planned = checked.not_planned;
   const auto num_planned = static_cast<int64_t>(sites.size());
 
-  check_model_fits(spec, train_all, what);
-  check_model_fits(spec, test, what);
+  check_model_fits(model, train_all, what);
+  check_model_fits(model, test, what);
+  const Metric metric = resolve_search_metric(opts.metric, test, spec.num_classes, "plan");
+  EvalOptions eval_opts = opts.eval;
+  eval_opts.metric = metric;
+  report.metric = metric;
   if (!opts.out.empty()) fs::create_directories(opts.out);
   // Under MPI rank 0 writes the journal and every rank reads it (a shared file system).
   const bool journaled = !opts.out.empty();
@@ -243,7 +248,7 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
   };
 
   // ---- Sensitivities ---------------------------------------------------------------------------
-  EvalOptions search_eval = opts.eval;
+  EvalOptions search_eval = eval_opts;
   search_eval.draws = opts.search_draws;
   search_eval.chips = noise.has_static() ? opts.search_draws : 1;
   search_eval.progress = nullptr;
@@ -419,7 +424,7 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
   // ---- Test evaluation of every reported allocation (rows spread over the ranks) ---------------
   const bool chips_matter = noise.has_static(), draws_matter = noise.has_dynamic();
   const int64_t passes =
-      (chips_matter ? opts.eval.chips : 1) * (draws_matter ? opts.eval.draws : 1);
+      (chips_matter ? eval_opts.chips : 1) * (draws_matter ? eval_opts.draws : 1);
   for (auto& r : rows) {
     const CostReport c = estimate_cost(model, hw, r.repeats, {});
     r.energy_pj = c.total.energy_pj();
@@ -435,7 +440,7 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
       dist::share_rows(static_cast<int64_t>(rows.size()), passes * 4, [&](int64_t i) {
         const PlanAllocation& r = rows[static_cast<size_t>(i)];
         if (const Json* j = journal.find(test_key(r))) return j->get<std::vector<double>>();
-        EvalOptions o = opts.eval;
+        EvalOptions o = eval_opts;
         o.progress = root ? monitor.bar("eval " + r.method + " " + r.budget) : nullptr;
         const EvalResult e = evaluate(model, test, with_repeats(r.repeats), o);
         std::vector<double> out(static_cast<size_t>(passes * 4), 0.0);
@@ -457,7 +462,7 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
     }
     rows[i].test = summarize_draws(std::move(draws), chips_matter, draws_matter);
   }
-  EvalOptions quiet = opts.eval;
+  EvalOptions quiet = eval_opts;
   quiet.progress = nullptr;
   if (const Json* j = journal.find("clean")) {
     report.clean_accuracy = j->get<double>();
@@ -513,8 +518,8 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
   report.base_energy_pj = base_energy;
   report.hardware = hw.name;
   report.denoise_report = opts.denoise_report;
-  report.eval_draws = opts.eval.draws;
-  report.eval_chips = opts.eval.chips;
+  report.eval_draws = eval_opts.draws;
+  report.eval_chips = eval_opts.chips;
   report.search_method = opts.search;
   report.search_width = opts.search_width;
   report.search_draws = opts.search_draws;
@@ -582,7 +587,7 @@ Json PlanReport::to_json() const {
                       {"robustness", inf_or(s.robustness)},
                       {"energy_per_execution_pj", s.energy_per_execution_pj}});
   }
-  return Json{{"checkpoint", checkpoint},
+  Json j{{"checkpoint", checkpoint},
               {"model", model.to_json()},
               {"dataset", dataset},
               {"noise", noise},
@@ -601,13 +606,18 @@ Json PlanReport::to_json() const {
                 {"validation_size", validation_size},
                 {"evaluations", evaluations}}},
               {"provenance", context.to_json()}};
+  if (!metric.is_accuracy()) j["metric"] = metric.name();
+  return keys_for_metric(j, metric);
 }
 
-PlanReport PlanReport::from_json(const Json& j) {
+PlanReport PlanReport::from_json(const Json& input) {
+  const Metric metric = metric_of_report(input);
+  const Json j = keys_from_metric(input, metric);
   if (!j.is_object() || !j.contains("allocations") || !j.contains("noise")) {
     throw std::invalid_argument("not a quell plan.json (no allocations or noise)");
   }
   PlanReport r;
+  r.metric = metric;
   try {
     r.context = RunContext::from_json(j.value("provenance", Json::object()));
     r.checkpoint = j.value("checkpoint", "");
@@ -700,7 +710,7 @@ std::string PlanReport::allocations_csv() const {
                    fmt_double(o.test.mean, 6), fmt_double(o.test.ci_low, 6),
                    fmt_double(o.test.ci_high, 6), "report", o.pareto ? "1" : "0"});
   }
-  return table.str();
+  return csv_for_metric(table.str(), metric);
 }
 
 std::string PlanReport::points_csv() const {
@@ -715,7 +725,7 @@ std::string PlanReport::points_csv() const {
                  fmt_double(total), fmt_double(t.cost, 8), fmt_double(t.accuracy.mean, 6),
                  fmt_double(t.accuracy.ci_low, 6), fmt_double(t.accuracy.ci_high, 6)});
   }
-  return csv.str();
+  return csv_for_metric(csv.str(), metric);
 }
 
 std::string PlanReport::table() const {
@@ -739,7 +749,7 @@ std::string PlanReport::table() const {
        << fmt_double(o.test.mean, 4) << "  [" << fmt_double(o.test.ci_low, 4) << ", "
        << fmt_double(o.test.ci_high, 4) << "]  (from " << denoise_report << ")\n";
   }
-  return os.str();
+  return text_for_metric(os.str(), metric, metric.label());
 }
 
 DenoisePlotData PlanReport::plot_data() const {
@@ -747,7 +757,7 @@ DenoisePlotData PlanReport::plot_data() const {
   fig.title = model.name + ", " + dataset;
   fig.clean_accuracy = clean_accuracy;
   fig.noisy_accuracy = allocations.empty() ? 0.0 : allocations.front().test.headline().mean;
-  fig.chance = 1.0 / static_cast<double>(model.num_classes);
+  fig.chance = 1.0 / static_cast<double>(model.num_classes);  // accuracies only (plan maximises one)
   fig.points_name = "tradeoff";
   fig.x_label = "energy overhead per inference (% of the base, '" + hardware + "' cost model)";
   fig.points_what = "accuracy under noise vs energy overhead (mean, 95% CI)";

@@ -1,5 +1,6 @@
 // Training with its checkpoint record (`quell train`).
 #include "quell/train_study.h"
+#include "quell/metric.h"
 
 #include "quell/dist.h"
 
@@ -40,12 +41,17 @@ TrainReport run_train_study(Model model, const Dataset& train_set, const Dataset
     meta.metrics["skipped_images"] = {{"train", train_set.skipped.size()}};
   }
   if (test != nullptr) {
-    const DrawResult clean = run_pass(*model, *test, EvalOptions{}.batch_size);
+    // Accuracy (over positions for ids per position); MSE for real targets.
+    const TargetKind kind = test->target_kind();
+    const Metric metric = kind == TargetKind::kClass      ? Metric()
+                          : kind == TargetKind::kSequence ? Metric::parse("token-accuracy")
+                                                          : Metric::parse("mse");
+    const DrawResult clean = run_pass(*model, *test, EvalOptions{}.batch_size, metric);
     r.tested = true;
     r.test_accuracy = clean.accuracy;
     r.test_loss = clean.loss;
     r.test_samples = test->size();
-    meta.metrics["test_accuracy"] = clean.accuracy;
+    meta.metrics[kind == TargetKind::kReal ? "test_mse" : "test_accuracy"] = clean.accuracy;
     meta.metrics["test_loss"] = clean.loss;
     meta.metrics["test_samples"] = test->size();
     if (opts.data.name == "images") {

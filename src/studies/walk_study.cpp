@@ -150,10 +150,17 @@ WalkReport run_walk_study(Model model, const Dataset& test, const WalkStudyOptio
     throw std::invalid_argument("noisy training needs training data");
   }
   const ModelSpec spec = model->spec();
-  check_model_fits(spec, test, o.source.empty() ? spec.name : o.source);
+  check_model_fits(*model, test, o.source.empty() ? spec.name : o.source);
+  w.metric = resolve_metric(o.metric, test, spec.num_classes);
   model->to(o.device);
   const auto names = model->site_names();
   w.sites = o.sites == "none" ? std::vector<int>{} : select_sites(o.sites, names);
+  if (o.sites == "all") {  // integer sites (token ids) take no noise
+    const auto infos = model->sites();
+    w.sites.erase(std::remove_if(w.sites.begin(), w.sites.end(),
+                                 [&](int s) { return !infos.at(static_cast<size_t>(s)).floating; }),
+                  w.sites.end());
+  }
   w.validate(model->num_sites());
 
   // The fingerprint names everything that determines the results.
@@ -327,14 +334,20 @@ Json WalkReport::to_json() const {
          {"mpi", {{"ranks", mpi_ranks}, {"evaluations_per_rank", evaluations_per_rank}}},
          {"fingerprint", fingerprint}};
   if (noisy_training) j["noisy_training"] = training;
-  return j;
+  if (!result.metric.is_accuracy()) {
+    j["metric"] = result.metric.name();
+    j["metric_higher_is_better"] = result.metric.higher_is_better();
+  }
+  return keys_for_metric(j, result.metric);
 }
 
-WalkReport WalkReport::from_json(const Json& j) {
-  if (!j.is_object() || !j.contains("sites") || !j.at("sites").is_array()) {
+WalkReport WalkReport::from_json(const Json& input) {
+  if (!input.is_object() || !input.contains("sites") || !input.at("sites").is_array()) {
     throw std::invalid_argument("not a quell walk result (no \"sites\" list)");
   }
   WalkReport r;
+  r.result.metric = metric_of_report(input);
+  const Json j = keys_from_metric(input, r.result.metric);
   try {
     r.context = RunContext::from_json(j.value("provenance", Json::object()));
     r.noisy_training = j.value("setting", "") == "noisy training";
@@ -402,7 +415,8 @@ WalkReport WalkReport::read(const std::string& path) {
 
 std::string WalkReport::csv() const {
   const std::string kind = noise.str();
-  std::vector<std::string> header = {"site", "name", "noise", "sigma", "repeat", "accuracy", "loss"};
+  std::vector<std::string> header = {"site", "name", "noise", "sigma", "repeat",
+                                     result.metric.key(), "loss"};
   if (noisy_training) {
     for (const char* h : {"mean_abs", "rms", "max_abs", "binarization"}) header.push_back(h);
   }
@@ -483,7 +497,7 @@ std::string WalkReport::table() const {
        << " units missing" << (shards > 1 ? " (other shards: merge their journals)" : "");
   }
   os << "\n";
-  return os.str();
+  return text_for_metric(os.str(), r.metric, r.metric.label());
 }
 
 WalkPlotData WalkReport::plot_data() const {
@@ -493,6 +507,21 @@ WalkPlotData WalkReport::plot_data() const {
   d.log_sigma = grid.spacing != SigmaGrid::Spacing::kLinear;
   d.clean_accuracy = result.clean_accuracy;
   d.chance = result.chance;
+  d.metric_label = result.metric.label();
+  d.higher_is_better = result.metric.higher_is_better();
+  if (!result.metric.is_fraction()) {
+    // From the best to the worst mean seen, clean and floor included, with a little room.
+    double lo = std::min(result.clean_accuracy, result.chance), hi = std::max(result.clean_accuracy, result.chance);
+    for (const auto& c : result.sites) {
+      for (const auto& a : c.accuracy) {
+        if (std::isfinite(a.mean)) lo = std::min(lo, a.mean), hi = std::max(hi, a.mean);
+      }
+    }
+    if (std::isfinite(lo) && std::isfinite(hi) && hi > lo) {
+      d.y_lo = result.metric.kind() == Metric::Kind::kPerplexity ? lo * 0.95 : lo - 0.05 * (hi - lo);
+      d.y_hi = hi + 0.05 * (hi - lo);
+    }
+  }
   auto curve = [](const SiteCurveSummary& c) {
     SiteCurve s;
     s.site = c.site;

@@ -212,8 +212,8 @@ std::string WalkNoise::str() const {
 // ---------------------------------------------------------------------------------------------
 // Records and midpoints
 
-Json WalkRecord::to_json() const {
-  Json j{{"site", site}, {"sigma", sigma}, {"repeat", repeat}, {"accuracy", accuracy},
+Json WalkRecord::to_json(const std::string& key) const {
+  Json j{{"site", site}, {"sigma", sigma}, {"repeat", repeat}, {key, accuracy},
          {"loss", loss}};
   if (!extra.is_null()) j["extra"] = extra;
   return j;
@@ -224,7 +224,16 @@ WalkRecord WalkRecord::from_json(const Json& j) {
   r.site = j.at("site").get<int>();
   r.sigma = j.at("sigma").get<double>();
   r.repeat = j.at("repeat").get<int>();
-  r.accuracy = j.at("accuracy").get<double>();
+  // The value under its metric's key ("accuracy", "perplexity", ...).
+  bool found = false;
+  for (const auto& [k, v] : j.items()) {
+    if (k == "site" || k == "sigma" || k == "repeat" || k == "loss" || k == "extra") continue;
+    if (!v.is_number()) continue;
+    r.accuracy = v.get<double>();
+    found = true;
+    break;
+  }
+  if (!found) throw std::invalid_argument("walk record without a value: " + j.dump());
   r.loss = j.at("loss").is_null() ? std::numeric_limits<double>::quiet_NaN()
                                   : j.at("loss").get<double>();
   if (j.contains("extra")) r.extra = j.at("extra");
@@ -328,8 +337,15 @@ Midpoint estimate_midpoint(const std::vector<double>& sigma,
 
 double WalkOptions::margin_for(double chance_level, int64_t n_test) const {
   if (chance_margin >= 0.0) return chance_margin;
+  if (!metric.is_fraction()) return std::numeric_limits<double>::quiet_NaN();  // margin_between
   const double n = static_cast<double>(std::max<int64_t>(n_test, 1));
   return std::max(0.02, 3.0 * std::sqrt(chance_level * (1.0 - chance_level) / n));
+}
+
+double WalkOptions::margin_between(double clean, double floor_value, int64_t n_test) const {
+  if (metric.is_fraction()) return margin_for(floor_value, n_test);
+  if (chance_margin >= 0.0) return chance_margin;
+  return 0.02 * std::abs(metric.score(clean) - metric.score(floor_value));
 }
 
 Json WalkOptions::fingerprint() const {
@@ -340,6 +356,7 @@ Json WalkOptions::fingerprint() const {
          {"max_extend", max_extend}, {"seed", seed},
          {"batch_size", batch_size}, {"adaptive", adaptive}};
   if (adaptive) j["tolerance"] = tolerance;
+  if (!metric.is_accuracy()) j["metric"] = metric.name();  // accuracy: as before metrics
   return j;
 }
 
@@ -355,7 +372,10 @@ void WalkOptions::validate(int num_sites) const {
   if (batch_size < 1) throw std::invalid_argument("batch size must be >= 1");
   if (grid.values.empty()) throw std::invalid_argument("the sigma grid is empty");
   if (max_extend < 0) throw std::invalid_argument("max-extend must be >= 0");
-  if (!(chance >= 0.0 && chance < 1.0)) throw std::invalid_argument("chance must lie in [0, 1)");
+  if (metric.is_fraction() && !(chance >= 0.0 && chance < 1.0)) {
+    throw std::invalid_argument("chance must lie in [0, 1)");
+  }
+  if (!std::isfinite(chance)) throw std::invalid_argument("chance (the metric's floor) is not finite");
   if (std::isnan(chance_margin)) throw std::invalid_argument("chance margin is NaN");
   if (shard_count < 1 || shard_index < 0 || shard_index >= shard_count) {
     throw std::invalid_argument("shard " + std::to_string(shard_index + 1) + "/" +
@@ -442,6 +462,16 @@ std::string header_line(const Json& fingerprint) {
 
 }  // namespace
 
+namespace {
+// The key of a journal's values: its metric's (a sweep's fingerprint names a metric other than
+// accuracy).
+std::string record_key(const Json& fingerprint) {
+  return fingerprint.is_object() && fingerprint.contains("metric")
+             ? Metric::parse(fingerprint.at("metric").get<std::string>()).key()
+             : std::string("accuracy");
+}
+}  // namespace
+
 WalkJournal::WalkJournal(std::string path, Json fingerprint)
     : path_(std::move(path)), fingerprint_(std::move(fingerprint)) {
   if (std::filesystem::exists(path_)) {
@@ -475,7 +505,7 @@ void WalkJournal::append(const std::vector<WalkRecord>& records) {
   for (const auto& r : records) {
     const auto key = std::make_tuple(r.site, r.sigma, r.repeat);
     if (index_.count(key)) continue;
-    text += r.to_json().dump() + "\n";
+    text += r.to_json(record_key(fingerprint_)).dump() + "\n";
     index_[key] = records_.size();
     records_.push_back(r);
   }
@@ -526,7 +556,9 @@ size_t merge_journals(const std::vector<std::string>& inputs, const std::string&
     }
   }
   std::string text = header_line(fingerprint);
-  for (const auto& key : order) text += merged.at(key).first.to_json().dump() + "\n";
+  for (const auto& key : order) {
+    text += merged.at(key).first.to_json(record_key(fingerprint)).dump() + "\n";
+  }
   write_file_atomic(out, text);
   return order.size();
 }
@@ -546,6 +578,8 @@ struct Unit {
   bool single_point = false;  ///< clean reference: σ = 0 only
 };
 
+// The Walker decides in score units (Metric::score: oriented so that higher is better, in the
+// scale where "halfway" is meant); for accuracy a score is the accuracy itself.
 class Walker {
  public:
   Walker(const WalkOptions& o, double chance_line, double threshold, WalkJournal* journal,
@@ -603,10 +637,10 @@ class Walker {
         out_->push_back(fresh.back());
         ++evaluations_;
       }
-      accs->push_back(out_->back().accuracy);
+      accs->push_back(o_.metric.score(out_->back().accuracy));
     }
     if (journal_ && !fresh.empty()) journal_->append(fresh);
-    progress_.accuracy = mean_of(*accs);
+    progress_.accuracy = o_.metric.from_score(mean_of(*accs));
     advance(static_cast<int64_t>(u.repeats.size()));
     return true;
   }
@@ -741,8 +775,8 @@ class CleanModelEvaluator {
                                                             : model.parameters().front().device();
     for (int64_t b = 0; b < test.size(); b += o.batch_size) {
       const int64_t m = std::min(o.batch_size, test.size() - b);
-      xs_.push_back(test.images.narrow(0, b, m).to(device));
-      ys_.push_back(test.labels.narrow(0, b, m).to(device));
+      xs_.push_back(test.inputs.narrow(0, b, m).to(device));
+      ys_.push_back(test.targets.narrow(0, b, m).to(device));
     }
     n_ = test.size();
   }
@@ -772,8 +806,7 @@ class CleanModelEvaluator {
     const int threads = static_cast<int>(std::max<int64_t>(
         1, std::min<int64_t>(at::get_num_threads(), batches)));
     std::vector<SiteEngine> engines(threads, engine);
-    std::vector<int64_t> correct(threads, 0);
-    std::vector<double> loss(threads, 0.0);
+    std::vector<Metric::Sums> sums(threads);
     const auto run_batch = [&](int t, int64_t b) {
       SiteEngine& e = engines[t];
       torch::Tensor logits;
@@ -788,25 +821,17 @@ class CleanModelEvaluator {
         e.set_forward_index(static_cast<uint64_t>(b) + 1);
         logits = model_.run_from(std::move(s), e);
       }
-      correct[t] += logits.argmax(1).eq(ys_[b]).sum().item<int64_t>();
-      loss[t] += torch::nn::functional::cross_entropy(
-                     logits, ys_[b],
-                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                     .item<double>();
+      sums[t] += o_.metric.measure(logits, ys_[b]);
     };
     parallel_items(batches, threads, run_batch);
-    int64_t right = 0;
-    double loss_sum = 0.0;
-    for (int t = 0; t < threads; ++t) {
-      right += correct[t];
-      loss_sum += loss[t];
-    }
+    Metric::Sums total;
+    for (int t = 0; t < threads; ++t) total += sums[t];
     WalkRecord r;
     r.site = site;
     r.sigma = sigma;
     r.repeat = repeat;
-    r.accuracy = n_ > 0 ? static_cast<double>(right) / static_cast<double>(n_) : 0.0;
-    r.loss = n_ > 0 ? loss_sum / static_cast<double>(n_) : 0.0;
+    r.accuracy = n_ > 0 ? o_.metric.value(total) : 0.0;
+    r.loss = n_ > 0 ? Metric::loss(total) : 0.0;
     return r;
   }
 
@@ -850,14 +875,19 @@ SiteCurveSummary summarize_unit(int site, const std::string& name,
   for (const auto& r : records) {
     if (r.site == site) by_sigma[r.sigma].push_back(r.accuracy);
   }
+  // The midpoint and the early stop in score units (the identity for accuracy).
   std::vector<std::vector<double>> samples;
+  std::vector<double> score_means;
   for (const auto& [s, accs] : by_sigma) {
     c.sigma.push_back(s);
     c.accuracy.push_back(summarize(accs));
-    samples.push_back(accs);
+    std::vector<double> scores;
+    for (double v : accs) scores.push_back(o.metric.score(v));
+    score_means.push_back(mean_of(scores));
+    samples.push_back(std::move(scores));
     if (static_cast<int>(accs.size()) < expected_repeats) c.complete = false;
   }
-  c.midpoint = estimate_midpoint(c.sigma, samples, threshold, 2000,
+  c.midpoint = estimate_midpoint(c.sigma, samples, o.metric.score(threshold), 2000,
                                  mix_seed(o.seed, static_cast<uint64_t>(site + 3)));
   const double last_grid = o.grid.values.back();
   for (double s : c.sigma) {
@@ -865,7 +895,7 @@ SiteCurveSummary summarize_unit(int site, const std::string& name,
   }
   const size_t n = c.sigma.size();
   c.early_stopped = !o.adaptive && n >= 2 && c.sigma.back() < last_grid &&
-                    c.accuracy[n - 1].mean <= chance_line && c.accuracy[n - 2].mean <= chance_line;
+                    score_means[n - 1] <= chance_line && score_means[n - 2] <= chance_line;
   return c;
 }
 
@@ -879,17 +909,26 @@ WalkResult run_units(const std::vector<Unit>& units, const WalkOptions& o, const
   res.chance = chance;
   res.margin = margin;
   res.clean_accuracy = clean_accuracy;
-  res.threshold = 0.5 * (clean_accuracy + chance);
+  res.metric = o.metric;
+  const Metric& metric = o.metric;
+  // Halfway from clean to the floor, in the metric's score scale (accuracy: (clean + chance) / 2).
+  const auto halfway = [&](double clean) {
+    return metric.from_score(0.5 * (metric.score(clean) + metric.score(chance)));
+  };
+  res.threshold = halfway(clean_accuracy);
+  if (std::isnan(margin)) margin = o.margin_between(clean_accuracy, chance, 0);
+  res.margin = margin;
+  double chance_line = metric.score(chance) + margin;
   res.units_total = static_cast<int>(units.size());
   int64_t total = 0;
   {
-    Walker probe(o, chance + margin, res.threshold, nullptr, nullptr, 0);
+    Walker probe(o, chance_line, metric.score(res.threshold), nullptr, nullptr, 0);
     for (size_t u = 0; u < units.size(); ++u) {
       if (static_cast<int>(u) % o.shard_count == o.shard_index) total += probe.unit_budget(units[u]);
     }
   }
   // Clean references first (noisy training): the threshold needs them.
-  Walker walker(o, chance + margin, res.threshold, journal, o.progress, total);
+  Walker walker(o, chance_line, metric.score(res.threshold), journal, o.progress, total);
   std::vector<std::vector<WalkRecord>> per_unit(units.size());
   // With claim(), the k-th unit of this shard is ours when claim() handed out k (claims only
   // grow, so one pass in unit order meets them all).
@@ -912,15 +951,19 @@ WalkResult run_units(const std::vector<Unit>& units, const WalkOptions& o, const
       if (r.site == WalkRecord::kCleanSite) clean.push_back(r.accuracy);
     }
     res.clean_accuracy = mean_of(clean);
-    res.threshold = 0.5 * (res.clean_accuracy + chance);
+    res.threshold = halfway(res.clean_accuracy);
+    if (std::isnan(res.margin)) {  // other metrics under noisy training: now that clean is known
+      res.margin = o.margin_between(res.clean_accuracy, chance, 0);
+      chance_line = metric.score(chance) + res.margin;
+    }
   }
   for (int s : o.sites) {
-    res.sites.push_back(summarize_unit(s, names.at(s), res.records, o, chance + margin,
+    res.sites.push_back(summarize_unit(s, names.at(s), res.records, o, chance_line,
                                        res.threshold, expected_repeats));
   }
   if (o.global) {
     res.global = summarize_unit(WalkRecord::kGlobalSite, "global", res.records, o,
-                                chance + margin, res.threshold, expected_repeats);
+                                chance_line, res.threshold, expected_repeats);
   }
   res.evaluations = walker.evaluations();
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -938,10 +981,11 @@ WalkResult walk_clean_model(ModelImpl& model, const Dataset& test, const WalkOpt
   model.eval();
   const NoiseConfig saved = model.engine().config();
 
-  const double chance = opts.chance > 0.0 ? opts.chance : test.chance();
-  const double margin = opts.margin_for(chance, test.size());
+  const double chance =
+      opts.chance > 0.0 ? opts.chance : opts.metric.floor(test, model.spec().num_classes);
   model.engine().configure(NoiseConfig{});
-  const double clean = run_pass(model, test, opts.batch_size).accuracy;
+  const double clean = run_pass(model, test, opts.batch_size, opts.metric).accuracy;
+  const double margin = opts.margin_between(clean, chance, test.size());
 
   std::vector<Unit> units;
   std::vector<int> reps(opts.repeats);
@@ -974,8 +1018,11 @@ WalkResult walk_noisy_training(const Dataset& train_data, const Dataset& test,
     throw std::invalid_argument("adaptive midpoint search is not available with noisy training");
   }
   if (nt.eval_draws < 1) throw std::invalid_argument("eval draws must be >= 1");
-  const double chance = opts.chance > 0.0 ? opts.chance : test.chance();
-  const double margin = opts.margin_for(chance, test.size());
+  const double chance =
+      opts.chance > 0.0 ? opts.chance : opts.metric.floor(test, nt.spec.num_classes);
+  // Accuracy: from the test size; other metrics: from the clean references, once known.
+  const double margin = opts.metric.is_fraction() ? opts.margin_for(chance, test.size())
+                                                  : std::nan("");
 
   std::vector<Unit> units;
   for (int r = 0; r < opts.repeats; ++r) units.push_back(Unit{WalkRecord::kCleanSite, {r}, true});
@@ -1011,6 +1058,7 @@ WalkResult walk_noisy_training(const Dataset& train_data, const Dataset& test,
     EvalOptions e;
     e.draws = nt.eval_draws;
     e.batch_size = opts.batch_size;
+    e.metric = opts.metric;
     const EvalResult er = evaluate(*model, test, cfg, e);
     WalkRecord rec;
     rec.site = site;

@@ -193,6 +193,7 @@ void add_denoise_command(CLI::App& app) {
                   "Training images for the Taylor (gradient-norm) ranking")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  add_metric_option(*cmd, a->study.metric);
   cmd->add_option("--draws", a->study.eval.draws, "Final evaluation: dynamic-noise draws per chip")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -15,6 +15,7 @@ struct EvalArgs {
   std::string model;
   std::string split = "test";
   std::vector<double> levels;
+  std::string metric;
   std::string json_out, csv_out;
   EvalOptions opts;
   DataArgs data;
@@ -54,6 +55,7 @@ void run(EvalArgs& a) {
   o.noise = a.noise.build(model->site_names());
   if (!a.levels.empty()) o.levels = a.levels;
   o.eval = a.opts;
+  o.metric = a.metric;
   o.split = a.split;
   o.source = a.checkpoint;
   o.noise_description = describe(a.noise, o.noise);
@@ -77,6 +79,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--split", a->split, "train or test")
       ->check(CLI::IsMember({"train", "test"}))
       ->capture_default_str();
+  add_metric_option(*cmd, a->metric);
   cmd->add_option("--draws", a->opts.draws,
                   "Dynamic-noise draws per chip (ignored without dynamic noise)")
       ->check(CLI::PositiveNumber)

@@ -138,7 +138,10 @@ void add_walk_command(CLI::App& app) {
                 "Also the reference curve with the noise on all walked sites at once");
   cmd->add_flag("--no-early-stop", a->no_early_stop,
                 "Evaluate the whole grid (default: a site stops after two points at chance)");
-  cmd->add_option("--chance", a->study.walk.chance, "Chance accuracy (default 1 / classes)")
+  add_metric_option(*cmd, a->study.metric);
+  cmd->add_option("--chance", a->study.walk.chance,
+                  "The metric's floor: chance accuracy (default 1 / classes; for other "
+                  "metrics their floor, docs/walk.md)")
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--chance-margin", a->study.walk.chance_margin,
                   "'At chance' means mean accuracy <= chance + margin (default max(0.02, "

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "quell/dist.h"
+#include "quell/metric.h"
 #include "quell/runtime.h"
 #include "quell/script.h"
 #include "quell/train.h"
@@ -26,7 +27,8 @@ void DataArgs::add(CLI::App& app) {
                  "Directory of the dataset files (default: $QUELL_DATA_DIR/<dataset> if set, else "
                  "/usr/share/datasets/fashion-mnist for fashion-mnist and data/<dataset> for the "
                  "others); for images a folder of class folders, or of train/ and val/ (or test/) "
-                 "folders of class folders (docs/data.md)");
+                 "folders of class folders; for tensors a .pt/.pth/.npz file holding both splits, or a "
+                 "folder of train/test tensor files (docs/data.md)");
   app.add_option("--limit", limit, "Use only the first N samples (after shuffling); 0 = all")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -73,6 +75,21 @@ void DataArgs::add(CLI::App& app) {
                    "($QUELL_CACHE_DIR, else $XDG_CACHE_HOME/quell, else ~/.cache/quell)");
 }
 
+void add_metric_option(CLI::App& cmd, std::string& metric) {
+  cmd.add_option("--metric", metric,
+                 "What is measured: accuracy, top5 (any topK), token-accuracy, cross-entropy, "
+                 "perplexity, mse, relative-mse (default: accuracy for class ids, perplexity "
+                 "for ids per position, mse for real targets; docs/walk.md)")
+      ->check([](const std::string& v) {
+        try {
+          (void)Metric::parse(v);
+          return std::string();
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+      });
+}
+
 void GeometryArgs::add(CLI::App& app) {
   app.add_option("--dataset", dataset,
                  "Input geometry of this dataset (fashion-mnist, mnist: 1x28x28; cifar10/100: "
@@ -83,6 +100,13 @@ void GeometryArgs::add(CLI::App& app) {
   app.add_option("--height", height, "Override input height");
   app.add_option("--width", width, "Override input width");
   app.add_option("--classes", classes, "Override number of classes");
+  app.add_option("--input-shape", input_shape,
+                 "Any other input per sample, e.g. 64 (tokens) or 49x40 (frames x features), "
+                 "for imported models (replaces --dataset's geometry)")
+      ->type_name("DxD...");
+  app.add_option("--input-dtype", input_dtype, "Input dtype with --input-shape")
+      ->check(CLI::IsMember({"float32", "int64"}))
+      ->capture_default_str();
 }
 
 ModelSpec GeometryArgs::spec(const std::string& model) const {
@@ -91,7 +115,29 @@ ModelSpec GeometryArgs::spec(const std::string& model) const {
         "--dataset images has no fixed geometry: give --channels, --height, --width and "
         "--classes");
   }
-  return spec_for_geometry(model, dataset, channels, height, width, classes);
+  ModelSpec spec = spec_for_geometry(model, dataset == "tensors" ? "fashion-mnist" : dataset,
+                                     channels, height, width, classes);
+  if (dataset == "tensors" && input_shape.empty()) {
+    throw std::invalid_argument("--dataset tensors has no fixed geometry: give --input-shape");
+  }
+  if (!input_shape.empty()) {
+    spec.input_shape.clear();
+    std::stringstream ss(input_shape);
+    for (std::string d; std::getline(ss, d, 'x');) {
+      int64_t v = 0;
+      try {
+        v = std::stoll(d);
+      } catch (const std::exception&) {
+        v = 0;
+      }
+      if (v < 1) throw std::invalid_argument("--input-shape " + input_shape + ": expected sizes >= 1 like 64 or 49x40");
+      spec.input_shape.push_back(v);
+    }
+    spec.input_dtype = input_dtype;
+    spec.in_channels = spec.height = spec.width = 0;
+    if (!classes) spec.num_classes = 0;
+  }
+  return spec;
 }
 
 void DataArgs::add_for_checkpoint(CLI::App& app) {

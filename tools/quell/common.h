@@ -62,6 +62,8 @@ struct DataArgs {
 struct GeometryArgs {
   std::string dataset = "fashion-mnist";
   int64_t channels = 0, height = 0, width = 0, classes = 0;
+  std::string input_shape;              ///< "64" or "49x40": any input per sample
+  std::string input_dtype = "float32";  ///< or int64 (token ids)
   void add(CLI::App& app);
   ModelSpec spec(const std::string& model) const;
 };
@@ -98,6 +100,9 @@ PlotFormats parse_figure_formats(const std::string& text);
 
 /// Throws if `path`'s directory does not exist, so a long run fails before it starts.
 void check_writable(const std::string& path);
+
+/// --metric: what the study measures (quell/metric.h), into `metric`.
+void add_metric_option(CLI::App& cmd, std::string& metric);
 
 /// Writes `content` atomically to `path`, or to stdout when path is "-".
 void emit(const std::string& path, const std::string& content);

@@ -1684,4 +1684,72 @@ TEST_F(Cli, ImportedModelsRunThroughEveryCommand) {
                         {"resnet_small.script.pt", "forward fails on a 1x28x28 input"});
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tensor files, a transformer language model, perplexity (docs/data.md, docs/walk.md)
+
+TEST_F(Cli, TensorFilesAndALanguageModelThroughEveryCommand) {
+  // The counting language of test_tasks.cpp: token t+1 = (token t + step) mod 11.
+  auto language = [](int64_t n, uint64_t seed) {
+    auto gen = at::detail::createCPUGenerator(seed);
+    const torch::Tensor start = torch::randint(0, 11, {n, 1}, gen, torch::kLong);
+    const torch::Tensor step = torch::randint(1, 3, {n, 1}, gen, torch::kLong);
+    const torch::Tensor seq = (start + step * torch::arange(9, torch::kLong).view({1, 9})).remainder(11);
+    return std::make_pair(seq.narrow(1, 0, 8).contiguous(), seq.narrow(1, 1, 8).contiguous());
+  };
+  const fs::path data = dir_ / "lm";
+  fs::create_directories(data);
+  const auto [x, y] = language(1024, 1);
+  const auto [tx, ty] = language(256, 2);
+  quell::write_npy((data / "train_inputs.npy").string(), x);
+  quell::write_npy((data / "train_targets.npy").string(), y);
+  quell::write_npy((data / "test_inputs.npy").string(), tx);
+  quell::write_npy((data / "test_targets.npy").string(), ty);
+
+  // sites without data: the input from --input-shape / --input-dtype.
+  RunResult r = run_quell({"sites", "--model", fixture("tiny_lm.script.pt"), "--dataset",
+                           "tensors", "--input-shape", "8", "--input-dtype", "int64"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find("embedding"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("attn.softmax"), std::string::npos) << r;
+
+  // train the imported model on the tensor files (token accuracy as its test accuracy).
+  const fs::path ckpt = dir_ / "lm.pt";
+  r = run_quell({"train", "--model", fixture("tiny_lm.script.pt"), "--dataset", "tensors",
+                 "--data-dir", data.string(), "--epochs", "4", "--lr", "0.01", "--batch-size",
+                 "64", "--out", ckpt.string(), "--threads", kThreads});
+  ASSERT_EQ(r.exit_code, 0) << r;
+
+  // eval and walk on perplexity.
+  r = run_quell({"eval", ckpt.string(), "--noise", "all=add:0.3", "--draws", "2", "--metric",
+                 "perplexity", "--threads", kThreads});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.out.find("perplexity"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("floor 11"), std::string::npos) << r;
+  r = run_quell({"walk", ckpt.string(), "--out", (dir_ / "w").string(), "--sites",
+                 "tok,0.attn.softmax,head", "--grid", "1e-2:1e2", "--per-decade", "2",
+                 "--repeats", "2", "--figures", "none", "--threads", kThreads});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const Json walk = parse_json_file(dir_ / "w" / "walk.json");
+  EXPECT_EQ(walk.at("metric"), "perplexity");  // the default for ids per position
+  EXPECT_DOUBLE_EQ(walk.at("floor").get<double>(), 11.0);
+  EXPECT_LT(walk.at("clean_perplexity").get<double>(), 11.0);
+  EXPECT_EQ(walk.at("sites").size(), 3u);
+  const std::string csv = read_file(dir_ / "w" / "walk.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "site,name,noise,sigma,repeat,perplexity,loss");
+
+  // cost of the imported model without data.
+  r = run_quell({"cost", "--model", fixture("tiny_lm.script.pt"), "--dataset", "tensors",
+                 "--input-shape", "8", "--input-dtype", "int64"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+
+  // Bad input: a metric the targets cannot have, a corrupt tensor file, a missing split.
+  expect_one_line_error(run_quell({"eval", ckpt.string(), "--metric", "mse"}),
+                        {"metric mse", "real values"});
+  expect_one_line_error(run_quell({"eval", ckpt.string(), "--metric", "bleu"}), {"bleu"});
+  write_file(data / "test_targets.npy", "\x93NUMPY garbage");
+  expect_one_line_error(run_quell({"eval", ckpt.string()}), {"test_targets.npy"});
+  fs::remove(data / "test_targets.npy");
+  expect_one_line_error(run_quell({"eval", ckpt.string()}), {"no test split"});
+}
+
 }  // namespace

@@ -73,7 +73,8 @@ struct DataOptions {
   bool image_cache = true;     ///< keep decoded images in memory and in the disk cache
 
   /// The preprocessing of an image dataset, for a checkpoint: {"dataset": "images", "channels",
-  /// "height", "width", "resize", "mean", "stddev"}. For other datasets {"dataset": name}.
+  /// "height", "width", "resize", "mean", "stddev"}; for tensor files {"dataset": "tensors",
+  /// "dir": absolute path}. For other datasets {"dataset": name}.
   Json preprocessing_json() const;
   /// Sets name and the image fields present in `j` (a preprocessing_json()); others stay.
   /// Throws std::runtime_error naming the bad field if `j` is malformed.

@@ -207,7 +207,7 @@ def test_bad_input_raises_pythons_exceptions(checkpoint, test_data, tmp_path):
         quell.evaluate(model, test_data, metric="token-accuracy")
     with pytest.raises(ValueError, match="unknown metric"):
         quell.evaluate(model, test_data, metric="f1")
-    with pytest.raises(ValueError, match="targets must be"):
+    with pytest.raises(ValueError, match="targets must have N = "):
         quell.evaluate(model, (x, y[:-1]))
     with pytest.raises(ValueError, match="model expects"):
         quell.evaluate(model, (torch.zeros(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)))
@@ -223,14 +223,16 @@ def test_bad_input_raises_pythons_exceptions(checkpoint, test_data, tmp_path):
         quell.Model(42)
     with pytest.raises(TypeError, match="quell.Model"):
         quell.evaluate(object(), test_data)
-    # A module that is no classifier: its output is not [N, classes].
+    # A module that is no classifier imports (any output shape), but its output [1, 1, 28, 28]
+    # per sample cannot be scored against class ids.
 
     class NotAClassifier(torch.nn.Module):
         def forward(self, x):
-            return x.unsqueeze(1)
+            return x.unsqueeze(1) * 2
 
-    with pytest.raises(ValueError):
-        quell.Model(NotAClassifier(), example_input=x[:2])
+    odd = quell.Model(NotAClassifier(), example_input=x[:2])
+    with pytest.raises(ValueError, match=r"output \[1, 1, 28, 28\] per sample does not fit class ids"):
+        quell.evaluate(odd, test_data)
     # The walk's journal belongs to another sweep: a one-line error, nothing lost.
     quell.walk(model, test_data, out=str(tmp_path / "j"), sites="1", grid="0.1:1",
                per_decade=1, repeats=1, figures=None, progress=False)

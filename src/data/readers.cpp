@@ -511,6 +511,12 @@ void write_synthetic_idx(const std::string& dir, int64_t n_train, int64_t n_test
 }
 
 Json DataOptions::preprocessing_json() const {
+  if (name == "tensors" && !dir.empty()) {
+    // Tensor files have no usual place: the checkpoint remembers where its data was.
+    std::error_code ec;
+    const fs::path abs = fs::absolute(dir, ec);
+    return Json{{"dataset", name}, {"dir", ec ? dir : abs.lexically_normal().string()}};
+  }
   if (name != kImagesName) return Json{{"dataset", name}};
   return Json{{"dataset", name},  {"channels", channels}, {"height", height}, {"width", width},
               {"resize", resize}, {"mean", mean},         {"stddev", stddev}};
@@ -520,6 +526,7 @@ void DataOptions::apply_preprocessing_json(const Json& j) {
   try {
     if (!j.is_object()) throw std::runtime_error("expected a JSON object, got " + j.dump());
     name = j.at("dataset").get<std::string>();
+    if (name == "tensors" && j.contains("dir") && dir.empty()) dir = j.at("dir").get<std::string>();
     if (name != kImagesName) return;
     const auto size_field = [&](const char* key, int64_t& field) {
       if (!j.contains(key)) return;

@@ -63,6 +63,10 @@ DataOptions DataSelection::resolve(const CheckpointMeta& meta, Split split) cons
   DataOptions o = options;
   o.split = split;
   if (!dataset_set && !meta.dataset.empty()) o.name = meta.dataset;
+  if (o.name == "tensors" && o.dir.empty() && meta.data.is_object() &&
+      meta.data.value("dataset", "") == "tensors" && meta.data.contains("dir")) {
+    o.dir = meta.data.at("dir").get<std::string>();  // where the checkpoint's data was
+  }
   if (o.name != "images") return o;
   // How the checkpoint's images were preprocessed; without a record (trained on another
   // dataset), at least its model's input geometry.
@@ -116,8 +120,14 @@ void check_model_fits(const ModelSpec& spec, const Dataset& data, const std::str
 }
 
 void check_model_fits(const ModelImpl& model, const Dataset& data, const std::string& what) {
+  // The inputs first; when they fit, the output says more than a class count would.
+  const bool integer_inputs = data.inputs.defined() && !data.inputs.is_floating_point();
+  const bool inputs_fit = data.sample_shape() == model.spec().sample_shape() &&
+                          integer_inputs == (model.spec().input_dtype == "int64");
+  if (inputs_fit && !model.nodes().empty()) {
+    check_output_fits(model.nodes().back().shape, data, what);
+  }
   check_model_fits(model.spec(), data, what);
-  if (!model.nodes().empty()) check_output_fits(model.nodes().back().shape, data, what);
 }
 
 ModelSpec spec_for_geometry(const std::string& name, const std::string& dataset,

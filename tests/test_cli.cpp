@@ -1720,7 +1720,7 @@ TEST_F(Cli, TensorFilesAndALanguageModelThroughEveryCommand) {
   ASSERT_EQ(r.exit_code, 0) << r;
 
   // eval and walk on perplexity.
-  r = run_quell({"eval", ckpt.string(), "--noise", "all=add:0.3", "--draws", "2", "--metric",
+  r = run_quell({"eval", "--checkpoint", ckpt.string(), "--noise", "all=add:0.3", "--draws", "2", "--metric",
                  "perplexity", "--threads", kThreads});
   ASSERT_EQ(r.exit_code, 0) << r;
   EXPECT_NE(r.out.find("perplexity"), std::string::npos) << r;
@@ -1743,13 +1743,13 @@ TEST_F(Cli, TensorFilesAndALanguageModelThroughEveryCommand) {
   ASSERT_EQ(r.exit_code, 0) << r;
 
   // Bad input: a metric the targets cannot have, a corrupt tensor file, a missing split.
-  expect_one_line_error(run_quell({"eval", ckpt.string(), "--metric", "mse"}),
+  expect_one_line_error(run_quell({"eval", "--checkpoint", ckpt.string(), "--metric", "mse"}),
                         {"metric mse", "real values"});
-  expect_one_line_error(run_quell({"eval", ckpt.string(), "--metric", "bleu"}), {"bleu"});
+  expect_one_line_error(run_quell({"eval", "--checkpoint", ckpt.string(), "--metric", "bleu"}), {"bleu"});
   write_file(data / "test_targets.npy", "\x93NUMPY garbage");
-  expect_one_line_error(run_quell({"eval", ckpt.string()}), {"test_targets.npy"});
+  expect_one_line_error(run_quell({"eval", "--checkpoint", ckpt.string()}), {"test_targets.npy"});
   fs::remove(data / "test_targets.npy");
-  expect_one_line_error(run_quell({"eval", ckpt.string()}), {"no test split"});
+  expect_one_line_error(run_quell({"eval", "--checkpoint", ckpt.string()}), {"no test split"});
 }
 
 }  // namespace

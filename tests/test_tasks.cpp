@@ -368,6 +368,27 @@ TEST(SequenceModels, EvalStudyReportsInTheMetricsTerms) {
   EXPECT_NE(error_of([&] { run_eval_study(m, data, o); }).find("class ids"), std::string::npos);
 }
 
+TEST(SequenceModels, PositionBlocksActOnEachPositionAlone) {
+  const BlockSpec spec = BlockSpec::parse("auto:r=4");
+  EXPECT_EQ(spec.resolve({8, 16}), "position");
+  EXPECT_EQ(spec.resolve({6, 28, 28}), "bottleneck");
+  EXPECT_EQ(spec.resolve({120}), "mlp");
+  EXPECT_EQ(spec.params({8, 16}), (16 * 4 + 4) + (4 * 16 + 16));
+  torch::manual_seed(3);
+  Denoiser block(BlockSpec::parse("position:r=4"), std::vector<int64_t>{8, 16});
+  for (auto& p : block->parameters()) {
+    torch::NoGradGuard ng;
+    p.normal_();  // the last layer starts at zero (identity): make it do something
+  }
+  const torch::Tensor x = torch::randn({2, 8, 16});
+  torch::Tensor x2 = x.clone();
+  x2[0][5] += 1.0;  // change one position
+  const torch::Tensor y = block->forward(x), y2 = block->forward(x2);
+  EXPECT_FALSE(torch::allclose(y[0][5], y2[0][5]));
+  EXPECT_TRUE(torch::equal(y.narrow(1, 0, 5), y2.narrow(1, 0, 5)));  // the others are untouched
+  EXPECT_TRUE(torch::equal(y[1], y2[1]));
+}
+
 TEST(SequenceModels, MismatchedDataIsRefusedWithTheShapes) {
   Model m = import("tiny_lm.script.pt", {8}, "int64");
   const Dataset wrong_length = dataset_from_tensors(torch::zeros({4, 6}, torch::kLong),

@@ -99,8 +99,9 @@ def test_token_accuracy_denoising_of_a_language_model(language_model, tmp_path):
     assert "unmitigated" in rows, rows.keys()
     taylor = [row for name, row in rows.items() if name.startswith("taylor")]
     assert taylor, rows.keys()
-    # Blocks at [T, D] sites act per position ("position" blocks).
-    assert "position" in taylor[0]["placement"], taylor[0]["placement"]
+    # No block sits on the token ids (integer values take no noise).
+    assert "input" not in {c["name"] for c in r.to_dict()["candidates"]}
+    assert taylor[0]["drop_vs_clean_points"] < rows["unmitigated"]["drop_vs_clean_points"], rows
     assert "token accuracy" in r.table()
     with pytest.raises(ValueError, match="maximise an accuracy"):
         quell.denoise(model, (x, y), (tx, ty), noise="all=add:0.3", metric="perplexity",

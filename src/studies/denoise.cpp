@@ -30,7 +30,11 @@ torch::Device device_of(const ModelImpl& model) {
 // Restores requires_grad flags, the blocks' switch and the observers on scope exit.
 class FreezeGuard {
  public:
-  explicit FreezeGuard(ModelImpl& model) : model_(model), was_training_(model.is_training()) {
+  /// freeze = false keeps the parameters' flags (a model fed token ids needs them to carry
+  /// gradients to its sites; autograd::grad still writes no parameter's .grad).
+  explicit FreezeGuard(ModelImpl& model, bool freeze = true)
+      : model_(model), was_training_(model.is_training()) {
+    if (!freeze) return;
     for (auto& p : model.backbone_parameters()) {
       saved_.emplace_back(p, p.requires_grad());
       p.requires_grad_(false);
@@ -187,7 +191,8 @@ std::vector<SiteSensitivity> taylor_sensitivity(ModelImpl& model, const Dataset&
                                                 int64_t max_samples, int64_t batch_size) {
   if (data.size() == 0) throw std::invalid_argument("calibration set is empty");
   const torch::Device device = device_of(model);
-  FreezeGuard guard(model);
+  // Integer inputs (token ids) carry no gradient: the sites get theirs through the parameters.
+  FreezeGuard guard(model, data.inputs.is_floating_point());
   model.eval();
   model.set_denoisers_enabled(false);
   const int n_sites = model.num_sites();
@@ -204,7 +209,18 @@ std::vector<SiteSensitivity> taylor_sensitivity(ModelImpl& model, const Dataset&
     const torch::Tensor logits = model.forward(x, engine);
     // Summed loss: row n of its gradient at a site is the gradient of sample n's own loss.
     const torch::Tensor loss = task_loss_sum(logits, y);
-    const auto grads = torch::autograd::grad({loss}, at, {}, false, false, /*allow_unused=*/true);
+    std::vector<torch::Tensor> wrt;  // the sites whose values carry gradients
+    std::vector<int> wrt_site;
+    for (int s = 0; s < n_sites; ++s) {
+      const auto& v = at[static_cast<size_t>(s)];
+      if (v.defined() && v.requires_grad()) {
+        wrt.push_back(v);
+        wrt_site.push_back(s);
+      }
+    }
+    const auto found = torch::autograd::grad({loss}, wrt, {}, false, false, /*allow_unused=*/true);
+    std::vector<torch::Tensor> grads(static_cast<size_t>(n_sites));
+    for (size_t i = 0; i < wrt.size(); ++i) grads[static_cast<size_t>(wrt_site[i])] = found[i];
     for (int s = 0; s < n_sites; ++s) {
       const auto& g = grads[static_cast<size_t>(s)];
       if (g.defined()) {

@@ -136,6 +136,10 @@ Checked check_with(ModelImpl& backbone, const DenoiseStudyOptions& opts) {
   c.sites = select_sites(opts.sites, backbone.site_names());
   const BlockSpec block_kind = BlockSpec::parse(opts.block);
   const auto info = backbone.sites();
+  // Integer values (token ids) take no noise: no block after them.
+  c.sites.erase(std::remove_if(c.sites.begin(), c.sites.end(),
+                               [&](int s) { return !info[static_cast<size_t>(s)].floating; }),
+                c.sites.end());
   for (int s : c.sites) {
     std::set<std::string> seen;
     for (int r : opts.ratios) {

@@ -113,9 +113,11 @@ Checked check_with(ModelImpl& model, const PlanStudyOptions& opts) {
       }
     }
   }
+  const auto info = model.sites();
   for (int s : select_sites(opts.sites, names)) {
     const auto it = noise.sites.find(s);
     if (it == noise.sites.end()) continue;
+    if (!info[static_cast<size_t>(s)].floating) continue;  // token ids: no noise to repeat
     const bool dynamic = std::any_of(it->second.noise.begin(), it->second.noise.end(),
                                      [](const NoiseSpec& n) {
                                        return !n.is_zero() && n.temporal == Temporal::kDynamic;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "quell/cost.h"
 #include "quell/eval_study.h"
 #include "quell/load.h"
 #include "quell/metric.h"
@@ -366,6 +367,18 @@ TEST(SequenceModels, EvalStudyReportsInTheMetricsTerms) {
   // A metric that does not fit the targets is refused before any evaluation.
   o.metric = "accuracy";
   EXPECT_NE(error_of([&] { run_eval_study(m, data, o); }).find("class ids"), std::string::npos);
+}
+
+TEST(SequenceModels, RecurrentLayersAreCostedOnTheCrossbars) {
+  Model m = import("tiny_lstm.script.pt", {5, 6}, "float32");
+  const CostReport r = estimate_cost(*m, hardware_preset("isaac"));
+  const auto it = std::find_if(r.layers.begin(), r.layers.end(),
+                               [](const LayerCost& l) { return l.op == "lstm"; });
+  ASSERT_NE(it, r.layers.end());
+  EXPECT_EQ(it->unit, "analog");
+  // 5 steps of [x_t, h_{t-1}] (6 + 8) times the stacked gates (4 x 8).
+  EXPECT_EQ(it->weights, 32 * 14);
+  EXPECT_EQ(it->macs, 5 * 32 * 14);
 }
 
 TEST(SequenceModels, PositionBlocksActOnEachPositionAlone) {

@@ -34,6 +34,8 @@ struct WalkPlotData {
   double chance = 0.1;                   ///< the metric's floor
   std::string metric_label = "accuracy";  ///< y axis (and colour bar) label
   double y_lo = 0.0, y_hi = 1.0;         ///< the metric's axis range
+  bool log_y = false;                    ///< logarithmic metric axis (perplexity)
+  std::string floor_label = "chance";    ///< the floor line's name in the legend
   bool higher_is_better = true;          ///< false: the heatmap's palette runs the other way
   std::vector<SiteCurve> sites;          ///< one per walked site, network order
   std::vector<SiteCurve> reference;      ///< optional: global-noise curve(s)

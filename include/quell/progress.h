@@ -14,7 +14,8 @@ struct Progress {
   int64_t total = 0;
   std::string what;  ///< short label ("eval", "epoch 3/10", ...)
   double loss = 0.0;
-  double accuracy = 0.0;
+  double accuracy = 0.0;       ///< the metric's value (accuracy unless value_label says other)
+  std::string value_label = "acc";  ///< its short name for progress lines ("ppl", "mse", ...)
 };
 using ProgressFn = std::function<void(const Progress&)>;
 

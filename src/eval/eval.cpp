@@ -96,6 +96,7 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
   Progress progress;
   progress.total = static_cast<int64_t>(chips) * draws;
   progress.what = "eval";
+  if (!opts.metric.is_accuracy()) progress.value_label = opts.metric.key();
   const int ranks = opts.distributed ? dist::size() : 1;
   const int rank = opts.distributed ? dist::rank() : 0;
   auto mine = [&](int c, int d) { return (c * draws + d) % ranks == rank; };

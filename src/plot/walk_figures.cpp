@@ -77,6 +77,7 @@ std::string curve_axes(const SigmaAxis& axis, const WalkPlotData& data, int max_
   std::ostringstream s;
   s << "set xrange [" << num(axis.lo) << ":" << num(axis.hi) << "]\n";
   s << "set yrange [" << num(data.y_lo) << ":" << num(data.y_hi) << "]\n";
+  s << (data.log_y ? "set logscale y 10\n" : "unset logscale y\n");
   if (axis.log) {
     s << "set logscale x 10\n" << log_tics("x", axis.lo, axis.hi, max_labels);
   } else {
@@ -209,7 +210,8 @@ FigureScript curves_single(const WalkPlotData& data, const SigmaAxis& axis,
       "NaN with filledcurves fc rgb '#888888' fs transparent solid 0.3 noborder title '95% band'");
   elements.push_back(std::string("NaN with lines ") + kCleanStyle + " title " +
                      gp_string("clean " + data.metric_label));
-  elements.push_back(std::string("NaN with lines ") + kChanceStyle + " title 'chance'");
+  elements.push_back(std::string("NaN with lines ") + kChanceStyle + " title " +
+                     gp_string(data.floor_label));
   elements.push_back("NaN with lines lc rgb '#888888' lw 1.5 title 'midpoint (shade: interval)'");
   s << join_plot(elements);
   fig.body = s.str();
@@ -299,7 +301,7 @@ FigureScript curves_grid(const WalkPlotData& data, const SigmaAxis& axis, const 
       "NaN with filledcurves fc rgb '" + std::string(kMeanColor) +
           "' fs transparent solid 0.25 noborder title '95% band'",
       std::string("NaN with lines ") + kCleanStyle + " title 'clean'",
-      std::string("NaN with lines ") + kChanceStyle + " title 'chance'",
+      std::string("NaN with lines ") + kChanceStyle + " title " + gp_string(data.floor_label),
       "NaN with lines lc rgb '" + std::string(kMidColor) + "' lw 1.5 title 'midpoint ± interval'",
   };
   if (!files.refs.empty()) {

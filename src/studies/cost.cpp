@@ -552,6 +552,13 @@ Json CostReport::to_json() const {
 
 namespace {
 
+// An imported recurrent layer's output (lstm, gru, rnn): its products run on the crossbars.
+bool is_recurrent(const Node& node) {
+  return node.op == OpType::kScript &&
+         (node.label == "lstm" || node.label == "gru" || node.label == "rnn") &&
+         node.param_count > 0 && !node.shape.empty();
+}
+
 // Digital cost of an imported op without an analog weight (by its label).
 template <typename Digital>
 void script_digital_cost(const Node& node, int64_t in_elems, LayerCost& c, Digital&& digital) {
@@ -600,20 +607,31 @@ LayerCost node_cost(const ModelImpl& model, int i, const HardwareConfig& hw) {
       c.sram_pj = static_cast<double>(c.activations) * act_bytes * buf;
       break;
     case OpType::kScript:
-      if (!node.weight.defined()) {
+      if (!node.weight.defined() && !is_recurrent(node)) {
         script_digital_cost(node, in_elems, c, digital);
         break;
       }
-      [[fallthrough]];  // a conv, linear or matmul with a weight: on the crossbars
+      [[fallthrough]];  // a conv, linear or matmul with a weight, a recurrent layer: crossbars
     case OpType::kConv:
     case OpType::kLinear: {
       c.unit = "analog";
-      const torch::Tensor& w = node.op == OpType::kScript ? node.weight
-                               : node.op == OpType::kConv ? node.conv->weight
-                                                          : node.linear->weight;
-      const int64_t n_out = w.size(0);
-      const int64_t fan_in = w.numel() / n_out;
-      const int64_t positions = c.activations / n_out;  // output pixels (1 for linear)
+      int64_t n_out = 0, fan_in = 0, positions = 0;
+      if (node.op == OpType::kScript && is_recurrent(node)) {
+        // Every step multiplies [x_t, h_{t-1}] by the stacked gate weights [g·H, F + H]
+        // (g = 4 LSTM, 3 GRU, 1 RNN), with two bias vectors of g·H: fan-in from the parameter
+        // count (exact for one unidirectional layer), one position per step.
+        const int64_t gates = node.label == "lstm" ? 4 : node.label == "gru" ? 3 : 1;
+        n_out = gates * node.shape.back();
+        fan_in = std::max<int64_t>(1, node.param_count / n_out - 2);
+        positions = node.shape.size() >= 2 ? node.shape[0] : 1;
+      } else {
+        const torch::Tensor& w = node.op == OpType::kScript ? node.weight
+                                 : node.op == OpType::kConv ? node.conv->weight
+                                                            : node.linear->weight;
+        n_out = w.size(0);
+        fan_in = w.numel() / n_out;
+        positions = c.activations / n_out;  // output pixels (1 for linear)
+      }
       const int64_t cols_needed = n_out * hw.weight_slices();
       const int64_t row_tiles = ceil_div(fan_in, hw.array_rows);
       const int64_t col_tiles = ceil_div(cols_needed, hw.array_cols);

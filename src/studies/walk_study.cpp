@@ -510,16 +510,25 @@ WalkPlotData WalkReport::plot_data() const {
   d.metric_label = result.metric.label();
   d.higher_is_better = result.metric.higher_is_better();
   if (!result.metric.is_fraction()) {
-    // From the best to the worst mean seen, clean and floor included, with a little room.
-    double lo = std::min(result.clean_accuracy, result.chance), hi = std::max(result.clean_accuracy, result.chance);
+    // From the best value seen (clean included) to a little past the floor: noise can make a
+    // model far worse than the floor (perplexities of 1e9), which would flatten every curve;
+    // points beyond are clipped. Perplexity on a log axis (its midpoint scale).
+    const Metric& m = result.metric;
+    d.floor_label = "floor";
+    d.log_y = m.kind() == Metric::Kind::kPerplexity;
+    const double clean = result.clean_accuracy, floor = result.chance;
+    double lo = std::min(clean, floor), hi = std::max(clean, floor);
     for (const auto& c : result.sites) {
       for (const auto& a : c.accuracy) {
         if (std::isfinite(a.mean)) lo = std::min(lo, a.mean), hi = std::max(hi, a.mean);
       }
     }
+    // Half the clean-to-floor distance past the floor, in the metric's score scale.
+    const double beyond = m.from_score(m.score(floor) - 0.5 * (m.score(clean) - m.score(floor)));
+    if (std::isfinite(beyond)) hi = std::min(hi, std::max(beyond, floor));
     if (std::isfinite(lo) && std::isfinite(hi) && hi > lo) {
-      d.y_lo = result.metric.kind() == Metric::Kind::kPerplexity ? lo * 0.95 : lo - 0.05 * (hi - lo);
-      d.y_hi = hi + 0.05 * (hi - lo);
+      d.y_lo = d.log_y ? lo / 1.1 : lo - 0.05 * (hi - lo);
+      d.y_hi = d.log_y ? hi * 1.1 : hi + 0.05 * (hi - lo);
     }
   }
   auto curve = [](const SiteCurveSummary& c) {

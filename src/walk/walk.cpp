@@ -588,6 +588,7 @@ class Walker {
         progress_fn_(std::move(progress)) {
     progress_.total = total;
     progress_.what = "walk";
+    if (!o.metric.is_accuracy()) progress_.value_label = o.metric.key();
   }
 
   /// Walks one unit; `eval` null = only read the journal. Returns false if the journal lacked

@@ -320,18 +320,18 @@ ProgressFn progress_bar(const std::string& label) {
       const int filled = static_cast<int>(frac * width);
       std::string bar(filled, '#');
       bar += std::string(width - filled, '.');
-      std::snprintf(line, sizeof line, "\r%s %s [%s] %3.0f%% %sacc %.4f ETA %5.0fs ",
+      std::snprintf(line, sizeof line, "\r%s %s [%s] %3.0f%% %s%s %.4g ETA %5.0fs ",
                     label.c_str(), p.what.c_str(), bar.c_str(), 100 * frac, loss_str(p).c_str(),
-                    p.accuracy, eta);
+                    p.value_label.c_str(), p.accuracy, eta);
       std::fputs(line, stderr);
       if (p.done >= p.total) std::fputs("\n", stderr);
     } else {
       const int pct = static_cast<int>(frac * 10) * 10;  // a plain line every 10%
       if (pct == *last_pct && p.done < p.total) return;
       *last_pct = pct;
-      std::snprintf(line, sizeof line, "%s %s %3d%% %sacc %.4f elapsed %.0fs ETA %.0fs\n",
-                    label.c_str(), p.what.c_str(), pct, loss_str(p).c_str(), p.accuracy, elapsed,
-                    eta);
+      std::snprintf(line, sizeof line, "%s %s %3d%% %s%s %.4g elapsed %.0fs ETA %.0fs\n",
+                    label.c_str(), p.what.c_str(), pct, loss_str(p).c_str(),
+                    p.value_label.c_str(), p.accuracy, elapsed, eta);
       std::fputs(line, stderr);
     }
     std::fflush(stderr);

@@ -274,6 +274,10 @@ TEST(SequenceModels, RecurrentOutputsAreSitesScriptedAndTraced) {
     ASSERT_NE(it, sites.end()) << file;
     EXPECT_EQ(it->shape, (std::vector<int64_t>{5, 8})) << file;
     EXPECT_EQ(it->params, (gru ? 3 : 4) * 8 * (6 + 8 + 2)) << file;  // W_ih, W_hh, 2 biases
+    for (const auto& u : m->script_info()->unplaced) {
+      EXPECT_EQ(u.op.find("aten::lstm"), std::string::npos) << file;  // its output is the site
+      EXPECT_EQ(u.op.find("aten::gru"), std::string::npos) << file;
+    }
     m->eval();
     torch::NoGradGuard ng;
     const std::string key = gru ? "gru" : "lstm";
@@ -339,6 +343,40 @@ TEST(SequenceModels, TrainsWithTheTaskLossAndWalksOnPerplexity) {
     EXPECT_NEAR(rc.sites[i].midpoint.value, r.sites[i].midpoint.value,
                 1e-6 * r.sites[i].midpoint.value);
   }
+}
+
+TEST(SequenceModels, NoisyTrainingWalksOnMse) {
+  // Setting 2 with an imported regressor: each unit starts from the file's weights, trains with
+  // the noise on and is measured in MSE; the midpoint is where MSE is halfway to the variance.
+  auto gen = at::detail::createCPUGenerator(4);
+  const torch::Tensor x = torch::randn({256, 4}, gen);
+  const Dataset data = dataset_from_tensors(x, torch::tanh(x.narrow(1, 0, 2)) * 2.0);
+  ModelSpec spec;
+  spec.name = fixture("tiny_regressor.script.pt");
+  spec.input_shape = {4};
+  spec.in_channels = spec.height = spec.width = 0;
+  spec.num_classes = 0;
+  Model probe = load_script_model(spec);
+  NoisyTrainingOptions nt;
+  nt.spec = probe->spec();
+  nt.train.epochs = 3;
+  nt.train.lr = 0.01;
+  nt.train.batch_size = 32;
+  WalkOptions w;
+  w.sites = {2};  // the tanh
+  w.noise = WalkNoise::parse("add");
+  w.grid = SigmaGrid::parse("0.1,1,10,100");
+  w.repeats = 2;
+  w.metric = resolve_metric("", data, 2);
+  EXPECT_EQ(w.metric.name(), "mse");
+  const WalkResult r = walk_noisy_training(data, data, nt, w, probe->site_names());
+  EXPECT_EQ(r.metric.name(), "mse");
+  EXPECT_GT(r.chance, 0.5);  // the targets' variance
+  EXPECT_LT(r.clean_accuracy, r.chance);  // trained: below the variance
+  EXPECT_TRUE(std::isfinite(r.margin));
+  ASSERT_EQ(r.sites.size(), 1u);
+  const auto& c = r.sites[0];
+  EXPECT_GT(c.accuracy.back().mean, c.accuracy.front().mean);  // more noise, larger MSE
 }
 
 TEST(SequenceModels, EvalStudyReportsInTheMetricsTerms) {

@@ -108,6 +108,20 @@ def test_token_accuracy_denoising_of_a_language_model(language_model, tmp_path):
                       progress=False)
 
 
+def test_planning_repetitions_for_a_language_model(language_model):
+    x, y = counting_language(512, 5)
+    tx, ty = counting_language(256, 6)
+    model = quell.Model(language_model, example_input=x[:2])
+    r = quell.plan(model, (x, y), (tx, ty), noise="all=add:0.3:rel=std", schemes=("uniform",),
+                   mean_repeats=(2,), search="none", val_size=128, draws=2, figures=None,
+                   progress=False)
+    assert r.metric == "token-accuracy"
+    assert "clean token accuracy" in r.table() and "accuracy " not in r.table().replace(
+        "token accuracy", "")
+    assert r.to_dict()["clean_token_accuracy"] > 0.5
+    assert "input" not in [s["name"] for s in r.to_dict()["planned_sites"]]
+
+
 def test_an_lstm_classifier_and_a_regressor():
     g = torch.Generator().manual_seed(5)
     frames = torch.randn(512, 6, 4, generator=g)

@@ -791,9 +791,14 @@ struct Importer {
         }
       }
     };
+    std::set<const jit::Node*> marked;  // recurrent ops whose output sequence is a site
+    for (const auto& [mark, label] : recurrent) marked.insert(mark->input(0)->node());
     for (const jit::Node* n : tops) {
       nested(n);
-      if (sites.count(n) || recomputable(n) || has_effects(n) || !n->blocks().empty()) continue;
+      if (sites.count(n) || marked.count(n) || recomputable(n) || has_effects(n) ||
+          !n->blocks().empty()) {
+        continue;
+      }
       bool tensor = false;
       for (const jit::Value* v : n->outputs()) tensor = tensor || is_tensor(v);
       if (!tensor) continue;

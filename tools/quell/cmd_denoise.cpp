@@ -116,8 +116,8 @@ void add_denoise_command(CLI::App& app) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--block", a->study.block,
-                  "Block kind: auto (bottleneck on conv sites, mlp on vector sites) | "
-                  "bottleneck | mlp | channel")
+                  "Block kind: auto (bottleneck on [C,H,W] sites, position on [T,D] sites, mlp "
+                  "on others) | bottleneck | mlp | position | channel")
       ->capture_default_str();
   cmd->add_option("--ratios", a->study.ratios,
                   "Reduction ratios r the search may use per block (comma-separated; the "
@@ -193,7 +193,7 @@ void add_denoise_command(CLI::App& app) {
                   "Training images for the Taylor (gradient-norm) ranking")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  add_metric_option(*cmd, a->study.metric);
+  add_metric_option(*cmd, a->study.metric, true);
   cmd->add_option("--draws", a->study.eval.draws, "Final evaluation: dynamic-noise draws per chip")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -136,7 +136,7 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--denoise-report", args->study.denoise_report,
                   "A quell denoise report.json for the same checkpoint and noise: its "
                   "mitigations join the comparison, costed with the same hardware model");
-  add_metric_option(*cmd, args->study.metric);
+  add_metric_option(*cmd, args->study.metric, true);
   cmd->add_option("--draws", args->study.eval.draws, "Noise draws per chip in the test evaluation")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -75,11 +75,15 @@ void DataArgs::add(CLI::App& app) {
                    "($QUELL_CACHE_DIR, else $XDG_CACHE_HOME/quell, else ~/.cache/quell)");
 }
 
-void add_metric_option(CLI::App& cmd, std::string& metric) {
+void add_metric_option(CLI::App& cmd, std::string& metric, bool search) {
   cmd.add_option("--metric", metric,
-                 "What is measured: accuracy, top5 (any topK), token-accuracy, cross-entropy, "
-                 "perplexity, mse, relative-mse (default: accuracy for class ids, perplexity "
-                 "for ids per position, mse for real targets; docs/walk.md)")
+                 search ? "What the search maximises and the report shows: accuracy, top5 (any "
+                          "topK) or token-accuracy (default: accuracy for class ids, "
+                          "token-accuracy for ids per position; docs/walk.md)"
+                        : "What is measured: accuracy, top5 (any topK), token-accuracy, "
+                          "cross-entropy, perplexity, mse, relative-mse (default: accuracy for "
+                          "class ids, perplexity for ids per position, mse for real targets; "
+                          "docs/walk.md)")
       ->check([](const std::string& v) {
         try {
           (void)Metric::parse(v);

@@ -101,8 +101,9 @@ PlotFormats parse_figure_formats(const std::string& text);
 /// Throws if `path`'s directory does not exist, so a long run fails before it starts.
 void check_writable(const std::string& path);
 
-/// --metric: what the study measures (quell/metric.h), into `metric`.
-void add_metric_option(CLI::App& cmd, std::string& metric);
+/// --metric: what the study measures (quell/metric.h), into `metric`; `search`: a study whose
+/// searches maximise it (denoise, plan: accuracies only).
+void add_metric_option(CLI::App& cmd, std::string& metric, bool search = false);
 
 /// Writes `content` atomically to `path`, or to stdout when path is "-".
 void emit(const std::string& path, const std::string& content);

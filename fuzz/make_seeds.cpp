@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
   // ---- Images: a Fashion-MNIST image as every PNG colour type and bit depth, and as JPEG.
   {
     const auto gray = real_images[0].contiguous();  // [1, 28, 28]
-    const auto rgb = torch::cat({gray, 255 - gray, gray / 2}, 0).contiguous();
+    const auto rgb = torch::cat({gray, 255 - gray, (gray / 2).to(torch::kUInt8)}, 0).contiguous();
     const auto small = rgb.slice(1, 3, 10).slice(2, 5, 17).contiguous();  // 7 x 12
     const std::string geom_a("\x01\x10\x10\x80", 4), geom_b("\x02\x1b\x09\x03", 4);
     auto png = [&](const std::string& name, const torch::Tensor& t, bool palette = false) {
@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
     png("gray-alpha.png", torch::cat({gray, gray}, 0));
     png("rgb.png", rgb);
     png("rgba.png", torch::cat({rgb, gray}, 0));
-    png("palette.png", (rgb / 64) * 64, true);
+    png("palette.png", ((rgb / 64).floor() * 64).to(torch::kUInt8), true);
     png("gray16.png", gray.to(torch::kInt32) * 257);
     png("small.png", small);
     for (int q : {50, 95}) {
@@ -126,10 +126,10 @@ int main(int argc, char** argv) {
   const std::vector<std::string> rule_seeds = {
       "all\nall=add:0.1:rel=std",
       "conv1,conv2\nconv1,conv2=mul:0.1:static+add:0.05\nadc all=8\nrepeat conv1=4",
-      "0-3\n1-4=add:0.25:static:rel=std+add:0.125:rel=std\nweight add:0.05:rel=std",
-      "1\nall=muladd:0.3:r=0.25\nspec mul:0.1:aging=2\ngrid 1e-2:1e4\nwalk addmul:r=0.3:rel=range",
+      "0-3\n1-4=add:0.25:static:rel=std+add:0.125:rel=std\nweight 0.05:range:mul",
+      "1\nall=muladd:0.3/0.25:rel=std\n3-5=add:0.1:aging:age=4:nu=1\nspec mul:0.1:aging:ref=2\ngrid 1e-2:1e4\nwalk addmul:r=0.3:rel=range",
       "fc1\nfc1=add:0.5:rel=range\ngrid 0:2:0.1\nwalk add:static\nblock bottleneck:4",
-      "all\nadc 0-15=4\nrepeat all=2\ngrid 0.1,0.3,1\nblock mlp",
+      "all\nweight 0.02\nadc 0-15=4\nrepeat all=2\ngrid 0.1,0.3,1\nblock mlp",
   };
   int n = 0;
   for (const auto& s : rule_seeds) seed("noise_rules", "rules" + std::to_string(n++), s);
@@ -231,7 +231,7 @@ int main(int argc, char** argv) {
   p.out = (tmp / "plan").string();
   p.figures = {false, false};
   run_plan_study(model, train, test, p);
-  seed_file("reports", "plan-report.json", tmp / "plan" / "report.json");
+  seed_file("reports", "plan.json", tmp / "plan" / "plan.json");
   if (fs::exists(tmp / "plan" / "journal.jsonl")) {
     seed_file("study_journal", "plan.jsonl", tmp / "plan" / "journal.jsonl");
   }

@@ -238,7 +238,7 @@ inline void noise_json(const uint8_t* data, size_t size) {
   (void)c.scaled(0.5).to_json(names);
 }
 
-/// walk.json, a denoise report.json and a plan report.json: each reader on every input, then
+/// walk.json, a denoise report.json and a plan.json: each reader on every input, then
 /// the report's writers (to_json, csv, table) on what was read.
 inline void reports(const uint8_t* data, size_t size) {
   const std::string path = write_input(data, size, "report.json");

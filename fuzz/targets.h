@@ -16,6 +16,8 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
+#include <tuple>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -36,22 +38,24 @@
 
 namespace quell::fuzz {
 
-/// A scratch directory of this process for the files the readers open.
+/// A scratch directory of this process for the files the readers open, removed at exit.
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  // Never destroyed: the exit handler below still needs it.
+  static const std::string* dir = [] {
     const char* base = std::getenv("QUELL_FUZZ_TMP");
     std::filesystem::path root = base ? base
                                  : std::filesystem::exists("/dev/shm") ? "/dev/shm"
                                                                        : "/tmp";
     auto d = root / ("quell-fuzz-" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
+    auto* s = new std::string(d.string());
     std::atexit([] {
       std::error_code ec;
       std::filesystem::remove_all(scratch_dir(), ec);
     });
-    return d.string();
+    return s;
   }();
-  return dir;
+  return *dir;
 }
 
 /// Writes `data` to <scratch>/<name> and returns the path.
@@ -284,9 +288,12 @@ inline void walk_journal(const uint8_t* data, size_t size) {
   extra.sigma = 0.5;
   extra.accuracy = 0.25;
   j.append({extra});
+  // read() returns every line (a record present twice too); the journal holds each key once.
   auto [fp2, again] = WalkJournal::read(path);
-  if (again.size() != j.records().size()) {
-    throw std::logic_error("fuzz: a walk journal reads back " + std::to_string(again.size()) +
+  std::set<std::tuple<int, double, int>> keys;
+  for (const auto& r : again) keys.insert({r.site, r.sigma, r.repeat});
+  if (keys.size() != j.records().size() || fp2 != fingerprint) {
+    throw std::logic_error("fuzz: a walk journal reads back " + std::to_string(keys.size()) +
                            " records after holding " + std::to_string(j.records().size()));
   }
 }

@@ -25,8 +25,9 @@ if [ ! -f "$BUILD/build.ninja" ]; then
 fi
 cmake --build "$BUILD" -j "$(nproc)" --target fuzz_all >&2
 
-# LibTorch is not instrumented: its one-time allocations that live until exit are not leaks.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
+# Leaks proven to lie inside LibTorch (each with its reason in the file).
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan.supp}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export OMP_NUM_THREADS=1
 SEEDS=$BUILD/fuzz-seeds

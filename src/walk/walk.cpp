@@ -412,7 +412,8 @@ JournalContent read_journal(const std::string& path) {
                                " is not valid JSON (corrupt walk journal)");
     }
     if (line_no == 1) {
-      if (!j.is_object() || j.value("quell_walk_journal", 0) != kJournalVersion ||
+      // Compared as a JSON value: value() would throw nlohmann's type_error on another type.
+      if (!j.is_object() || j["quell_walk_journal"] != Json(kJournalVersion) ||
           !j.contains("fingerprint")) {
         throw std::runtime_error(path + ": not a quell walk journal (version " +
                                  std::to_string(kJournalVersion) + ")");

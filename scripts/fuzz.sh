@@ -23,9 +23,12 @@ if [ ! -f "$BUILD/build.ninja" ]; then
     -DQUELL_WITH_MPI=OFF -DOpenMP_CXX_FLAGS=-fopenmp=libgomp -DOpenMP_CXX_LIB_NAMES=gomp \
     -DOpenMP_gomp_LIBRARY="$(g++ -print-file-name=libgomp.so)" >&2
 fi
-cmake --build "$BUILD" -j "$(nproc)" --target fuzz_all >&2
+# QUELL_FUZZ_SKIP_BUILD=1 runs the targets as built (a commit alone would rebuild and relink).
+[ -n "${QUELL_FUZZ_SKIP_BUILD:-}" ] || cmake --build "$BUILD" -j "$(nproc)" --target fuzz_all >&2
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
+# Full stacks for allocations made inside the uninstrumented LibTorch, so that LSan suppressions
+# can match their frames.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:fast_unwind_on_malloc=0}
 # Leaks proven to lie inside LibTorch (each with its reason in the file).
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan.supp}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
@@ -56,8 +59,8 @@ for t in "${TARGETS[@]}"; do
   "$BUILD/fuzz/fuzz_$t" -max_total_time="$SECS" -timeout="$timeout" -rss_limit_mb=4096 \
     -print_final_stats=1 -artifact_prefix="$findings/" "${dict[@]}" "$corpus" "$SEEDS/$t" \
     >"$log" 2>&1 || rc=$?
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
-  last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+  execs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
+  last=$(grep -a -E '^#[0-9]+' "$log" | tail -1)
   cov=$(grep -o 'cov: [0-9]*' <<<"$last" | grep -o '[0-9]*' || true)
   ft=$(grep -o 'ft: [0-9]*' <<<"$last" | grep -o '[0-9]*' || true)
   found=$(find "$findings" -type f | wc -l)

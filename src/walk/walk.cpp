@@ -220,10 +220,21 @@ Json WalkRecord::to_json() const {
 }
 
 WalkRecord WalkRecord::from_json(const Json& j) {
+  // get<int>() of a number out of int's range (1e20) is undefined behaviour (UBSan, found by
+  // fuzz_walk_journal): an integer in range or an error.
+  auto int_of = [&](const char* key) {
+    const Json& v = j.at(key);
+    const double d = v.get<double>();
+    if (!v.is_number_integer() || d < std::numeric_limits<int>::min() ||
+        d > std::numeric_limits<int>::max()) {
+      throw std::invalid_argument(std::string(key) + " must be an integer, got " + v.dump());
+    }
+    return v.get<int>();
+  };
   WalkRecord r;
-  r.site = j.at("site").get<int>();
+  r.site = int_of("site");
   r.sigma = j.at("sigma").get<double>();
-  r.repeat = j.at("repeat").get<int>();
+  r.repeat = int_of("repeat");
   r.accuracy = j.at("accuracy").get<double>();
   r.loss = j.at("loss").is_null() ? std::numeric_limits<double>::quiet_NaN()
                                   : j.at("loss").get<double>();
@@ -422,7 +433,7 @@ JournalContent read_journal(const std::string& path) {
     } else {
       try {
         c.records.push_back(WalkRecord::from_json(j));
-      } catch (const Json::exception& e) {
+      } catch (const std::exception& e) {  // Json::exception or std::invalid_argument
         throw std::runtime_error(path + ": line " + std::to_string(line_no) +
                                  " is not a walk record (" + e.what() + ")");
       }

@@ -3,6 +3,7 @@
 # Idempotent: a second run installs nothing and rebuilds only what changed.
 #   scripts/bootstrap.sh [BUILD_DIR [TARGET...]]   (default: build, all targets;
 #                                                  QUELL_BUILD_TYPE=Release)
+#   QUELL_EXTRA_PACKAGES="clang-14 ..." installs those too; BUILD_DIR "-" installs only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
@@ -13,7 +14,7 @@ packages=(build-essential cmake ninja-build git pkg-config libtorch-dev libopenb
           libcli11-dev nlohmann-json3-dev zlib1g-dev libjpeg-dev libpng-dev libgtest-dev
           libgmock-dev libbenchmark-dev gnuplot-nox dataset-fashion-mnist libopenmpi-dev openmpi-bin
           python3-dev python3-torch pybind11-dev python3-pytest python3-numpy python3-pandas
-          python3-tqdm)
+          python3-tqdm ${QUELL_EXTRA_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,6 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
 fi
 
+[ "$BUILD_DIR" = "-" ] && exit 0
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" >&2
 fi

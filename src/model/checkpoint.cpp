@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -70,9 +71,14 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
+    // c10::Error, or torch::jit::ErrorReport (code in the archive that does not compile), whose
+    // message starts with a newline: its first line of text, on one line.
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    std::string what = c10_error ? c10_error->what_without_backtrace() : e.what();
+    what = what.substr(std::min(what.size(), what.find_first_not_of(" \n")));
     throw std::runtime_error(path + ": not a readable checkpoint (" +
-                             std::string(e.what_without_backtrace()).substr(0, 120) + ")");
+                             what.substr(0, std::min<size_t>(120, what.find('\n'))) + ")");
   }
   c10::IValue meta_value;
   if (!archive.try_read(kMetaKey, meta_value) || !meta_value.isString()) {

@@ -85,7 +85,10 @@ struct ScriptOp {
 
 namespace {
 
-std::string first_line(const std::string& s) {
+std::string first_line(const std::string& text) {
+  // The first line with text: torch::jit::ErrorReport's message starts with a newline.
+  const auto begin = text.find_first_not_of(" \n");
+  const std::string s = begin == std::string::npos ? std::string() : text.substr(begin);
   const auto end = s.find('\n');
   std::string line = s.substr(0, end);
   while (!line.empty() && (line.back() == ' ' || line.back() == '.')) line.pop_back();
@@ -613,6 +616,9 @@ struct Importer {
       module = jit::load(in);
     } catch (const c10::Error& e) {
       fail("not a TorchScript model (" + first_line(e.what_without_backtrace()) + ")");
+    } catch (const std::exception& e) {
+      // torch::jit::ErrorReport (the archive's code does not compile) is no c10::Error.
+      fail("not a TorchScript model (" + first_line(e.what()) + ")");
     }
     const auto forward = module.find_method("forward");
     if (!forward) fail("the TorchScript module has no forward method (a quell checkpoint?)");
@@ -869,7 +875,7 @@ bool looks_like_model_file(const std::string& name) {
 bool is_torchscript_model(const std::string& path) {
   try {
     return jit::load(path).find_method("forward").has_value();
-  } catch (const c10::Error&) {
+  } catch (const std::exception&) {  // c10::Error, or torch::jit::ErrorReport for bad code
     return false;
   }
 }

@@ -534,17 +534,36 @@ NoiseConfig build_noise_config(const std::vector<std::string>& noise_rules,
 
 NoiseConfig noise_config_from_json(const Json& j, const std::vector<std::string>& site_names) {
   check_keys(j, {"seed", "weight_noise", "rules"}, "noise configuration");
+  // A value of the wrong JSON type is nlohmann's error, which names no field: name the part.
+  auto in = [](const std::string& part, auto&& read) {
+    try {
+      return read();
+    } catch (const Json::exception& e) {
+      const std::string what = e.what();  // "[json.exception.type_error.302] type must be ..."
+      const auto end = what.find("] ");
+      throw std::invalid_argument("noise configuration: " + part + ": " +
+                                  (end == std::string::npos ? what : what.substr(end + 2)));
+    }
+  };
   NoiseConfig cfg;
-  cfg.seed = j.value("seed", static_cast<uint64_t>(1));
-  if (j.contains("weight_noise")) cfg.weight = WeightNoise::from_json(j.at("weight_noise"));
+  cfg.seed = in("seed", [&] { return j.value("seed", static_cast<uint64_t>(1)); });
+  if (j.contains("weight_noise")) {
+    cfg.weight = in("weight_noise", [&] { return WeightNoise::from_json(j.at("weight_noise")); });
+  }
   if (j.contains("rules")) {
+    if (!j.at("rules").is_array()) {
+      throw std::invalid_argument("noise configuration: rules must be a JSON array");
+    }
+    size_t index = 0;
     for (const auto& r : j.at("rules")) {
-      const SiteConfig sc = SiteConfig::from_json(r);
+      const std::string part = "rules[" + std::to_string(index++) + "]";
+      const SiteConfig sc = in(part, [&] { return SiteConfig::from_json(r); });
       if (!r.contains("sites")) {
         throw std::invalid_argument("noise rule " + r.dump() +
                                     " has no \"sites\" (use \"all\" for every site)");
       }
-      for (int s : select_sites(r.at("sites").get<std::string>(), site_names)) {
+      const std::string sites = in(part + ".sites", [&] { return r.at("sites").get<std::string>(); });
+      for (int s : select_sites(sites, site_names)) {
         SiteConfig& dst = cfg.sites[s];
         if (r.contains("noise")) dst.noise = sc.noise;
         if (r.contains("adc_bits")) dst.adc_bits = sc.adc_bits;

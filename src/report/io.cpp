@@ -85,11 +85,17 @@ void write_file_atomic(const std::string& path, const std::string& content) {
 void append_file_durably(const std::string& path, const std::string& text) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw_write_error(path, "opening for appending", errno);
+  const off_t start = ::lseek(fd, 0, SEEK_END);
   size_t off = 0;
   while (off < text.size()) {
     const ssize_t w = ::write(fd, text.data() + off, text.size() - off);
     if (w < 0) {
       const int err = errno;
+      // A full disk takes part of the text: cut it off again, so the file never ends in half a
+      // record (the journals would drop a torn last line, but only as the last one).
+      if (off > 0 && start >= 0 && ::ftruncate(fd, start) != 0) {
+        // Nothing more to do: the error below is reported either way.
+      }
       ::close(fd);
       throw_write_error(path, "appending", err);
     }

@@ -270,7 +270,9 @@ Json HardwareConfig::to_json() const {
 
 HardwareConfig HardwareConfig::from_json(const Json& j, const HardwareConfig& base) {
   if (!j.is_object()) throw std::invalid_argument("hardware config: expected a JSON object");
-  for (const auto& [key, value] : j.items()) {
+  for (const auto& item : j.items()) {
+    // A named variable, not a structured binding: C++17 lambdas cannot capture those (clang).
+    const std::string& key = item.key();
     if (key == "derived") continue;  // written by to_json; recomputed
     if (std::find_if(std::begin(kFields), std::end(kFields),
                      [&](const char* f) { return key == f; }) == std::end(kFields)) {

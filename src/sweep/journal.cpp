@@ -71,11 +71,13 @@ StudyJournal::StudyJournal(std::string path, std::string kind, Json fingerprint,
                                " is not valid JSON (corrupt journal)");
     }
     if (line_no == 1) {
-      if (!j.is_object() || j.value("quell_journal", 0) != kJournalVersion ||
-          j.value("kind", "") != kind) {
+      // Compared as JSON values: a header field of another type is another journal (value()
+      // would throw nlohmann's type_error instead).
+      if (!j.is_object() || !j.contains("fingerprint") ||
+          j["quell_journal"] != Json(kJournalVersion) || j["kind"] != Json(kind)) {
         throw std::runtime_error(path_ + ": not a quell " + kind + " journal");
       }
-      if (j.value("fingerprint", Json()) != fingerprint) {
+      if (j.at("fingerprint") != fingerprint) {
         throw std::runtime_error(path_ + " holds a different " + kind + " study (" +
                                  json_difference(j.at("fingerprint"), fingerprint) +
                                  "); use another output directory or restart the study");

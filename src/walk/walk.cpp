@@ -220,10 +220,21 @@ Json WalkRecord::to_json(const std::string& key) const {
 }
 
 WalkRecord WalkRecord::from_json(const Json& j) {
+  // get<int>() of a number out of int's range (1e20) is undefined behaviour (UBSan, found by
+  // fuzz_walk_journal): an integer in range or an error.
+  auto int_of = [&](const char* key) {
+    const Json& v = j.at(key);
+    const double d = v.get<double>();
+    if (!v.is_number_integer() || d < std::numeric_limits<int>::min() ||
+        d > std::numeric_limits<int>::max()) {
+      throw std::invalid_argument(std::string(key) + " must be an integer, got " + v.dump());
+    }
+    return v.get<int>();
+  };
   WalkRecord r;
-  r.site = j.at("site").get<int>();
+  r.site = int_of("site");
   r.sigma = j.at("sigma").get<double>();
-  r.repeat = j.at("repeat").get<int>();
+  r.repeat = int_of("repeat");
   // The value under its metric's key ("accuracy", "perplexity", ...).
   bool found = false;
   for (const auto& [k, v] : j.items()) {
@@ -432,7 +443,8 @@ JournalContent read_journal(const std::string& path) {
                                " is not valid JSON (corrupt walk journal)");
     }
     if (line_no == 1) {
-      if (!j.is_object() || j.value("quell_walk_journal", 0) != kJournalVersion ||
+      // Compared as a JSON value: value() would throw nlohmann's type_error on another type.
+      if (!j.is_object() || j["quell_walk_journal"] != Json(kJournalVersion) ||
           !j.contains("fingerprint")) {
         throw std::runtime_error(path + ": not a quell walk journal (version " +
                                  std::to_string(kJournalVersion) + ")");
@@ -441,7 +453,7 @@ JournalContent read_journal(const std::string& path) {
     } else {
       try {
         c.records.push_back(WalkRecord::from_json(j));
-      } catch (const Json::exception& e) {
+      } catch (const std::exception& e) {  // Json::exception or std::invalid_argument
         throw std::runtime_error(path + ": line " + std::to_string(line_no) +
                                  " is not a walk record (" + e.what() + ")");
       }

@@ -327,6 +327,25 @@ inline void study_journal(const uint8_t* data, size_t size) {
   }
 }
 
+/// Tensor files (torch.save, .npy, .npz): the first byte picks the type (bits 0-1: npy, npz, pt)
+/// and whether the file is also read as a "tensors" dataset holding both splits (bit 2).
+inline void tensors(const uint8_t* data, size_t size) {
+  if (size < 1) return;
+  static const char* const kExt[] = {"in.npy", "in.npz", "in.pt", "in.pth"};
+  const std::string path = write_input(data + 1, size - 1, kExt[data[0] & 3]);
+  for (const auto& [name, t] : read_tensor_file(path)) {
+    if (t.numel() > 0 && t.numel() < (int64_t{1} << 22)) (void)t.sum().item<double>();
+  }
+  if (data[0] & 4) {
+    DataOptions o;
+    o.name = "tensors";
+    o.dir = path;
+    o.split = (data[0] & 8) ? Split::kTest : Split::kTrain;
+    const Dataset d = load_dataset(o);
+    (void)d.target_kind();
+  }
+}
+
 /// Every target by name (the folder names under tests/fixtures/fuzz/).
 inline const std::map<std::string, std::function<void(const uint8_t*, size_t)>>& targets() {
   static const std::map<std::string, std::function<void(const uint8_t*, size_t)>> t = {
@@ -340,6 +359,7 @@ inline const std::map<std::string, std::function<void(const uint8_t*, size_t)>>&
       {"reports", reports},
       {"walk_journal", walk_journal},
       {"study_journal", study_journal},
+      {"tensors", tensors},
   };
   return t;
 }

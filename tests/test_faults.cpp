@@ -37,13 +37,13 @@ using quell::testing::lines_of;
 using quell::testing::read_file;
 using quell::testing::shell_quote;
 
-struct Run {
+struct ChildRun {
   int exit_code = -1;  ///< 128 + signal if killed
   std::string out, err;
   double seconds = 0;
 };
 
-std::ostream& operator<<(std::ostream& os, const Run& r) {
+std::ostream& operator<<(std::ostream& os, const ChildRun& r) {
   return os << "\nexit " << r.exit_code << " after " << r.seconds << " s\n--- stdout ---\n"
             << r.out << "--- stderr ---\n" << r.err << "---";
 }
@@ -61,12 +61,12 @@ int status_code(int status) {
 }
 
 /// Runs `shell` (a /bin/sh command line whose stdout/stderr go to the files it is given).
-Run run_shell(const std::string& shell, const fs::path& tag) {
+ChildRun run_shell(const std::string& shell, const fs::path& tag) {
   const fs::path out = tag.string() + ".out", err = tag.string() + ".err";
   const std::string full = "exec </dev/null >" + shell_quote(out) + " 2>" + shell_quote(err) +
                            "; " + shell;
   const auto t0 = std::chrono::steady_clock::now();
-  Run r;
+  ChildRun r;
   r.exit_code = status_code(std::system(("sh -c " + shell_quote(full)).c_str()));
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.out = read_file(out);
@@ -77,7 +77,7 @@ Run run_shell(const std::string& shell, const fs::path& tag) {
 }
 
 /// Runs quell; with `kill_after` > 0 sends SIGKILL after that many seconds if still running.
-Run run_quell(const std::vector<std::string>& args, const fs::path& tag, double kill_after = 0) {
+ChildRun run_quell(const std::vector<std::string>& args, const fs::path& tag, double kill_after = 0) {
   const std::string out = tag.string() + ".out", err = tag.string() + ".err";
   std::vector<std::string> argv_s = {QUELL_CLI_PATH};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
@@ -96,7 +96,7 @@ Run run_quell(const std::vector<std::string>& args, const fs::path& tag, double 
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
-  Run r;
+  ChildRun r;
   int status = 0;
   for (;;) {
     const pid_t w = ::waitpid(pid, &status, WNOHANG);
@@ -118,7 +118,7 @@ Run run_quell(const std::vector<std::string>& args, const fs::path& tag, double 
   return r;
 }
 
-void expect_one_line_error(const Run& r, const std::vector<std::string>& needles) {
+void expect_one_line_error(const ChildRun& r, const std::vector<std::string>& needles) {
   EXPECT_NE(r.exit_code, 0) << r;
   EXPECT_LT(r.exit_code, 128) << "killed by a signal" << r;
   const auto lines = lines_of(r.err);
@@ -166,7 +166,7 @@ class Faults : public ::testing::Test {
     fs::remove_all(*root_);
     fs::create_directories(*root_);
     quell::write_synthetic_idx((*root_ / "data").string(), 400, 150, 5);
-    train_ = new Run(run_quell({"train", "--model", "mlp", "--data-dir", data(), "--out",
+    train_ = new ChildRun(run_quell({"train", "--model", "mlp", "--data-dir", data(), "--out",
                                 checkpoint(), "--epochs", "1", "--seed", "1", "--threads", "1"},
                                *root_ / "train"));
     // Mount namespaces (and mounting a tmpfs in one) need root.
@@ -191,7 +191,7 @@ class Faults : public ::testing::Test {
   /// Runs quell with `args` whose output directory is `mnt` (an empty directory) turned into
   /// a tmpfs of `size` bytes ("disk full") or, when size is empty, a read-only bind mount of
   /// itself; afterwards what was written there is copied to `save`.
-  Run run_mounted(const std::vector<std::string>& args, const fs::path& mnt, const fs::path& save,
+  ChildRun run_mounted(const std::vector<std::string>& args, const fs::path& mnt, const fs::path& save,
                   const std::string& size) {
     fs::create_directories(mnt);
     fs::create_directories(save);
@@ -206,7 +206,7 @@ class Faults : public ::testing::Test {
 
   /// Kills `args` (a resumable study writing into `out`) at random moments, then runs it to the
   /// end: returns the final run. Journals stay whole but for a torn last line after each kill.
-  Run kill_and_resume(const std::vector<std::string>& args, const fs::path& out, double full) {
+  ChildRun kill_and_resume(const std::vector<std::string>& args, const fs::path& out, double full) {
     int kills = 2;
     if (const char* k = std::getenv("QUELL_FAULT_KILLS")) kills = std::atoi(k);
     unsigned seed = 20;
@@ -216,7 +216,7 @@ class Faults : public ::testing::Test {
     std::uniform_real_distribution<double> when(0.05 * full, 1.0 * full);
     for (int i = 0; i < kills; ++i) {
       const double at = when(rng);
-      const Run k = run_quell(args, dir_ / "kill", at);
+      const ChildRun k = run_quell(args, dir_ / "kill", at);
       if (k.exit_code == 0) continue;  // finished before the kill: still a valid resume below
       EXPECT_EQ(k.exit_code, 128 + SIGKILL) << "kill " << i << " at " << at << " s" << k;
       expect_whole_files(out, true);
@@ -225,20 +225,20 @@ class Faults : public ::testing::Test {
   }
 
   static fs::path* root_;
-  static Run* train_;
+  static ChildRun* train_;
   static bool mounts_;
   fs::path dir_;
 };
 
 fs::path* Faults::root_ = nullptr;
-Run* Faults::train_ = nullptr;
+ChildRun* Faults::train_ = nullptr;
 bool Faults::mounts_ = false;
 
 std::vector<std::string> walk_args(const std::string& ckpt, const std::string& data,
                                    const fs::path& out) {
   return {"walk", ckpt, "--data-dir", data, "--out", out.string(), "--sites", "all",
-          "--grid", "1e-2:1e3", "--per-decade", "2", "--repeats", "2", "--figures", "none",
-          "--threads", "1"};
+          "--grid", "1e-2:1e3", "--per-decade", "2", "--repeats", "2", "--no-early-stop",
+          "--figures", "none", "--threads", "1"};
 }
 
 std::vector<std::string> denoise_args(const std::string& ckpt, const std::string& data,
@@ -258,14 +258,14 @@ std::vector<std::string> train_walk_args(const std::string& data, const fs::path
 
 TEST_F(Faults, DiskFullOrReadOnlyDuringAWalkThenItResumes) {
   if (!mounts_) GTEST_SKIP() << "needs root for a tmpfs in a mount namespace (unshare -m)";
-  const Run ref = run_quell(walk_args(checkpoint(), data(), dir_ / "ref"), dir_ / "ref");
+  const ChildRun ref = run_quell(walk_args(checkpoint(), data(), dir_ / "ref"), dir_ / "ref");
   ASSERT_EQ(ref.exit_code, 0) << ref;
   const std::string csv = read_file(dir_ / "ref" / "walk.csv");
   const size_t journal_bytes = fs::file_size(dir_ / "ref" / "journal.jsonl");
   ASSERT_GT(journal_bytes, 8192u) << "the sweep must outgrow the 8 KiB disk";
 
   // The journal fills the disk in the middle of the sweep.
-  const Run full = run_mounted(walk_args(checkpoint(), data(), dir_ / "mnt" / "w"), dir_ / "mnt",
+  const ChildRun full = run_mounted(walk_args(checkpoint(), data(), dir_ / "mnt" / "w"), dir_ / "mnt",
                                dir_ / "saved", "8k");
   expect_one_line_error(full, {"No space left on device"});
   expect_whole_files(dir_ / "saved", false);
@@ -275,14 +275,14 @@ TEST_F(Faults, DiskFullOrReadOnlyDuringAWalkThenItResumes) {
 
   // A read-only output directory holding that journal: refused, nothing changes.
   const std::string before = read_file(dir_ / "saved" / "w" / "journal.jsonl");
-  const Run ro = run_mounted(walk_args(checkpoint(), data(), dir_ / "saved" / "w"),
+  const ChildRun ro = run_mounted(walk_args(checkpoint(), data(), dir_ / "saved" / "w"),
                              dir_ / "saved", dir_ / "saved-ro", "");
   expect_one_line_error(ro, {"Read-only file system"});
   EXPECT_EQ(read_file(dir_ / "saved" / "w" / "journal.jsonl"), before);
   expect_whole_files(dir_ / "saved", false);
 
   // With room again, it resumes and ends with the uninterrupted result.
-  const Run resumed = run_quell(walk_args(checkpoint(), data(), dir_ / "saved" / "w"),
+  const ChildRun resumed = run_quell(walk_args(checkpoint(), data(), dir_ / "saved" / "w"),
                                 dir_ / "resumed");
   ASSERT_EQ(resumed.exit_code, 0) << resumed;
   EXPECT_NE((resumed.out + resumed.err).find("resuming: " + std::to_string(kept.size() - 1)),
@@ -293,10 +293,10 @@ TEST_F(Faults, DiskFullOrReadOnlyDuringAWalkThenItResumes) {
 
 TEST_F(Faults, DiskFullOrReadOnlyDuringADenoiseStudyThenItResumes) {
   if (!mounts_) GTEST_SKIP() << "needs root for a tmpfs in a mount namespace (unshare -m)";
-  const Run ref = run_quell(denoise_args(checkpoint(), data(), dir_ / "ref"), dir_ / "ref");
+  const ChildRun ref = run_quell(denoise_args(checkpoint(), data(), dir_ / "ref"), dir_ / "ref");
   ASSERT_EQ(ref.exit_code, 0) << ref;
   // Room for the journal's first results, not for the study's block checkpoints.
-  const Run full = run_mounted(denoise_args(checkpoint(), data(), dir_ / "mnt" / "d"),
+  const ChildRun full = run_mounted(denoise_args(checkpoint(), data(), dir_ / "mnt" / "d"),
                                dir_ / "mnt", dir_ / "saved", "16k");
   expect_one_line_error(full, {"No space left on device"});
   expect_whole_files(dir_ / "saved", false);
@@ -304,12 +304,12 @@ TEST_F(Faults, DiskFullOrReadOnlyDuringADenoiseStudyThenItResumes) {
 
   const std::string before = read_file(dir_ / "saved" / "d" / "journal.jsonl");
   ASSERT_FALSE(before.empty());
-  const Run ro = run_mounted(denoise_args(checkpoint(), data(), dir_ / "saved" / "d"),
+  const ChildRun ro = run_mounted(denoise_args(checkpoint(), data(), dir_ / "saved" / "d"),
                              dir_ / "saved", dir_ / "saved-ro", "");
   expect_one_line_error(ro, {"Read-only file system"});
   EXPECT_EQ(read_file(dir_ / "saved" / "d" / "journal.jsonl"), before);
 
-  const Run resumed = run_quell(denoise_args(checkpoint(), data(), dir_ / "saved" / "d"),
+  const ChildRun resumed = run_quell(denoise_args(checkpoint(), data(), dir_ / "saved" / "d"),
                                 dir_ / "resumed");
   ASSERT_EQ(resumed.exit_code, 0) << resumed;
   EXPECT_NE((resumed.out + resumed.err).find("resuming"), std::string::npos) << resumed;
@@ -325,13 +325,13 @@ TEST_F(Faults, DiskFullOrReadOnlyWhenTrainingWritesItsCheckpoint) {
                                     out.string(), "--metrics", (out.parent_path() / "m.json").string(),
                                     "--epochs", "1", "--limit", "200", "--threads", "1"};
   };
-  const Run full = run_mounted(train(dir_ / "mnt" / "mlp.pt"), dir_ / "mnt", dir_ / "saved", "64k");
+  const ChildRun full = run_mounted(train(dir_ / "mnt" / "mlp.pt"), dir_ / "mnt", dir_ / "saved", "64k");
   expect_one_line_error(full, {"No space left on device"});
   EXPECT_FALSE(fs::exists(dir_ / "saved" / "mlp.pt"));
   expect_whole_files(dir_ / "saved", false);
 
   fs::create_directories(dir_ / "ro");
-  const Run ro = run_mounted(train(dir_ / "ro" / "mlp.pt"), dir_ / "ro", dir_ / "saved-ro", "");
+  const ChildRun ro = run_mounted(train(dir_ / "ro" / "mlp.pt"), dir_ / "ro", dir_ / "saved-ro", "");
   expect_one_line_error(ro, {"Read-only file system"});
   EXPECT_TRUE(fs::is_empty(dir_ / "saved-ro"));
 }
@@ -353,9 +353,9 @@ TEST_F(Faults, KilledStudiesResumeToTheUninterruptedResult) {
   for (const Study& s : studies) {
     SCOPED_TRACE(s.name);
     const fs::path ref = dir_ / (std::string(s.name) + "-ref"), out = dir_ / (std::string(s.name) + "-k");
-    const Run r = run_quell(s.args(ref), dir_ / "ref");
+    const ChildRun r = run_quell(s.args(ref), dir_ / "ref");
     ASSERT_EQ(r.exit_code, 0) << r;
-    const Run last = kill_and_resume(s.args(out), out, r.seconds);
+    const ChildRun last = kill_and_resume(s.args(out), out, r.seconds);
     ASSERT_EQ(last.exit_code, 0) << last;
     for (const char* f : s.results) EXPECT_EQ(read_file(out / f), read_file(ref / f)) << f;
   }

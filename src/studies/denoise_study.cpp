@@ -406,9 +406,12 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
         blocks.push_back({{"key", block_key(b)}, {"params", names_json}});
       }
       const std::string file = "search-" + std::to_string(evaluations) + ".pt";
-      const std::string tmp = (journal_dir / (file + ".tmp")).string();
-      torch::save(tensors, tmp);
-      fs::rename(tmp, journal_dir / file);
+      // Serialised in memory, then written atomically: LibTorch's file writer throws from its
+      // destructor when the disk is full (std::terminate); write_file_atomic reports the error
+      // and leaves no partial file.
+      std::ostringstream bytes;
+      torch::save(tensors, bytes);
+      write_file_atomic((journal_dir / file).string(), bytes.str());
       journal.append("search:" + key, {{"validation", summary_to_json(s, true)},
                                        {"blocks", blocks},
                                        {"file", file}});

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -351,8 +352,9 @@ void check_writable(const std::string& path) {
   const std::string dir =
       slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   if (::access(dir.c_str(), W_OK) != 0) {
+    const int err = errno;
     throw std::runtime_error(path + ": cannot write here: directory '" + dir +
-                             "' does not exist or is not writable");
+                             "' does not exist or is not writable (" + std::strerror(err) + ")");
   }
 }
 

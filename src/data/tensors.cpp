@@ -11,16 +11,13 @@
 
 #include "quell/data.h"
 #include "quell/io.h"
+#include "util/text.h"
 
 namespace quell {
 namespace fs = std::filesystem;
 namespace {
 
-std::string shape_text(const torch::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-  return s + "]";
-}
+std::string shape_text(const torch::Tensor& t) { return text::shape(t.sizes().vec()); }
 
 bool is_integer(const torch::Tensor& t) {
   return !t.is_floating_point() && !t.is_complex() && t.scalar_type() != torch::kBool;
@@ -348,11 +345,6 @@ bool ends_with(const std::string& s, const std::string& e) {
   return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
 }
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 // The first of `names` present in `t`, or "".
 std::string first_present(const std::map<std::string, torch::Tensor>& t,
                           const std::vector<std::string>& names) {
@@ -480,7 +472,7 @@ std::map<std::string, torch::Tensor> read_tensor_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(path + ": cannot open tensor file: No such file or directory");
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::string ext = lower(fs::path(path).extension().string());
+  const std::string ext = text::lower(fs::path(path).extension().string());
   std::map<std::string, torch::Tensor> out;
   const auto* u = reinterpret_cast<const uint8_t*>(bytes.data());
   if (ext == ".npy") {

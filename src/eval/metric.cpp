@@ -1,5 +1,7 @@
 #include "quell/metric.h"
 
+#include "util/text.h"
+
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -8,22 +10,16 @@ namespace quell {
 namespace F = torch::nn::functional;
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string t = "[";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
-}
 
-// Cross-entropy of [M, C] logits against [M] ids, summed, with the number of counted rows
-// (negative ids are ignored).
-std::pair<double, double> ce_sum(const torch::Tensor& logits, const torch::Tensor& ids) {
-  const torch::Tensor keep = ids.ge(0);
-  const double n = static_cast<double>(keep.sum().item<int64_t>());
-  if (n == 0.0) return {0.0, 0.0};
+// Cross-entropy of [M, C] logits against [M] ids, summed (ids of -100 are ignored), with the
+// number of rows it counts, `counted`.
+std::pair<double, double> ce_sum(const torch::Tensor& logits, const torch::Tensor& ids,
+                                 double counted) {
+  if (counted == 0.0) return {0.0, 0.0};
   const double s =
       F::cross_entropy(logits, ids, F::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100))
           .item<double>();
-  return {s, n};
+  return {s, counted};
 }
 
 // [N, T, C] outputs and [N, T] ids as [N·T, C] and [N·T], ignored positions as -100.
@@ -50,8 +46,7 @@ std::vector<std::string> Metric::names() {
 
 Metric Metric::parse(const std::string& text) {
   Metric m;
-  std::string t;
-  for (char c : text) t += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string t = text::lower(text);
   for (auto& c : t) {
     if (c == '_') c = '-';
   }
@@ -234,9 +229,10 @@ Metric::Sums Metric::measure(const torch::Tensor& output, const torch::Tensor& t
   }
   if (target.dim() == 2) {  // per-position ids
     const auto [logits, ids] = positions(output, target);
-    std::tie(s.loss, s.loss_count) = ce_sum(logits, ids);
+    const torch::Tensor keep = ids.ge(0);
+    std::tie(s.loss, s.loss_count) =
+        ce_sum(logits, ids, static_cast<double>(keep.sum().item<int64_t>()));
     if (kind_ == Kind::kTokenAccuracy || kind_ == Kind::kAccuracy) {
-      const torch::Tensor keep = ids.ge(0);
       s.value = static_cast<double>(logits.argmax(1).eq(ids).logical_and(keep).sum().item<int64_t>());
       s.count = s.loss_count;
     } else {
@@ -245,7 +241,8 @@ Metric::Sums Metric::measure(const torch::Tensor& output, const torch::Tensor& t
     }
     return s;
   }
-  std::tie(s.loss, s.loss_count) = ce_sum(output, target);
+  // Class ids are never negative (dataset_from_tensors checks): every row counts.
+  std::tie(s.loss, s.loss_count) = ce_sum(output, target, static_cast<double>(target.size(0)));
   switch (kind_) {
     case Kind::kAccuracy:
       s.value = static_cast<double>(output.argmax(1).eq(target).sum().item<int64_t>());
@@ -349,9 +346,9 @@ void check_output_fits(const std::vector<int64_t>& out, const Dataset& data,
   const TargetKind kind = data.target_kind();
   const auto t = data.targets.sizes().slice(1).vec();
   auto fail = [&](const std::string& need) {
-    throw std::invalid_argument(what + ": the model's output " + shape_text(out) +
+    throw std::invalid_argument(what + ": the model's output " + text::shape(out) +
                                 " per sample does not fit " + target_kind_name(kind) + " " +
-                                shape_text(t) + " per sample (" + need + ")");
+                                text::shape(t) + " per sample (" + need + ")");
   };
   if (kind == TargetKind::kClass) {
     if (out.size() != 1) fail("class ids need [classes] outputs");

@@ -857,8 +857,6 @@ std::string read_all(const std::string& path) {
   return ss.str();
 }
 
-std::string shape_text(const ModelSpec& s) { return s.input_text(); }
-
 }  // namespace
 
 bool looks_like_model_file(const std::string& name) {
@@ -1000,7 +998,7 @@ Model load_script_model(ModelSpec spec, std::string archive, const std::string& 
         nodes[i].script->record_inputs = false;
       }
     } catch (const std::exception& e) {
-      throw std::runtime_error(source + ": forward fails on a " + shape_text(spec) +
+      throw std::runtime_error(source + ": forward fails on a " + spec.input_text() +
                                " input (" + first_line(e.what()) +
                                "); give the model's input geometry (channels, height, width) "
                                "or its data");

@@ -2,11 +2,25 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace quell::text {
+
+/// ASCII lower case.
+inline std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  return s;
+}
+
+/// A shape as "[2, 3, 4]".
+inline std::string shape(const std::vector<int64_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
 
 /// Splits at every `sep` (empty fields kept).
 inline std::vector<std::string> split(const std::string& s, char sep) {

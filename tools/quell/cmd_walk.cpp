@@ -145,7 +145,8 @@ void add_walk_command(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--chance-margin", a->study.walk.chance_margin,
                   "'At chance' means mean accuracy <= chance + margin (default max(0.02, "
-                  "3*sqrt(p(1-p)/n_test)))")
+                  "3*sqrt(p(1-p)/n_test))); other metrics: within margin of their floor in "
+                  "score units (default 2% of clean-to-floor, docs/walk.md)")
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--max-extend", a->study.walk.max_extend,
                   "Points past the end of a log/linear grid, until two are at chance, so every "

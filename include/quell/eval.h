@@ -62,10 +62,14 @@ EvalResult summarize_draws(std::vector<DrawResult> draws, bool chips_matter, boo
 DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size,
                     const Metric& metric = Metric());
 
-/// Perturbs the conv/linear weights of `model` for chip `chip` (programming variation);
-/// the returned guard restores the clean weights when destroyed.
+/// Sets the analog (conv/linear/weight-matmul) weights of `model` to what chip `chip` holds:
+/// weight noise (programming variation) and, for layers on device tiles, the programmed
+/// conductances at the device's time (program_weight). The guard restores the clean weights
+/// when destroyed. Throws std::invalid_argument when the device names a layer that is not an
+/// analog layer.
 class WeightNoiseGuard {
  public:
+  WeightNoiseGuard(ModelImpl& model, const NoiseConfig& config, uint64_t chip);
   WeightNoiseGuard(ModelImpl& model, const WeightNoise& noise, uint64_t seed, uint64_t chip);
   ~WeightNoiseGuard();
   WeightNoiseGuard(const WeightNoiseGuard&) = delete;

@@ -15,6 +15,12 @@ namespace quell {
 struct EvalStudyOptions {
   NoiseConfig noise;                ///< the configuration at level 1
   std::vector<double> levels{1.0};  ///< every σ multiplied by each level in turn
+  /// Devices (noise.device programs weights): evaluate at each of these times since programming
+  /// (seconds), every level at every time; empty: at the device's own time only.
+  std::vector<double> times;
+  /// Devices: every time once without and once with global drift compensation (else as
+  /// noise.device.compensation says).
+  bool both_compensations = false;
   EvalOptions eval;                 ///< draws, chips, batch size, MPI sharing
   /// What is measured (quell/metric.h; empty = the task's usual metric); sets eval.metric.
   std::string metric;
@@ -29,6 +35,8 @@ struct EvalStudyOptions {
 /// One noise level.
 struct EvalLevel {
   double level = 1.0;
+  double time = -1.0;     ///< device: seconds since programming (-1: no device time)
+  int compensation = -1;  ///< device: drift compensation off (0) or on (1); -1: no device
   Json config;  ///< NoiseConfig::to_json of the scaled configuration
   EvalResult result;
 };
@@ -58,7 +66,9 @@ struct EvalReport {
 
   Json to_json() const;
   static EvalReport from_json(const Json& j);
-  /// One row per (level, chip, draw).
+  /// Whether the rows differ in device time or drift compensation (extra columns).
+  bool has_times() const;
+  /// One row per (level, chip, draw) (and time and compensation with has_times).
   std::string csv() const;
   /// The table `quell eval` prints.
   std::string table() const;

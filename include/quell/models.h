@@ -199,7 +199,13 @@ class ModelImpl : public torch::nn::Module {
   /// Keeps the TorchScript module alive and records the import.
   void set_script(std::shared_ptr<void> module_state, std::shared_ptr<ScriptInfo> info,
                   std::function<void(bool)> set_training);
-  torch::Tensor run_node(const Node& node, std::vector<torch::Tensor>& values);
+  /// Runs one node; an analog layer goes through the tile I/O `engine` configures for it.
+  torch::Tensor run_node(const Node& node, std::vector<torch::Tensor>& values,
+                         const SiteEngine* engine = nullptr);
+  /// An imported analog node on a tile: its activation inputs through the DAC (each sample
+  /// scaled by its max |x|), its output (bias included) through output noise and the ADC.
+  torch::Tensor run_script_tile(const Node& node, const std::vector<torch::Tensor>& values,
+                                const TileIO& tile, const SiteEngine& engine);
   // Fused inference (src/fused.h).
   bool fusing(const SiteEngine& engine) const;
   /// Node m's value goes only to node m + 1, with no block after it.

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "quell/device.h"
 #include "quell/io.h"
 
 namespace quell {
@@ -89,12 +90,16 @@ struct WeightNoise {
 struct NoiseConfig {
   std::map<int, SiteConfig> sites;
   WeightNoise weight;
+  /// Analog layers on device tiles (quell/device.h): programmed per chip, tile I/O per pass.
+  DeviceConfig device;
   uint64_t seed = 1;  ///< base seed of all noise draws
 
   bool empty() const;
-  bool has_static() const;   ///< any static/aging component or weight noise: chips matter
-  bool has_dynamic() const;  ///< any dynamic component: draws matter
-  /// A copy with every σ (sites and weights) multiplied by `factor`.
+  /// Any static/aging component, weight noise or programmed devices: chips matter.
+  bool has_static() const;
+  bool has_dynamic() const;  ///< any dynamic component or tile output noise: draws matter
+  /// A copy with every σ (sites, weights and the device's DeviceConfig::scale) multiplied by
+  /// `factor`.
   NoiseConfig scaled(double factor) const;
   Json to_json(const std::vector<std::string>& site_names) const;
 };
@@ -121,7 +126,7 @@ NoiseConfig build_noise_config(const std::vector<std::string>& noise_rules,
                                const std::vector<std::string>& site_names);
 
 /// Reads a NoiseConfig from JSON: {"seed":1, "weight_noise":{...}, "rules":[{"sites":"all",
-/// "noise":[{...NoiseSpec...}], "adc_bits":8, "repeats":2}, ...]}.
+/// "noise":[{...NoiseSpec...}], "adc_bits":8, "repeats":2}, ...], "device":{...DeviceConfig...}}.
 NoiseConfig noise_config_from_json(const Json& j, const std::vector<std::string>& site_names);
 
 }  // namespace quell

@@ -59,6 +59,11 @@ class SiteEngine {
   /// multiplicative), ADC uses the straight-through estimator.
   torch::Tensor apply(torch::Tensor x, int site, bool owned);
 
+  /// The tile I/O of analog layer `site` in this configuration, or nullptr (ideal or digital).
+  const TileIO* tile(int site) const { return config_.device.tile_of(site); }
+  /// The stream of the tile output noise of analog layer `site` in the current pass.
+  RngStream tile_stream(int site) const;
+
   /// True if site `site` changes its input under the current configuration.
   bool active(int site) const;
 

@@ -2,6 +2,7 @@
 
 #include "quell/dist.h"
 
+#include <algorithm>
 #include <map>
 
 #include "quell/rng.h"
@@ -15,20 +16,50 @@ constexpr uint64_t kWeightTag = 0x5745494748544e53ULL;
 const Summary& EvalResult::headline() const { return chip_level ? chip_accuracy : accuracy; }
 
 WeightNoiseGuard::WeightNoiseGuard(ModelImpl& model, const WeightNoise& noise, uint64_t seed,
-                                   uint64_t chip) {
-  if (!noise.enabled()) return;
+                                   uint64_t chip)
+    : WeightNoiseGuard(model, [&] {
+        NoiseConfig c;
+        c.weight = noise;
+        c.seed = seed;
+        return c;
+      }(), chip) {}
+
+WeightNoiseGuard::WeightNoiseGuard(ModelImpl& model, const NoiseConfig& config, uint64_t chip) {
+  const WeightNoise& noise = config.weight;
+  const DeviceConfig& device = config.device;
+  const bool programs = device.programs_weights();
+  if (!noise.enabled() && !programs) return;
   noise.validate();
   torch::NoGradGuard no_grad;
-  for (auto& [site, w] : model.analog_weights()) {
+  const auto weights = model.analog_weights();
+  if (programs && !device.all_layers) {
+    const auto names = model.site_names();
+    for (int s : device.layers) {
+      const bool analog = std::any_of(weights.begin(), weights.end(),
+                                      [&](const auto& sw) { return sw.first == s; });
+      if (!analog) {
+        throw std::invalid_argument("device layers: site " + std::to_string(s) + " (" +
+                                    names.at(s) +
+                                    ") is not an analog layer (conv, linear or a matmul with "
+                                    "a weight)");
+      }
+    }
+  }
+  for (auto [site, w] : weights) {
+    const bool on_device = programs && device.on(site);
+    if (!noise.enabled() && !on_device) continue;
     saved_.emplace_back(w, w.detach().clone());
     torch::Tensor data = w.detach();
-    const RngStream s{mix_seed(seed, chip, kWeightTag), static_cast<uint64_t>(site)};
-    if (noise.multiplicative) {
-      mul_normal_(data, s, noise.sigma);
-    } else {
-      const double scale = noise.relative ? data.abs().max().item<double>() : 1.0;
-      add_normal_(data, s, noise.sigma * scale);
+    if (noise.enabled()) {
+      const RngStream s{mix_seed(config.seed, chip, kWeightTag), static_cast<uint64_t>(site)};
+      if (noise.multiplicative) {
+        mul_normal_(data, s, noise.sigma);
+      } else {
+        const double scale = noise.relative ? data.abs().max().item<double>() : 1.0;
+        add_normal_(data, s, noise.sigma * scale);
+      }
     }
+    if (on_device) data.copy_(program_weight(data, device, config.seed, chip, site).weight);
   }
 }
 
@@ -105,7 +136,7 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
       bool any = false;
       for (int d = 0; d < draws; ++d) any = any || mine(c, d);
       if (!any) continue;
-      WeightNoiseGuard weights(model, config.weight, config.seed, static_cast<uint64_t>(c));
+      WeightNoiseGuard weights(model, config, static_cast<uint64_t>(c));
       for (int d = 0; d < draws; ++d) {
         if (!mine(c, d)) continue;
         model.engine().set_draw(static_cast<uint64_t>(c), static_cast<uint64_t>(d));

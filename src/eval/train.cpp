@@ -107,7 +107,7 @@ TrainResult train(ModelImpl& model, const Dataset& data, const TrainOptions& opt
       {
         // Gradients at the perturbed weights, applied to the clean ones (hardware-aware
         // training); the guard restores the clean weights before the optimizer step.
-        WeightNoiseGuard weights(model, opts.noise.weight, opts.noise.seed, chip);
+        WeightNoiseGuard weights(model, opts.noise, chip);
         if (x.size(0) > 0) {  // (a rank's share of a last, tiny batch may be empty)
           logits = model.forward(x);
           loss = task_loss(logits, y);

@@ -6,6 +6,8 @@
 #include "model/fused.h"
 #include "model/internal.h"
 #include "quell/models.h"
+
+#include "quell/device.h"
 #include "quell/script.h"
 
 namespace quell {
@@ -87,6 +89,21 @@ torch::Tensor conv2d(torch::nn::Conv2dImpl& conv, const torch::Tensor& x) {
     return detail::direct_conv2d(x, conv.weight, conv.bias, (*padding)->at(0));
   }
   return conv.forward(x);
+}
+
+/// The convolution without its bias (an analog tile's product; the bias is digital).
+torch::Tensor conv2d_product(torch::nn::Conv2dImpl& conv, const torch::Tensor& x) {
+  const auto& o = conv.options;
+  const auto* padding = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+  TORCH_CHECK(padding != nullptr && c10::get_if<torch::enumtype::kZeros>(&o.padding_mode()) &&
+                  !o.transposed(),
+              "analog tiles run convolutions with explicit zero padding only");
+  if (detail::direct_conv_applies(x, conv.weight, torch::Tensor(), *o.stride(), **padding,
+                                  *o.dilation(), o.groups())) {
+    return detail::direct_conv2d(x, conv.weight, torch::Tensor(), (*padding)->at(0));
+  }
+  return torch::conv2d(x, conv.weight, torch::Tensor(), *o.stride(), **padding, *o.dilation(),
+                       o.groups());
 }
 
 std::vector<int64_t> ModelSpec::sample_shape() const {
@@ -350,14 +367,32 @@ void ModelImpl::set_denoisers(const std::vector<BlockPlacement>& placement,
   blocks_ = std::move(blocks);
 }
 
-torch::Tensor ModelImpl::run_node(const Node& node, std::vector<torch::Tensor>& values) {
+torch::Tensor ModelImpl::run_node(const Node& node, std::vector<torch::Tensor>& values,
+                                  const SiteEngine* engine) {
   auto in = [&](size_t k) -> const torch::Tensor& { return values[node.inputs[k]]; };
+  const int index = static_cast<int>(&node - nodes_.data());
+  const TileIO* tile = engine != nullptr ? engine->tile(index) : nullptr;
   switch (node.op) {
     case OpType::kInput:
       return values[0];
     case OpType::kConv:
+      if (tile != nullptr) {
+        auto& conv = *node.conv.ptr();
+        return tile_forward(
+            *tile, in(0), [&](const torch::Tensor& x) { return conv2d_product(conv, x); },
+            conv.weight.detach().abs().max().item<double>(), conv.bias, engine->tile_stream(index),
+            3);
+      }
       return conv2d(*node.conv.ptr(), in(0));
     case OpType::kLinear:
+      if (tile != nullptr) {
+        auto& linear = *node.linear.ptr();
+        return tile_forward(
+            *tile, in(0).flatten(1),
+            [&](const torch::Tensor& x) { return torch::linear(x, linear.weight); },
+            linear.weight.detach().abs().max().item<double>(), linear.bias,
+            engine->tile_stream(index));
+      }
       return node.linear.ptr()->forward(in(0).flatten(1));
     case OpType::kBatchNorm:
       return node.bn2d ? node.bn2d.ptr()->forward(in(0)) : node.bn1d.ptr()->forward(in(0));
@@ -377,6 +412,7 @@ torch::Tensor ModelImpl::run_node(const Node& node, std::vector<torch::Tensor>& 
       return torch::constant_pad_nd(y, {0, 0, 0, 0, node.pad_channels, node.pad_channels});
     }
     case OpType::kScript:
+      if (tile != nullptr && node.weight.defined()) return run_script_tile(node, values, *tile, *engine);
       return run_script_node(node, values);
   }
   TORCH_INTERNAL_ASSERT(false, "unhandled op");
@@ -401,7 +437,7 @@ ForwardState ModelImpl::run_until(const torch::Tensor& x, int site, bool with_si
   state.values.resize(nodes_.size());
   state.values[0] = x;
   for (int i = 0; i <= site; ++i) {
-    if (i > 0) state.values[i] = run_node(nodes_[i], state.values);
+    if (i > 0) state.values[i] = run_node(nodes_[i], state.values, &engine);
     if (i < site && with_site_logic) state.values[i] = engine.apply(state.values[i], i, i > 0);
     if (i < site) state.values[i] = denoise(i, std::move(state.values[i]));
     // Free values whose last reader was node i (keep those a later node needs).
@@ -495,7 +531,7 @@ torch::Tensor ModelImpl::run_from(ForwardState state, SiteEngine& engine) {
     const int first = i;
     if (i > state.site) {
       i = fused_chain_end(first, engine);
-      values[i] = first == i ? run_node(nodes_[i], values) : run_chain(first, i, values);
+      values[i] = first == i ? run_node(nodes_[i], values, &engine) : run_chain(first, i, values);
     }
     // The input site is not a fresh tensor: it may be a view of the caller's data.
     bool owned = i > 0 && (i != state.site || state.site_owned);
@@ -573,6 +609,33 @@ std::vector<std::pair<int, torch::Tensor>> ModelImpl::analog_weights() {
     if (nodes_[i].weight.defined()) out.emplace_back(static_cast<int>(i), nodes_[i].weight);
   }
   return out;
+}
+
+torch::Tensor ModelImpl::run_script_tile(const Node& node, const std::vector<torch::Tensor>& values,
+                                         const TileIO& tile, const SiteEngine& engine) {
+  // The activation the weight multiplies: the node's first floating input.
+  int input = -1;
+  for (int k : node.inputs) {
+    if (values[k].defined() && values[k].is_floating_point()) {
+      input = k;
+      break;
+    }
+  }
+  if (input < 0) return run_script_node(node, values);
+  std::vector<torch::Tensor> local = values;
+  const torch::Tensor& x = values[input];
+  // Rows are the vectors of a linear layer or matmul that keeps the rank; otherwise (a
+  // convolution, a flattening layer) the whole sample is.
+  const bool rows = node.label != "conv" && static_cast<int64_t>(node.shape.size()) + 1 == x.dim();
+  const int vector_dims = rows ? std::min<int>(1, x.dim() - 1) : static_cast<int>(x.dim()) - 1;
+  if (vector_dims < 1) return run_script_node(node, values);
+  const auto product = [&](const torch::Tensor& xn) {
+    local[input] = xn;
+    return run_script_node(node, local);
+  };
+  return tile_forward(tile, x, product, node.weight.detach().abs().max().item<double>(),
+                      torch::Tensor(), engine.tile_stream(static_cast<int>(&node - nodes_.data())),
+                      vector_dims);
 }
 
 void ModelImpl::train(bool on) {

@@ -11,6 +11,7 @@ namespace {
 // Tags that keep the random streams of different uses apart.
 constexpr uint64_t kStaticTag = 0x5354415449434e53ULL;   // static / aging patterns
 constexpr uint64_t kDynamicTag = 0x44594e414d494353ULL;  // per-forward noise
+constexpr uint64_t kTileTag = 0x54494c454f55544eULL;     // tile output noise, per forward
 
 bool all_dynamic_additive(const SiteConfig& cfg) {
   if (cfg.adc_bits > 0) return false;
@@ -40,6 +41,7 @@ SiteCalibration SiteCalibration::from_json(const Json& j) {
 void SiteEngine::configure(NoiseConfig config) {
   for (const auto& kv : config.sites) kv.second.validate();
   config.weight.validate();
+  config.device.validate();
   config_ = std::move(config);
   static_cache_.clear();
   forward_index_ = 0;
@@ -86,6 +88,11 @@ RngStream SiteEngine::dynamic_stream(int site, int repetition, size_t component)
   const uint64_t key = mix_seed(config_.seed, chip_, mix_seed(draw_, kDynamicTag));
   const uint64_t base = mix_seed(static_cast<uint64_t>(site), forward_index_);
   return RngStream{key, mix_seed(base, static_cast<uint64_t>(repetition), component)};
+}
+
+RngStream SiteEngine::tile_stream(int site) const {
+  const uint64_t key = mix_seed(config_.seed, chip_, mix_seed(draw_, kTileTag));
+  return RngStream{key, mix_seed(static_cast<uint64_t>(site), forward_index_)};
 }
 
 const SiteCalibration& SiteEngine::calib(int site, const char* why) const {

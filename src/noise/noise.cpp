@@ -391,19 +391,25 @@ WeightNoise WeightNoise::parse(const std::string& text) {
 }
 
 bool NoiseConfig::empty() const {
-  if (weight.enabled()) return false;
+  if (weight.enabled() || device.enabled()) return false;
   return std::all_of(sites.begin(), sites.end(), [](const auto& kv) {
     return kv.second.is_identity() && kv.second.repeats == 1;
   });
 }
 
 bool NoiseConfig::has_static() const {
-  if (weight.enabled()) return true;
+  if (weight.enabled() || (device.programs_weights() && device.scale > 0.0)) return true;
   return std::any_of(sites.begin(), sites.end(),
                      [](const auto& kv) { return kv.second.has_static(); });
 }
 
 bool NoiseConfig::has_dynamic() const {
+  if (device.enabled() && device.scale > 0.0) {
+    if (device.tile.out_noise > 0.0 && (device.all_layers || !device.layers.empty())) return true;
+    for (const auto& kv : device.tile_by_site) {
+      if (kv.second.out_noise > 0.0 && device.on(kv.first)) return true;
+    }
+  }
   return std::any_of(sites.begin(), sites.end(), [](const auto& kv) {
     return std::any_of(kv.second.noise.begin(), kv.second.noise.end(), [](const NoiseSpec& s) {
       return s.temporal == Temporal::kDynamic && !s.is_zero();
@@ -421,6 +427,7 @@ NoiseConfig NoiseConfig::scaled(double factor) const {
     }
   }
   c.weight.sigma *= factor;
+  c.device.scale *= factor;
   return c;
 }
 
@@ -435,7 +442,9 @@ Json NoiseConfig::to_json(const std::vector<std::string>& site_names) const {
     }
     s.push_back(e);
   }
-  return Json{{"seed", seed}, {"rules", s}, {"weight_noise", weight.to_json()}};
+  Json j{{"seed", seed}, {"rules", s}, {"weight_noise", weight.to_json()}};
+  if (device.enabled()) j["device"] = device.to_json(site_names);
+  return j;
 }
 
 std::vector<int> select_sites(const std::string& selector, const std::vector<std::string>& names) {
@@ -533,7 +542,7 @@ NoiseConfig build_noise_config(const std::vector<std::string>& noise_rules,
 }
 
 NoiseConfig noise_config_from_json(const Json& j, const std::vector<std::string>& site_names) {
-  check_keys(j, {"seed", "weight_noise", "rules"}, "noise configuration");
+  check_keys(j, {"seed", "weight_noise", "rules", "device"}, "noise configuration");
   // A value of the wrong JSON type is nlohmann's error, which names no field: name the part.
   auto in = [](const std::string& part, auto&& read) {
     try {
@@ -550,6 +559,7 @@ NoiseConfig noise_config_from_json(const Json& j, const std::vector<std::string>
   if (j.contains("weight_noise")) {
     cfg.weight = in("weight_noise", [&] { return WeightNoise::from_json(j.at("weight_noise")); });
   }
+  if (j.contains("device")) cfg.device = DeviceConfig::from_json(j.at("device"), site_names);
   if (j.contains("rules")) {
     if (!j.at("rules").is_array()) {
       throw std::invalid_argument("noise configuration: rules must be a JSON array");

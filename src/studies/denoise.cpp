@@ -159,7 +159,7 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
       optimizer.zero_grad();
       torch::Tensor logits, loss;
       {
-        WeightNoiseGuard weights(model, o.noise.weight, o.noise.seed, chip);
+        WeightNoiseGuard weights(model, o.noise, chip);
         logits = model.forward(x);
         loss = task_loss(logits, y);
         if (o.feature_weight > 0) {

@@ -1,6 +1,7 @@
 // Evaluation under noise over levels (`quell eval`), and the report's forms.
 #include "quell/eval_study.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -16,10 +17,38 @@ EvalReport run_eval_study(Model model, const Dataset& data, const EvalStudyOptio
   check_model_fits(*model, data, opts.source.empty() ? spec.name : opts.source);
   const Metric metric = resolve_metric(opts.metric, data, spec.num_classes);
   const auto names = model->site_names();
-  // Validate every level before the first (long) evaluation.
-  std::vector<NoiseConfig> configs;
-  for (double level : opts.levels) configs.push_back(opts.noise.scaled(level));
-  for (const auto& c : configs) model->engine().configure(c);
+  // Every (level, time, compensation) row, validated before the first (long) evaluation.
+  const bool device_rows = !opts.times.empty() || opts.both_compensations;
+  if (device_rows && !opts.noise.device.programs_weights()) {
+    throw std::invalid_argument(
+        "evaluating over times or drift compensation needs a device model on some layer (e.g. "
+        "--device-model pcm)");
+  }
+  struct Row {
+    double level, time;
+    int compensation;
+    NoiseConfig config;
+  };
+  std::vector<Row> rows;
+  const std::vector<double> times =
+      opts.times.empty() ? std::vector<double>{opts.noise.device.time} : opts.times;
+  std::vector<int> comps{opts.noise.device.compensation ? 1 : 0};
+  if (opts.both_compensations) comps = {0, 1};
+  for (double level : opts.levels) {
+    if (!device_rows) {
+      rows.push_back({level, -1.0, -1, opts.noise.scaled(level)});
+      continue;
+    }
+    for (double t : times) {
+      for (int comp : comps) {
+        NoiseConfig c = opts.noise.scaled(level);
+        c.device.time = t;
+        c.device.compensation = comp == 1;
+        rows.push_back({level, t, comp, std::move(c)});
+      }
+    }
+  }
+  for (const auto& r : rows) model->engine().configure(r.config);
 
   EvalReport r;
   EvalOptions clean_opts = opts.eval;
@@ -28,12 +57,21 @@ EvalReport run_eval_study(Model model, const Dataset& data, const EvalStudyOptio
   const EvalResult clean = evaluate(*model, data, NoiseConfig{}, clean_opts);
   r.clean_accuracy = clean.accuracy.mean;
   r.clean_loss = clean.draws.at(0).loss;
-  for (size_t i = 0; i < configs.size(); ++i) {
+  for (const auto& row : rows) {
     EvalOptions o = opts.eval;
     o.metric = metric;
-    o.progress = opts.monitor.bar("eval level " + fmt_double(opts.levels[i]));
-    r.levels.push_back({opts.levels[i], configs[i].to_json(names),
-                        evaluate(*model, data, configs[i], o)});
+    std::string what = "eval level " + fmt_double(row.level);
+    if (row.time >= 0.0) {
+      what += " at " + duration_str(row.time) + (row.compensation == 1 ? " compensated" : "");
+    }
+    o.progress = opts.monitor.bar(what);
+    EvalLevel level;
+    level.level = row.level;
+    level.time = row.time;
+    level.compensation = row.compensation;
+    level.config = row.config.to_json(names);
+    level.result = evaluate(*model, data, row.config, o);
+    r.levels.push_back(std::move(level));
   }
   r.context = RunContext::capture(opts.device.str());
   r.checkpoint = opts.source;
@@ -70,13 +108,18 @@ Json EvalReport::to_json() const {
       draws_json.push_back(
           {{"chip", d.chip}, {"draw", d.draw}, {"accuracy", d.accuracy}, {"loss", d.loss}});
     }
-    jlevels.push_back({{"level", l.level},
-                       {"config", l.config},
-                       {"accuracy", summary_to_json(l.result.accuracy, true)},
-                       {"chip_accuracy", summary_to_json(l.result.chip_accuracy, true)},
-                       {"ci_over", l.result.chip_level ? "chips" : "draws"},
-                       {"deterministic", l.result.deterministic},
-                       {"draws", draws_json}});
+    Json e{{"level", l.level},
+           {"config", l.config},
+           {"accuracy", summary_to_json(l.result.accuracy, true)},
+           {"chip_accuracy", summary_to_json(l.result.chip_accuracy, true)},
+           {"ci_over", l.result.chip_level ? "chips" : "draws"},
+           {"deterministic", l.result.deterministic},
+           {"draws", draws_json}};
+    if (l.time >= 0.0) {
+      e["time"] = l.time;
+      e["compensation"] = l.compensation == 1;
+    }
+    jlevels.push_back(e);
   }
   Json j{{"provenance", context.to_json()},
          {"checkpoint", checkpoint},
@@ -132,6 +175,10 @@ EvalReport EvalReport::from_json(const Json& input) {
     for (const auto& l : j.at("levels")) {
       EvalLevel e;
       e.level = l.at("level").get<double>();
+      if (l.contains("time")) {
+        e.time = l.at("time").get<double>();
+        e.compensation = l.value("compensation", false) ? 1 : 0;
+      }
       e.config = l.value("config", Json::object());
       e.result.accuracy = summary_from_json(l.at("accuracy"));
       e.result.chip_accuracy = summary_from_json(l.value("chip_accuracy", Json::object()));
@@ -149,12 +196,23 @@ EvalReport EvalReport::from_json(const Json& input) {
   return r;
 }
 
+bool EvalReport::has_times() const {
+  return std::any_of(levels.begin(), levels.end(), [](const EvalLevel& l) { return l.time >= 0.0; });
+}
+
 std::string EvalReport::csv() const {
-  CsvTable csv({"level", "chip", "draw", metric.key(), "loss"});
+  const bool times = has_times();
+  std::vector<std::string> header{"level"};
+  if (times) header.insert(header.end(), {"time_s", "compensation"});
+  header.insert(header.end(), {"chip", "draw", metric.key(), "loss"});
+  CsvTable csv(header);
   for (const auto& l : levels) {
     for (const auto& d : l.result.draws) {
-      csv.add_row({fmt_double(l.level), std::to_string(d.chip), std::to_string(d.draw),
-                   fmt_double(d.accuracy, 8), fmt_double(d.loss, 8)});
+      std::vector<std::string> row{fmt_double(l.level)};
+      if (times) row.insert(row.end(), {fmt_double(l.time), l.compensation == 1 ? "1" : "0"});
+      row.insert(row.end(), {std::to_string(d.chip), std::to_string(d.draw),
+                             fmt_double(d.accuracy, 8), fmt_double(d.loss, 8)});
+      csv.add_row(row);
     }
   }
   return csv.str();
@@ -163,8 +221,10 @@ std::string EvalReport::csv() const {
 std::string EvalReport::table() const {
   std::ostringstream table;
   char line[256];
-  std::snprintf(line, sizeof line, "%-10s %10s %10s %22s %6s\n", "level", "accuracy", "+-95%CI",
-                "CI", "n");
+  const bool times = has_times();
+  const int w = times ? 24 : 10;  // the first column: level, or level, time and compensation
+  std::snprintf(line, sizeof line, "%-*s %10s %10s %22s %6s\n", w,
+                times ? "level  time  drift-comp" : "level", "accuracy", "+-95%CI", "CI", "n");
   table << "model " << model.name
         << (denoising_blocks > 0
                 ? " + " + std::to_string(denoising_blocks) + " denoising block(s)"
@@ -172,13 +232,17 @@ std::string EvalReport::table() const {
         << " on " << dataset << " " << split << " (" << samples << " samples); noise "
         << noise_description << ", chance " << fmt_double(chance, 3) << "\n"
         << line;
-  std::snprintf(line, sizeof line, "%-10s %10.4f %10s %22s %6d\n", "clean", clean_accuracy, "-",
-                "-", 1);
+  std::snprintf(line, sizeof line, "%-*s %10.4f %10s %22s %6d\n", w, "clean", clean_accuracy,
+                "-", "-", 1);
   table << line;
   for (const auto& l : levels) {
     const Summary& h = l.result.headline();
-    std::snprintf(line, sizeof line, "%-10s %10.4f %10.4f   [%8.4f, %8.4f] %6lld%s\n",
-                  fmt_double(l.level).c_str(), h.mean, h.half_width(), h.ci_low, h.ci_high,
+    std::string label = fmt_double(l.level);
+    if (l.time >= 0.0) {
+      label += "  " + duration_str(l.time) + (l.compensation == 1 ? "  on" : "  off");
+    }
+    std::snprintf(line, sizeof line, "%-*s %10.4f %10.4f   [%8.4f, %8.4f] %6lld%s\n", w,
+                  label.c_str(), h.mean, h.half_width(), h.ci_low, h.ci_high,
                   static_cast<long long>(h.n), l.result.chip_level ? " chips" : "");
     table << line;
   }

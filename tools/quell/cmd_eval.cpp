@@ -15,6 +15,7 @@ struct EvalArgs {
   std::string model;
   std::string split = "test";
   std::vector<double> levels;
+  std::string times;
   std::string metric;
   std::string json_out, csv_out;
   EvalOptions opts;
@@ -32,6 +33,11 @@ std::string describe(const NoiseArgs& n, const NoiseConfig& resolved) {
   for (const auto& r : n.repeat) s += (s.empty() ? "repeat " : " repeat ") + r;
   if (!n.weight_noise.empty()) s += (s.empty() ? "weights " : " weights ") + n.weight_noise;
   if (!n.config_file.empty()) s += (s.empty() ? "" : " + ") + n.config_file;
+  const DeviceConfig& d = resolved.device;
+  if (d.enabled()) {
+    s += (s.empty() ? "device " : " device ") + d.model.name;
+    if (!d.tile.ideal()) s += " tile " + d.tile.str();
+  }
   return s + " (sigma x level)";
 }
 
@@ -54,6 +60,8 @@ void run(EvalArgs& a) {
   const Dataset data = load_dataset(o.data);
   o.noise = a.noise.build(model->site_names());
   if (!a.levels.empty()) o.levels = a.levels;
+  if (!a.times.empty()) o.times = parse_durations(a.times);
+  o.both_compensations = a.noise.compensation == "both";
   o.eval = a.opts;
   o.metric = a.metric;
   o.split = a.split;
@@ -97,7 +105,12 @@ void add_eval_command(CLI::App& app) {
       ->delimiter(',');
   cmd->add_option("--json", a->json_out, "Write results as JSON ('-' = stdout)");
   cmd->add_option("--csv", a->csv_out, "Write per-draw results as CSV ('-' = stdout)");
+  cmd->add_option("--times", a->times,
+                  "Device: evaluate at each time since programming, e.g. 1s,1h,1d,1mo,1y,10y "
+                  "(with --device-model; default: --time)")
+      ->type_name("LIST");
   a->data.add_for_checkpoint(*cmd);
+  a->noise.compensation_both_allowed = true;
   a->noise.add(*cmd);
   a->runtime.add(*cmd);
   cmd->callback([a] { run(*a); });

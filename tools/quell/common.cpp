@@ -239,6 +239,32 @@ void NoiseArgs::add(CLI::App& app) {
                  "Noise on conv/linear weights per chip: SIGMA[:abs|:range|:mul] (default "
                  "additive, relative to the layer's max |w|)")
       ->type_name("SPEC");
+  app.add_option("--device-model", device_model,
+                 "Analog layers' memory technology: ideal | pcm | reram | a table file "
+                 ".json/.csv (docs/devices.md)")
+      ->type_name("MODEL");
+  app.add_option("--device-layers", device_layers,
+                 "Which analog layers (conv, linear, weight matmul) sit on device tiles: all | "
+                 "names, indices, ranges (default all)")
+      ->type_name("SITES");
+  app.add_option("--tile", tile,
+                 "Tile I/O of the analog layers: ideal | aihwkit | dac=B:adc=B:out_bound=X:"
+                 "out_noise=S:inp_bound=X:nm=on|off:bm=on|off (on top of ideal or a preset)")
+      ->type_name("SPEC");
+  app.add_option("--g-max", g_max, "Conductance max|w| maps to, in uS (pcm 25, reram 40)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--mapping", mapping,
+                 "Weight-to-conductance scale per layer or per output channel")
+      ->check(CLI::IsMember({"layer", "channel"}));
+  app.add_option("--time", time,
+                 "Time since programming: seconds or a number with s, min, h, d, w, mo, y "
+                 "(default 0)")
+      ->type_name("DURATION");
+  app.add_option("--drift-compensation", compensation,
+                 compensation_both_allowed
+                     ? "Global drift compensation per layer: on | off | both (every time twice)"
+                     : "Global drift compensation per layer: on | off")
+      ->type_name("on|off");
   app.add_option("--noise-config", config_file,
                  "JSON noise configuration (see docs/noise.md); --noise/--adc/--repeat rules "
                  "apply on top of it")
@@ -268,6 +294,25 @@ NoiseConfig NoiseArgs::build(const std::vector<std::string>& site_names) const {
   }
   apply_noise_rules(base, noise, adc, repeat, site_names);
   if (!weight_noise.empty()) base.weight = WeightNoise::parse(weight_noise);
+  DeviceConfig& d = base.device;
+  if (!device_model.empty()) d.model = DeviceModel::parse(device_model);
+  if (g_max > 0.0) d.model.g_max = g_max;
+  if (!device_layers.empty()) {
+    d.all_layers = device_layers == "all";
+    d.layers = d.all_layers ? std::vector<int>{} : select_sites(device_layers, site_names);
+  }
+  if (!tile.empty()) d.tile = TileIO::parse(tile);
+  if (!mapping.empty()) d.mapping = mapping;
+  if (!time.empty()) d.time = parse_duration(time);
+  if (!compensation.empty()) {
+    if (compensation == "on" || compensation == "off") {
+      d.compensation = compensation == "on";
+    } else if (!(compensation == "both" && compensation_both_allowed)) {
+      throw std::invalid_argument("--drift-compensation: '" + compensation + "' is not " +
+                                  (compensation_both_allowed ? "on, off or both" : "on or off"));
+    }
+  }
+  d.validate();
   if (config_file.empty() || seed_given) base.seed = seed;
   return base;
 }

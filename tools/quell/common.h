@@ -73,6 +73,11 @@ struct NoiseArgs {
   std::vector<std::string> noise, adc, repeat;
   std::string weight_noise;
   std::string config_file;
+  // Devices (docs/devices.md); empty = not given (the config file's or the default).
+  std::string device_model, device_layers, tile, mapping, time, compensation;
+  double g_max = 0.0;
+  /// Whether "--drift-compensation both" is accepted (quell eval).
+  bool compensation_both_allowed = false;
   uint64_t seed = 1;
   bool seed_given = false;
   void add(CLI::App& app);

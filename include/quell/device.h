@@ -131,6 +131,9 @@ double parse_duration(const std::string& text);
 std::string duration_str(double seconds);
 /// A comma-separated list of durations, ascending as given.
 std::vector<double> parse_durations(const std::string& text);
+/// A walk grid of durations with units ("1s:10y", "1h,1d,1y", "1:1e9") in plain seconds, for
+/// SigmaGrid::parse.
+std::string durations_as_seconds(const std::string& grid);
 
 /// What a chip's devices hold for one clean weight tensor W (dim 0 = outputs) at time t.
 struct ProgrammedWeight {

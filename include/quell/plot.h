@@ -29,6 +29,7 @@ struct SiteCurve {
 struct WalkPlotData {
   std::string title;                     ///< e.g. "lenet5-bn, additive noise"
   std::string sigma_label = "sigma";     ///< x axis label
+  std::string sweep_symbol = "σ";        ///< the swept value in titles ("σ", "time", "scale")
   bool log_sigma = true;                 ///< log σ axis (false for linear grids)
   double clean_accuracy = 0.0;           ///< the metric's clean value
   double chance = 0.1;                   ///< the metric's floor

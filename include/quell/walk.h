@@ -121,6 +121,17 @@ struct WalkOptions {
   bool global = false;     ///< also the reference curve with the noise on all walked sites
   WalkNoise noise;
   SigmaGrid grid;
+  /// Device walk (docs/devices.md): when set, what is walked is not `noise` but this device on
+  /// one analog layer at a time (every other layer digital and ideal), and the grid sweeps
+  /// `device_sweep`. Repeat r is chip r.
+  std::optional<DeviceConfig> device;
+  enum class DeviceSweep {
+    kTime,   ///< seconds since programming (at the device's scale)
+    kScale,  ///< DeviceConfig::scale (at the device's time)
+  };
+  DeviceSweep device_sweep = DeviceSweep::kTime;
+  /// The device configuration of one evaluation: `device` on `layers` at swept value `value`.
+  NoiseConfig device_config(const std::vector<int>& layers, double value) const;
   int repeats = 3;
   bool early_stop = true;  ///< stop a site after two consecutive grid points at chance
   /// What each evaluation measures; the midpoint is where it has gone halfway from clean to
@@ -130,6 +141,11 @@ struct WalkOptions {
   /// "At chance" = mean score <= score(chance) + margin; < 0: automatic.
   double chance_margin = -1.0;
   int max_extend = 40;     ///< points past the grid end until two are at chance (0: never)
+  /// max_extend, or 0 for a device time sweep: its grid is the device's lifetime, and a layer
+  /// that survives it is "not crossed", not extrapolated to 10^40 s.
+  int extend_limit() const {
+    return device && device_sweep == DeviceSweep::kTime ? 0 : max_extend;
+  }
   uint64_t seed = 1;       ///< noise streams (and, for noisy training, initialisation)
   int64_t batch_size = 256;
   bool prefix_cache = true;        ///< reuse the clean activation entering the walked site

@@ -72,6 +72,14 @@ struct WalkReport {
   int mpi_ranks = 1;
   std::vector<int64_t> evaluations_per_rank;
   Json fingerprint;
+  /// Device walk: the device (DeviceConfig::to_json) and what was swept ("time" or "scale");
+  /// null / empty for a noise walk.
+  Json device = nullptr;
+  std::string device_sweep;
+  /// What was walked, for titles: "add noise", or "pcm device per layer, time since programming".
+  std::string walked() const;
+  /// The swept value's axis label: "noise level sigma", "time since programming (s)", ...
+  std::string sweep_label() const;
   Json training = nullptr;  ///< noisy training: TrainOptions::to_json
   std::vector<std::string> site_names;
   std::vector<std::string> written;  ///< files written into the output directory

@@ -14,11 +14,13 @@ hurts, and how to make it stop hurting -- from Python, on the native engine (lib
 Studies: train, evaluate, walk, denoise, plan, cost, inspect. Each takes the CLI's options as
 keyword arguments and returns a result with attributes, to_dict(), to_json(), to_pandas() and
 plot(). Noise is given as the CLI's rule strings ("all=add:0.1:rel=std") or built with
-quell.noise. See docs/python.md.
+quell.noise; analog hardware (PCM, ReRAM, your own device table, DAC/ADC) with
+quell.AnalogDevice (docs/devices.md). See docs/python.md.
 """
 from ._quell import __version__ as _native_version
 from . import noise
 from .data import load_data, load_tensors, as_dataset
+from .device import AnalogDevice
 from .errors import QuellError
 from .models import Model, SiteInfo, model_names
 from .results import (CostResult, DenoiseResult, EvalResult, InspectResult, PlanResult,
@@ -31,7 +33,7 @@ __version__ = _native_version.split(" ")[0]
 __commit__ = _native_version.split("(")[-1].rstrip(")") if "(" in _native_version else ""
 
 __all__ = [
-    "Model", "SiteInfo", "model_names", "load_data", "load_tensors", "as_dataset", "noise", "QuellError",
+    "Model", "SiteInfo", "AnalogDevice", "model_names", "load_data", "load_tensors", "as_dataset", "noise", "QuellError",
     "train", "evaluate", "walk", "denoise", "plan", "cost", "inspect", "set_threads",
     "TrainResult", "EvalResult", "WalkResult", "DenoiseResult", "PlanResult", "CostResult",
     "InspectResult", "__version__",

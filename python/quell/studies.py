@@ -1,10 +1,12 @@
 """The studies, one function each, over the native library calls (quell/*_study.h). Keyword
 arguments carry the CLI's options with the same defaults (docs/cli.md); the work runs in the
 native engine with the GIL released."""
+import json
 import os
 
 from . import _quell
 from .data import as_dataset
+from .device import device_json
 from .errors import QuellError, check_file
 from .models import Model
 from .noise import rules
@@ -33,8 +35,9 @@ def _model(model):
 
 
 def _noise(model, noise, adc=None, repeat=None, weight_noise=None, noise_seed=1,
-           noise_config=None):
-    """The NoiseConfig of the CLI's --noise/--adc/--repeat/--weight-noise/--noise-config."""
+           noise_config=None, analog=None):
+    """The NoiseConfig of the CLI's --noise/--adc/--repeat/--weight-noise/--noise-config and
+    device flags (analog: a quell.AnalogDevice, its dict or a model name)."""
     names = model.site_names
     as_list = lambda v: [v] if isinstance(v, str) else list(v or [])
     if isinstance(noise, _quell.NoiseConfig):
@@ -51,6 +54,8 @@ def _noise(model, noise, adc=None, repeat=None, weight_noise=None, noise_seed=1,
     config.apply_rules(rules(noise), as_list(adc), as_list(repeat), names)
     if weight_noise:
         config.set_weight_noise(str(weight_noise))
+    if analog is not None:
+        config.set_device(device_json(analog), names)
     if noise_config is None or noise_seed is not None:
         config.seed = int(noise_seed if noise_seed is not None else 1)
     return config
@@ -111,15 +116,16 @@ def _call(fn, *args):
 
 def train(model, data, *, test=None, epochs=10, batch_size=128, optimizer="adam", lr=1e-3,
           momentum=0.9, weight_decay=0.0, cosine=True, seed=1, noise=None, adc=None,
-          repeat=None, weight_noise=None, noise_seed=1, calib_samples=2048, out=None,
-          device="cpu", progress=True):
+          repeat=None, weight_noise=None, noise_seed=1, analog=None, calib_samples=2048,
+          out=None, device="cpu", progress=True):
     """Trains `model` in place (clean, or noise-aware with `noise`) and returns a TrainResult.
 
     data / test: (x, y) tensors, a torch Dataset/DataLoader or a dataset name (see
     quell.as_dataset); with `test` the clean test accuracy is measured. Options as `quell
     train`: epochs, batch_size, optimizer ("adam" | "sgd"), lr, momentum (sgd), weight_decay,
     cosine (learning-rate annealing), seed (shuffling), noise (rules or quell.noise values,
-    drawn fresh every step), calib_samples (images that calibrate the sites). out: also write
+    drawn fresh every step), analog (a quell.AnalogDevice: hardware-aware training, the
+    device's weights drawn afresh every step), calib_samples (images that calibrate the sites). out: also write
     a checkpoint there. The model keeps its initialisation (Model(..., seed=) sets it).
     """
     model = _model(model)
@@ -134,7 +140,7 @@ def train(model, data, *, test=None, epochs=10, batch_size=128, optimizer="adam"
     t.epochs, t.batch_size, t.optimizer, t.lr = int(epochs), int(batch_size), optimizer, float(lr)
     t.momentum, t.weight_decay, t.cosine, t.seed = float(momentum), float(weight_decay), bool(cosine), int(seed)
     t.calib_samples = int(calib_samples)
-    t.noise = _noise(model, noise, adc, repeat, weight_noise, noise_seed)
+    t.noise = _noise(model, noise, adc, repeat, weight_noise, noise_seed, analog=analog)
     o.out = os.fspath(out) if out else ""
     o.set_device(device)
     o.set_dataset(train_set.name)
@@ -144,31 +150,51 @@ def train(model, data, *, test=None, epochs=10, batch_size=128, optimizer="adam"
 
 
 def evaluate(model, data, *, noise=None, adc=None, repeat=None, weight_noise=None,
-             noise_config=None, noise_seed=1, levels=(1.0,), draws=5, chips=1, batch_size=256,
-             metric=None, device="cpu", progress=True):
+             noise_config=None, noise_seed=1, analog=None, times=None, drift_compensation=None,
+             levels=(1.0,), draws=5, chips=1, batch_size=256, metric=None, device="cpu",
+             progress=True):
     """The metric of `model` on `data` under noise: once clean, then at each level (every sigma
     times the level), over `chips` chip instances x `draws` noise draws, with mean, std and 95%
     CI (as `quell eval`). metric: "accuracy", "top5", "token-accuracy", "cross-entropy",
     "perplexity", "mse", "relative-mse"; None = the task's usual one (accuracy for class ids,
-    perplexity for ids per position, mse for real targets). Returns an EvalResult."""
+    perplexity for ids per position, mse for real targets). analog: a quell.AnalogDevice (or
+    its dict, or "pcm"); times: evaluate it at each time since programming (seconds or "1d");
+    drift_compensation: "on", "off" or "both" (each time twice). Returns an EvalResult."""
     model = _model(model)
     dataset = as_dataset(data, split="test")
     if int(draws) < 1 or int(chips) < 1 or int(batch_size) < 1:
         raise ValueError("draws, chips and batch_size must be >= 1")
     model = _calibrated_for(model, dataset)
     o = _quell.EvalStudyOptions()
-    o.noise = _noise(model, noise, adc, repeat, weight_noise, noise_seed, noise_config)
+    if drift_compensation not in (None, "on", "off", "both"):
+        raise ValueError(f"drift_compensation '{drift_compensation}': expected on, off or both")
+    if (times is not None or drift_compensation is not None) and analog is None \
+            and noise_config is None:
+        raise ValueError("times and drift_compensation need an analog device (analog=...)")
+    o.noise = _noise(model, noise, adc, repeat, weight_noise, noise_seed, noise_config, analog)
+    if drift_compensation in ("on", "off"):
+        cfg = json.loads(o.noise.to_json(model.site_names))
+        if "device" in cfg:
+            cfg["device"]["compensation"] = drift_compensation == "on"
+            o.noise.set_device(json.dumps(cfg["device"]), model.site_names)
+    o.both_compensations = drift_compensation == "both"
+    if times is not None:
+        o.times = [_quell.parse_duration(t) if isinstance(t, str) else float(t)
+                   for t in ([times] if isinstance(times, (str, int, float)) else times)]
     o.levels = [float(level) for level in levels]
     o.metric = _metric(metric)
     e = o.eval
     e.draws, e.chips, e.batch_size = int(draws), int(chips), int(batch_size)
     o.source = model.source
-    o.noise_description = " ".join(rules(noise)) or "configured"
+    o.noise_description = " ".join(rules(noise) + (["device " + json.loads(
+        o.noise.to_json(model.site_names))["device"]["model"]["name"]] if analog is not None
+        else [])) or "configured"
     o.set_device(device)
     return EvalResult(_call(_quell.run_eval_study, model._native, dataset, o, *_monitor(progress)))
 
 
-def walk(model, data, *, out, sites="all", noise="add", grid="1e-2:1e4", per_decade=4,
+def walk(model, data, *, out, sites="all", noise="add", grid=None, per_decade=4,
+         analog=None, sweep=None,
          metric=None, repeats=3, global_curve=False, early_stop=True, chance=0.0, chance_margin=-1.0,
          max_extend=40, adaptive=False, tolerance=0.05, seed=1, batch_size=256,
          prefix_cache=True, cache_mb=1024, shard=None, merge=(), restart=False, figures="png,svg",
@@ -180,7 +206,11 @@ def walk(model, data, *, out, sites="all", noise="add", grid="1e-2:1e4", per_dec
     called again with the same `out` continues from its journal; shard="I/N" runs one shard
     and merge=[dirs] merges shards. With train=(training data) the noisy-training setting:
     a fresh model per (site, sigma, repeat) trained with the noise on (epochs, lr,
-    train_batch, eval_draws). figures: "png,svg", "png", "svg" or None. Returns a WalkResult.
+    train_batch, eval_draws). figures: "png,svg", "png", "svg" or None. grid default
+    "1e-2:1e4". Device walk: analog=quell.AnalogDevice(...) walks the device on one analog layer
+    at a time, sweeping sweep="time" (grid of times since programming, default "1:1e9" seconds,
+    units allowed: "1s:10y") or sweep="scale" (its noise scale, default grid "0.1:100").
+    Returns a WalkResult.
     """
     model = _model(model)
     test = as_dataset(data, split="test")
@@ -194,7 +224,16 @@ def walk(model, data, *, out, sites="all", noise="add", grid="1e-2:1e4", per_dec
     o = _quell.WalkStudyOptions()
     w = o.walk
     w.set_noise(str(noise))
-    w.set_grid(str(grid), int(per_decade))
+    if analog is None and sweep is not None:
+        raise ValueError("sweep needs an analog device to walk (analog=...)")
+    if analog is not None:
+        sweep = sweep or "time"
+        w.set_device(device_json(analog), model.site_names, str(sweep))
+        if grid is None:
+            grid = "1:1e9" if sweep == "time" else "0.1:100"
+        if sweep == "time":
+            grid = _quell.durations_as_seconds(str(grid))
+    w.set_grid(str(grid if grid is not None else "1e-2:1e4"), int(per_decade))
     w.repeats, w.global_curve, w.early_stop = int(repeats), bool(global_curve), bool(early_stop)
     w.chance, w.chance_margin, w.max_extend = float(chance), float(chance_margin), int(max_extend)
     w.adaptive, w.tolerance, w.seed = bool(adaptive), float(tolerance), int(seed)
@@ -228,8 +267,8 @@ def walk(model, data, *, out, sites="all", noise="add", grid="1e-2:1e4", per_dec
     return WalkResult(native, o.out)
 
 
-def denoise(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
-            noise_config=None, noise_seed=1, sites="all", block="auto", ratios=(4, 16),
+def denoise(model, train, test, *, noise=None, out=None, adc=None, weight_noise=None,
+            noise_config=None, noise_seed=1, analog=None, sites="all", block="auto", ratios=(4, 16),
             budgets=(2.0, 5.0), search="greedy", walk=None, drop_ranking=True, all_sites=True,
             finetune=True, finetune_lr=1e-4, train_limit=0, val_size=5000, search_limit=10000,
             search_epochs=1, search_width=8, search_draws=2, taylor_samples=2048, min_gain=0.0,
@@ -250,7 +289,7 @@ def denoise(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
     test_set = as_dataset(test, what="test data", split="test")
     _calibrate_if_needed(model, train_set)
     o = _quell.DenoiseStudyOptions()
-    o.noise = _noise(model, noise, adc, None, weight_noise, noise_seed, noise_config)
+    o.noise = _noise(model, noise, adc, None, weight_noise, noise_seed, noise_config, analog)
     if o.noise.empty():
         raise ValueError("no noise to mitigate: give noise=")
     o.sites, o.block = str(sites), str(block)
@@ -283,8 +322,8 @@ def denoise(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
     return DenoiseResult(native, o.out)
 
 
-def plan(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
-         noise_config=None, noise_seed=1, sites="all", walk=None,
+def plan(model, train, test, *, noise=None, out=None, adc=None, weight_noise=None,
+         noise_config=None, noise_seed=1, analog=None, sites="all", walk=None,
          schemes=("uniform", "inverse_lin", "inverse_sqrt", "inverse_square"), mean_repeats=(),
          energy_budget=(), target=0.0, max_mean=16.0, search="greedy", search_width=4,
          search_draws=2, val_size=5000, min_gain=0.0, hardware="isaac", set=(),
@@ -299,7 +338,7 @@ def plan(model, train, test, *, noise, out=None, adc=None, weight_noise=None,
     test_set = as_dataset(test, what="test data", split="test")
     _calibrate_if_needed(model, train_set)
     o = _quell.PlanStudyOptions()
-    o.noise = _noise(model, noise, adc, None, weight_noise, noise_seed, noise_config)
+    o.noise = _noise(model, noise, adc, None, weight_noise, noise_seed, noise_config, analog)
     o.sites = str(sites)
     o.metric = _metric(metric)
     if walk is not None:

@@ -60,7 +60,15 @@ void bind_studies(py::module_& m) {
       .def("scaled", &NoiseConfig::scaled)
       .def_readwrite("seed", &NoiseConfig::seed)
       .def("set_weight_noise",
-           [](NoiseConfig& c, const std::string& spec) { c.weight = WeightNoise::parse(spec); });
+           [](NoiseConfig& c, const std::string& spec) { c.weight = WeightNoise::parse(spec); })
+      .def(
+          "set_device",
+          [](NoiseConfig& c, const std::string& json, const std::vector<std::string>& names) {
+            c.device = DeviceConfig::from_json(Json::parse(json), names);
+          },
+          py::arg("json"), py::arg("site_names"));
+  m.def("parse_duration", &parse_duration, py::arg("text"));
+  m.def("durations_as_seconds", &durations_as_seconds, py::arg("grid"));
   m.def("select_sites", &select_sites, py::arg("selector"), py::arg("site_names"));
 
   py::class_<EvalOptions>(m, "EvalOptions")
@@ -95,6 +103,18 @@ void bind_studies(py::module_& m) {
   py::class_<WalkOptions>(m, "WalkOptions")
       .def(py::init<>())
       .def("set_noise", [](WalkOptions& o, const std::string& t) { o.noise = WalkNoise::parse(t); })
+      .def(
+          "set_device",
+          [](WalkOptions& o, const std::string& json, const std::vector<std::string>& names,
+             const std::string& sweep) {
+            if (sweep != "time" && sweep != "scale") {
+              throw std::invalid_argument("sweep '" + sweep + "': expected time or scale");
+            }
+            o.device = DeviceConfig::from_json(Json::parse(json), names);
+            o.device_sweep = sweep == "time" ? WalkOptions::DeviceSweep::kTime
+                                             : WalkOptions::DeviceSweep::kScale;
+          },
+          py::arg("json"), py::arg("site_names"), py::arg("sweep"))
       .def("set_grid", [](WalkOptions& o, const std::string& t,
                           int per_decade) { o.grid = SigmaGrid::parse(t, per_decade); })
       .def_readwrite("global_curve", &WalkOptions::global)
@@ -124,6 +144,8 @@ void bind_studies(py::module_& m) {
       .def_readwrite("metric", &EvalStudyOptions::metric)
       .def_readwrite("noise", &EvalStudyOptions::noise)
       .def_readwrite("levels", &EvalStudyOptions::levels)
+      .def_readwrite("times", &EvalStudyOptions::times)
+      .def_readwrite("both_compensations", &EvalStudyOptions::both_compensations)
       .def_readwrite("eval", &EvalStudyOptions::eval)
       .def_readwrite("split", &EvalStudyOptions::split)
       .def_readwrite("source", &EvalStudyOptions::source)

@@ -265,6 +265,24 @@ std::vector<double> parse_durations(const std::string& text_in) {
   return out;
 }
 
+std::string durations_as_seconds(const std::string& grid) {
+  std::string out, part;
+  auto flush = [&] {
+    out += fmt_double(parse_duration(part), 12);
+    part.clear();
+  };
+  for (char c : grid) {
+    if (c == ':' || c == ',') {
+      flush();
+      out += c;
+    } else {
+      part += c;
+    }
+  }
+  flush();
+  return out;
+}
+
 std::string duration_str(double s) {
   static const std::vector<std::pair<const char*, double>> units{
       {"y", 31557600.0}, {"mo", 2592000.0}, {"w", 604800.0}, {"d", 86400.0},

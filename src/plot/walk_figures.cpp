@@ -175,7 +175,7 @@ FigureScript curves_single(const WalkPlotData& data, const SigmaAxis& axis,
   std::ostringstream s;
   s << curve_axes(axis, data, 10);
   s << "set title "
-    << gp_string(with_title_prefix(data, data.metric_label + " vs σ (mean, 95% band)"))
+    << gp_string(with_title_prefix(data, data.metric_label + " vs " + data.sweep_symbol + " (mean, 95% band)"))
     << " font ',13'\n";
   s << "set xlabel " << gp_string(data.sigma_label) << "\nset ylabel "
     << gp_string(data.metric_label) << "\n";
@@ -287,7 +287,7 @@ FigureScript curves_grid(const WalkPlotData& data, const SigmaAxis& axis, const 
   s << "set lmargin at screen " << sx(left) << "\nset rmargin at screen " << sx(W - right) << "\n";
   s << "set tmargin at screen " << sy(48) << "\nset bmargin at screen " << sy(78) << "\n";
   s << "set label 1 "
-    << gp_string(with_title_prefix(data, data.metric_label + " vs σ per site (mean, 95% band)"))
+    << gp_string(with_title_prefix(data, data.metric_label + " vs " + data.sweep_symbol + " per site (mean, 95% band)"))
     << " at screen 0.5, screen " << sy(22) << " center font '," << fig.font + (large ? 6 : 4)
     << "'\n";
   s << "set label 2 " << gp_string(data.sigma_label) << " at screen 0.5, screen " << num(14.0 / H)
@@ -366,7 +366,7 @@ FigureScript midpoints_figure(const WalkPlotData& data, const SigmaAxis& axis,
 
   std::ostringstream s;
   s << "set label 1 "
-    << gp_string(with_title_prefix(data, "midpoint σ per site (bar: midpoint, whiskers: interval)"))
+    << gp_string(with_title_prefix(data, "midpoint " + data.sweep_symbol + " per site (bar: midpoint, whiskers: interval)"))
     << " at screen 0.5, screen " << num(1.0 - 22.0 / fig.height) << " center font ',"
     << fig.font + 3 << "'\n";
   s << "set key at screen 0.5, screen " << num(1.0 - 52.0 / fig.height)
@@ -407,7 +407,7 @@ FigureScript midpoints_figure(const WalkPlotData& data, const SigmaAxis& axis,
     elements.push_back(gp_string(missing_file) + " using 1:(" + base + "):($1-0.38):($1+0.38):(" +
                        base + "):(" + top + ") with boxxyerror fc rgb '" + kMidColor +
                        "' fs transparent pattern 4 border lc rgb '" + kMidColor +
-                       "' title 'n.c.: not crossed in the swept σ range'");
+                       "' title 'n.c.: not crossed in the swept " + data.sweep_symbol + " range'");
   }
   s << join_plot(elements);
   fig.body = s.str();
@@ -490,7 +490,7 @@ FigureScript heatmap_figure(const WalkPlotData& data, const ScratchDirectory& sc
 
   std::ostringstream s;
   s << "set label 1 "
-    << gp_string(with_title_prefix(data, "mean " + data.metric_label + " per site and σ"))
+    << gp_string(with_title_prefix(data, "mean " + data.metric_label + " per site and " + data.sweep_symbol))
     << " at screen 0.5, screen " << num(1.0 - 22.0 / H) << " center font '," << fig.font + 3
     << "'\n";
   s << "set key at screen " << num((label_px + plot_w / 2.0) / W) << ", screen "

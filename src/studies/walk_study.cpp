@@ -161,6 +161,21 @@ WalkReport run_walk_study(Model model, const Dataset& test, const WalkStudyOptio
                                  [&](int s) { return !infos.at(static_cast<size_t>(s)).floating; }),
                   w.sites.end());
   }
+  if (w.device) {  // a device walk visits analog layers: "all" means all of them
+    std::vector<int> analog;
+    for (const auto& sw : model->analog_weights()) analog.push_back(sw.first);
+    if (o.sites == "all") {
+      w.sites = analog;
+    } else {
+      for (int s : w.sites) {
+        if (std::find(analog.begin(), analog.end(), s) == analog.end()) {
+          throw std::invalid_argument("device walk: site " + names.at(s) +
+                                      " is not an analog layer (conv, linear or a matmul with a "
+                                      "weight)");
+        }
+      }
+    }
+  }
   w.validate(model->num_sites());
 
   // The fingerprint names everything that determines the results.
@@ -271,6 +286,10 @@ WalkReport run_walk_study(Model model, const Dataset& test, const WalkStudyOptio
   report.limit = o.data.limit;
   report.shuffle_seed = o.data.shuffle_seed;
   report.noise = w.noise;
+  if (w.device) {
+    report.device = w.device->to_json(names);
+    report.device_sweep = w.device_sweep == WalkOptions::DeviceSweep::kTime ? "time" : "scale";
+  }
   report.grid = w.grid;
   report.repeats = w.repeats;
   report.adaptive = w.adaptive;
@@ -334,6 +353,10 @@ Json WalkReport::to_json() const {
          {"mpi", {{"ranks", mpi_ranks}, {"evaluations_per_rank", evaluations_per_rank}}},
          {"fingerprint", fingerprint}};
   if (noisy_training) j["noisy_training"] = training;
+  if (!device.is_null()) {
+    j["device"] = device;
+    j["device_sweep"] = device_sweep;
+  }
   if (!result.metric.is_accuracy()) {
     j["metric"] = result.metric.name();
     j["metric_higher_is_better"] = result.metric.higher_is_better();
@@ -358,6 +381,10 @@ WalkReport WalkReport::from_json(const Json& input) {
     r.samples = d.value("samples", int64_t{0});
     r.limit = d.value("limit", int64_t{0});
     r.shuffle_seed = d.value("shuffle_seed", uint64_t{0});
+    if (j.contains("device") && j.at("device").is_object()) {
+      r.device = j.at("device");
+      r.device_sweep = j.value("device_sweep", std::string("time"));
+    }
     if (j.contains("grid") && j.at("grid").is_object()) {
       const Json& g = j.at("grid");
       r.grid.text = g.value("text", "");
@@ -442,12 +469,31 @@ std::string WalkReport::csv() const {
   return csv.str();
 }
 
+std::string WalkReport::walked() const {
+  if (device.is_null()) return noise.str() + " noise";
+  std::string name = "device";
+  if (device.contains("model") && device.at("model").is_object()) {
+    name = device.at("model").value("name", name);
+  }
+  return name + " device per layer, " +
+         (device_sweep == "scale" ? "noise scale at " +
+                                        duration_str(device.value("time", 0.0)) +
+                                        " after programming"
+                                  : std::string("time since programming"));
+}
+
+std::string WalkReport::sweep_label() const {
+  if (device.is_null()) return "noise level sigma";
+  return device_sweep == "scale" ? "device noise scale (x the model's sigmas)"
+                                 : "time since programming (s)";
+}
+
 std::string WalkReport::table() const {
   const WalkResult& r = result;
   std::ostringstream os;
   char line[256];
   os << "walk " << model.name << " on " << dataset << " test (" << samples << " samples), "
-     << noise.str() << " noise, " << setting() << ", "
+     << walked() << ", " << setting() << ", "
      << (adaptive ? "adaptive search" : "grid " + grid.text) << ", " << repeats << " repeat(s)\n";
   std::snprintf(line, sizeof line, "clean accuracy %.4f, chance %.4f, threshold %.4f\n",
                 r.clean_accuracy, r.chance, r.threshold);
@@ -502,8 +548,9 @@ std::string WalkReport::table() const {
 
 WalkPlotData WalkReport::plot_data() const {
   WalkPlotData d;
-  d.title = model.name + ", " + noise.str() + " noise, " + setting();
-  d.sigma_label = "noise level sigma";
+  d.title = model.name + ", " + walked() + ", " + setting();
+  d.sigma_label = sweep_label();
+  if (!device.is_null()) d.sweep_symbol = device_sweep == "scale" ? "scale" : "time";
   d.log_sigma = grid.spacing != SigmaGrid::Spacing::kLinear;
   d.clean_accuracy = result.clean_accuracy;
   d.chance = result.chance;

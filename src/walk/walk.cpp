@@ -368,7 +368,27 @@ Json WalkOptions::fingerprint() const {
          {"batch_size", batch_size}, {"adaptive", adaptive}};
   if (adaptive) j["tolerance"] = tolerance;
   if (!metric.is_accuracy()) j["metric"] = metric.name();  // accuracy: as before metrics
+  if (device) {
+    j.erase("noise");
+    j["device"] = device->to_json({});
+    j["device_sweep"] = device_sweep == DeviceSweep::kTime ? "time" : "scale";
+  }
   return j;
+}
+
+NoiseConfig WalkOptions::device_config(const std::vector<int>& layers, double value) const {
+  NoiseConfig cfg;
+  cfg.seed = seed;
+  if (!device) return cfg;
+  cfg.device = *device;
+  cfg.device.all_layers = false;
+  cfg.device.layers = layers;
+  if (device_sweep == DeviceSweep::kTime) {
+    cfg.device.time = value;
+  } else {
+    cfg.device.scale = value;
+  }
+  return cfg;
 }
 
 void WalkOptions::validate(int num_sites) const {
@@ -401,6 +421,12 @@ void WalkOptions::validate(int num_sites) const {
     }
   }
   noise.base.validate();
+  if (device) {
+    device->validate();
+    if (device->model.ideal() && device->tile.ideal() && device->tile_by_site.empty()) {
+      throw std::invalid_argument("a device walk needs a device model or tile I/O to walk");
+    }
+  }
 }
 
 Json NoisyTrainingOptions::fingerprint() const {
@@ -668,7 +694,7 @@ class Walker {
         sigma = g[k];
       } else {
         // Past the grid: go on until two points are at chance, so every site can cross.
-        if (at_chance >= 2 || !o_.grid.extendable() || k - n >= o_.max_extend) break;
+        if (at_chance >= 2 || !o_.grid.extendable() || k - n >= o_.extend_limit()) break;
         sigma = o_.grid.beyond(k - n + 1);
       }
       std::vector<double> accs;
@@ -697,7 +723,9 @@ class Walker {
         break;
       }
     }
-    const double limit = o_.grid.extendable() ? o_.grid.beyond(o_.max_extend) : g.back();
+    const double limit = o_.grid.extendable() && o_.extend_limit() > 0
+                             ? o_.grid.beyond(o_.extend_limit())
+                             : g.back();
     std::map<double, double> mean;  // σ -> mean accuracy
     auto at = [&](double sigma, double* m) {
       const auto it = mean.find(sigma);
@@ -797,19 +825,29 @@ class CleanModelEvaluator {
   WalkRecord operator()(int site, double sigma, int repeat) {
     torch::NoGradGuard no_grad;
     const bool cached = site >= 0 && o_.prefix_cache;
-    if (cached) prepare(site);  // clean prefixes: run_until applies no site logic
+    // A device changes the walked layer's weights, so its clean prefix ends before the layer.
+    const int cache_at = o_.device ? site - 1 : site;
+    if (cached) prepare(cache_at);  // clean prefixes: run_until applies no site logic
     NoiseConfig cfg;
-    cfg.seed = o_.seed;
-    SiteConfig sc;
-    sc.noise = {o_.noise.at(sigma)};
-    if (site == WalkRecord::kGlobalSite) {
-      for (int s : o_.sites) cfg.sites[s] = sc;
+    const uint64_t d = draw_id(sigma, repeat);
+    std::optional<WeightNoiseGuard> programmed;
+    if (o_.device) {
+      cfg = o_.device_config(site == WalkRecord::kGlobalSite ? o_.sites : std::vector<int>{site},
+                             sigma);
+      // Chip `repeat`: the same programmed devices at every time of a time sweep.
+      programmed.emplace(model_, cfg, static_cast<uint64_t>(repeat));
     } else {
-      cfg.sites[site] = sc;
+      cfg.seed = o_.seed;
+      SiteConfig sc;
+      sc.noise = {o_.noise.at(sigma)};
+      if (site == WalkRecord::kGlobalSite) {
+        for (int s : o_.sites) cfg.sites[s] = sc;
+      } else {
+        cfg.sites[site] = sc;
+      }
     }
     SiteEngine engine = model_.engine();  // calibration
     engine.configure(std::move(cfg));
-    const uint64_t d = draw_id(sigma, repeat);
     engine.set_draw(d, d);
     // Batches run in parallel, one thread each, every thread with its own engine: the ops of one
     // batch are small, so this beats intra-op threads (no fork/join per op). Batch b is the
@@ -827,7 +865,8 @@ class CleanModelEvaluator {
         e.set_forward_index(static_cast<uint64_t>(b));
         logits = model_.forward(xs_[b], e);
       } else {
-        ForwardState s = cache_[b].site >= 0 ? cache_[b] : model_.run_until(xs_[b], site, false, e);
+        ForwardState s =
+            cache_[b].site >= 0 ? cache_[b] : model_.run_until(xs_[b], cache_at, false, e);
         // Shares the cached tensors, which run_from only reads: the walked value gets its noise
         // out of place.
         if (cache_[b].site >= 0) s.site_owned = false;

@@ -15,11 +15,14 @@ struct WalkArgs {
   std::string model;
   std::string noise = "add";
   std::string grid = "1e-2:1e4";
+  bool grid_given = false;
   int per_decade = 4;
   bool no_early_stop = false;
   bool no_prefix_cache = false;
   int64_t cache_mb = 1024;
   std::string figures = "png,svg";
+  std::string sweep;  // device walk: time | scale
+  NoiseArgs device;   // its device flags
   WalkStudyOptions study;
   DataArgs data;
   RuntimeArgs runtime;
@@ -50,7 +53,18 @@ void run(WalkArgs& a) {
     throw std::runtime_error("gnuplot is not installed (apt-get install gnuplot-nox), or use "
                              "--figures none");
   }
-  w.grid = SigmaGrid::parse(a.grid, a.per_decade);
+  const bool device_walk = !a.device.device_model.empty() || !a.device.tile.empty();
+  if (!device_walk && !a.sweep.empty()) {
+    throw std::invalid_argument("--sweep needs a device to walk (--device-model or --tile)");
+  }
+  std::string grid = a.grid;
+  if (device_walk) {
+    const bool time = a.sweep.empty() || a.sweep == "time";
+    w.device_sweep = time ? WalkOptions::DeviceSweep::kTime : WalkOptions::DeviceSweep::kScale;
+    if (!a.grid_given) grid = time ? "1:1e9" : "0.1:100";
+    if (time) grid = durations_as_seconds(grid);
+  }
+  w.grid = SigmaGrid::parse(grid, a.per_decade);
   w.noise = WalkNoise::parse(a.noise);
   w.early_stop = !a.no_early_stop;
   w.prefix_cache = !a.no_prefix_cache;
@@ -78,6 +92,11 @@ void run(WalkArgs& a) {
   s.data = a.data.options(Split::kTest);
   const Dataset test = load_dataset(s.data);
   if (!model) model = make_model(ModelSpec::for_dataset(a.model, test));  // the site table
+  if (device_walk) {
+    DeviceConfig d;
+    a.device.apply_device(d, model->site_names());
+    w.device = d;
+  }
   s.source = a.checkpoint;
   if (!a.checkpoint.empty()) s.model_digest = file_digest(a.checkpoint);
   s.device = a.runtime.torch_device();
@@ -125,8 +144,15 @@ void add_walk_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--grid", a->grid,
                   "Sigma grid: MIN:MAX (log, --per-decade points per decade), MIN:MAX:STEP "
-                  "(linear, e.g. 0:2:0.1) or a list 0.1,0.3,1")
-      ->capture_default_str();
+                  "(linear, e.g. 0:2:0.1) or a list 0.1,0.3,1. Device walks: times with units "
+                  "(default 1:1e9 seconds) or scales (default 0.1:100)")
+      ->capture_default_str()
+      ->each([a](const std::string&) { a->grid_given = true; });
+  cmd->add_option("--sweep", a->sweep,
+                  "Device walk (with --device-model or --tile): the device on one analog layer "
+                  "at a time, sweeping the time since programming or its noise scale")
+      ->check(CLI::IsMember({"time", "scale"}));
+  a->device.add_device(*cmd);
   cmd->add_option("--per-decade", a->per_decade, "Points per decade of a log grid")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

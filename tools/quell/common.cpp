@@ -239,6 +239,19 @@ void NoiseArgs::add(CLI::App& app) {
                  "Noise on conv/linear weights per chip: SIGMA[:abs|:range|:mul] (default "
                  "additive, relative to the layer's max |w|)")
       ->type_name("SPEC");
+  add_device(app);
+  app.add_option("--noise-config", config_file,
+                 "JSON noise configuration (see docs/noise.md); --noise/--adc/--repeat rules "
+                 "apply on top of it")
+      ->check(CLI::ExistingFile);
+  auto* seed_opt =
+      app.add_option("--noise-seed", seed, "Seed of all noise draws (overrides the config file's)")
+          ->capture_default_str();
+  // Whether the seed was given is known only after parsing.
+  seed_opt->each([this](const std::string&) { seed_given = true; });
+}
+
+void NoiseArgs::add_device(CLI::App& app) {
   app.add_option("--device-model", device_model,
                  "Analog layers' memory technology: ideal | pcm | reram | a table file "
                  ".json/.csv (docs/devices.md)")
@@ -265,15 +278,27 @@ void NoiseArgs::add(CLI::App& app) {
                      ? "Global drift compensation per layer: on | off | both (every time twice)"
                      : "Global drift compensation per layer: on | off")
       ->type_name("on|off");
-  app.add_option("--noise-config", config_file,
-                 "JSON noise configuration (see docs/noise.md); --noise/--adc/--repeat rules "
-                 "apply on top of it")
-      ->check(CLI::ExistingFile);
-  auto* seed_opt =
-      app.add_option("--noise-seed", seed, "Seed of all noise draws (overrides the config file's)")
-          ->capture_default_str();
-  // Whether the seed was given is known only after parsing.
-  seed_opt->each([this](const std::string&) { seed_given = true; });
+}
+
+void NoiseArgs::apply_device(DeviceConfig& d, const std::vector<std::string>& site_names) const {
+  if (!device_model.empty()) d.model = DeviceModel::parse(device_model);
+  if (g_max > 0.0) d.model.g_max = g_max;
+  if (!device_layers.empty()) {
+    d.all_layers = device_layers == "all";
+    d.layers = d.all_layers ? std::vector<int>{} : select_sites(device_layers, site_names);
+  }
+  if (!tile.empty()) d.tile = TileIO::parse(tile);
+  if (!mapping.empty()) d.mapping = mapping;
+  if (!time.empty()) d.time = parse_duration(time);
+  if (!compensation.empty()) {
+    if (compensation == "on" || compensation == "off") {
+      d.compensation = compensation == "on";
+    } else if (!(compensation == "both" && compensation_both_allowed)) {
+      throw std::invalid_argument("--drift-compensation: '" + compensation + "' is not " +
+                                  (compensation_both_allowed ? "on, off or both" : "on or off"));
+    }
+  }
+  d.validate();
 }
 
 NoiseConfig NoiseArgs::build(const std::vector<std::string>& site_names) const {
@@ -294,25 +319,7 @@ NoiseConfig NoiseArgs::build(const std::vector<std::string>& site_names) const {
   }
   apply_noise_rules(base, noise, adc, repeat, site_names);
   if (!weight_noise.empty()) base.weight = WeightNoise::parse(weight_noise);
-  DeviceConfig& d = base.device;
-  if (!device_model.empty()) d.model = DeviceModel::parse(device_model);
-  if (g_max > 0.0) d.model.g_max = g_max;
-  if (!device_layers.empty()) {
-    d.all_layers = device_layers == "all";
-    d.layers = d.all_layers ? std::vector<int>{} : select_sites(device_layers, site_names);
-  }
-  if (!tile.empty()) d.tile = TileIO::parse(tile);
-  if (!mapping.empty()) d.mapping = mapping;
-  if (!time.empty()) d.time = parse_duration(time);
-  if (!compensation.empty()) {
-    if (compensation == "on" || compensation == "off") {
-      d.compensation = compensation == "on";
-    } else if (!(compensation == "both" && compensation_both_allowed)) {
-      throw std::invalid_argument("--drift-compensation: '" + compensation + "' is not " +
-                                  (compensation_both_allowed ? "on, off or both" : "on or off"));
-    }
-  }
-  d.validate();
+  apply_device(base.device, site_names);
   if (config_file.empty() || seed_given) base.seed = seed;
   return base;
 }

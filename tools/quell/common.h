@@ -81,6 +81,11 @@ struct NoiseArgs {
   uint64_t seed = 1;
   bool seed_given = false;
   void add(CLI::App& app);
+  /// The device flags alone (--device-model, --device-layers, --tile, --g-max, --mapping,
+  /// --time, --drift-compensation); add() adds them too.
+  void add_device(CLI::App& app);
+  /// Applies the device flags given to `d` (and validates it).
+  void apply_device(DeviceConfig& d, const std::vector<std::string>& site_names) const;
   NoiseConfig build(const std::vector<std::string>& site_names) const;
 };
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "quell/blocks.h"
+#include "quell/device.h"
 #include "quell/io.h"
 
 namespace quell {
@@ -91,6 +92,13 @@ struct HardwareConfig {
   int64_t input_cycles() const;   ///< ceil(input_bits / dac_bits)
   double cycle_ns() const;        ///< max(array read, cols / (adcs · rate)); not node-scaled
 };
+
+/// Reads the analog tiles from a device configuration (quell/device.h), so accuracy (quell eval
+/// --tile) and cost come from one description: a tile DAC of b bits (aihwkit's count: b bits
+/// and a sign, 2^(b+1) − 3 levels) drives b + 1-bit inputs (input_bits; dac_bits is capped at
+/// it), an ADC of b bits converts b + 1 bits (adc_bits), rows/cols set the arrays. Ideal
+/// converters and rows/cols of 0 keep the preset's values. The sources say where each came from.
+void apply_device(HardwareConfig& h, const DeviceConfig& device);
 
 /// Names of the built-in presets, and a preset by name (throws listing the known ones).
 std::vector<std::string> hardware_preset_names();

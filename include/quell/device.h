@@ -76,13 +76,17 @@ struct TileIO {
   /// Iterative bound management: a sample whose ideal output exceeds out_bound is run again
   /// with its input divided by the smallest power of two that brings it inside.
   bool bound_management = false;
+  /// The array's size (cells): not simulated (a layer is one tile to the accuracy model), read
+  /// by the cost model (quell/cost.h apply_device); 0 = the hardware preset's.
+  int64_t rows = 0, cols = 0;
 
   bool ideal() const {
     return dac_bits == 0 && out_noise == 0.0 && adc_bits == 0 && out_bound == 0.0;
   }
   /// "ideal", "aihwkit" (aihwkit's defaults: dac 7, adc 9, out_bound 12, out_noise 0.06,
   /// iterative bound management) or "dac=8:adc=8:out_noise=0.04:out_bound=10:inp_bound=1:nm=on:
-  /// bm=on", each on top of "ideal" (or of a preset named first: "aihwkit:out_noise=0").
+  /// bm=on:rows=256:cols=256", each on top of "ideal" (or of a preset named first:
+  /// "aihwkit:out_noise=0").
   static TileIO parse(const std::string& text);
   static TileIO from_json(const Json& j);
   Json to_json() const;

@@ -368,11 +368,12 @@ def plan(model, train, test, *, noise=None, out=None, adc=None, weight_noise=Non
     return PlanResult(native, o.out)
 
 
-def cost(model, *, hardware="isaac", set=(), node=0.0, repeat=None, denoisers=""):
+def cost(model, *, hardware="isaac", set=(), node=0.0, repeat=None, denoisers="", analog=None):
     """Energy, latency and area of one inference on a mixed-signal accelerator (as `quell
     cost`): hardware preset or JSON file, set=["FIELD=VALUE", ...] overrides, node (nm),
     repeat={"site": k} or rules ["conv1=4"], denoisers (a placement label; default: the
-    model's own blocks). Returns a CostResult."""
+    model's own blocks), analog (a quell.AnalogDevice: its tile's DAC, ADC and array size replace
+    the preset's, before `set`). Returns a CostResult."""
     model = _model(model)
     names = model.site_names
     repeats = []
@@ -384,7 +385,8 @@ def cost(model, *, hardware="isaac", set=(), node=0.0, repeat=None, denoisers=""
         k = {r["name"]: r["repeats"] for r in json.loads(config.to_json(names))["rules"]}
         repeats = [int(k.get(n, 1)) for n in names]
     return CostResult(*_quell.estimate_cost(model._native, str(hardware), [str(s) for s in set],
-                                            float(node), repeats, str(denoisers)))
+                                            float(node), repeats, str(denoisers),
+                                            device_json(analog) if analog is not None else ""))
 
 
 def inspect(model):

@@ -282,8 +282,11 @@ void bind_studies(py::module_& m) {
       "estimate_cost",
       [](std::shared_ptr<ModelImpl> model, const std::string& hardware,
          const std::vector<std::string>& set, double node_nm, const std::vector<int>& repeats,
-         const std::string& denoisers) {
+         const std::string& denoisers, const std::string& device_json) {
         HardwareConfig hw = load_hardware_config(hardware);
+        if (!device_json.empty()) {
+          apply_device(hw, DeviceConfig::from_json(Json::parse(device_json), model->site_names()));
+        }
         for (const auto& s : set) hw.set(s);
         if (node_nm > 0) {
           hw.node_nm = node_nm;
@@ -301,7 +304,7 @@ void bind_studies(py::module_& m) {
       },
       py::arg("model"), py::arg("hardware") = "isaac", py::arg("set") = std::vector<std::string>{},
       py::arg("node_nm") = 0.0, py::arg("repeats") = std::vector<int>{},
-      py::arg("denoisers") = "");
+      py::arg("denoisers") = "", py::arg("device_json") = "");
   m.def("hardware_presets", &hardware_preset_names);
   m.def(
       "inspect_model",

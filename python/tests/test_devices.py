@@ -49,7 +49,7 @@ def test_device_walk_per_layer(checkpoint, test_data, tmp_path):
     assert any(m is not None and math.isfinite(m) for m in w.midpoints.values())
     t = quell.walk(checkpoint, test_data, out=tmp_path / "time", analog="pcm", grid="1s:1y",
                    per_decade=1, repeats=1, sites="conv1", figures=None, progress=False)
-    sigmas = t.sites[0]["sigma"]
+    sigmas = [p["sigma"] for p in t.sites[0]["points"]]
     assert sigmas[0] == 1.0 and sigmas[-1] <= 365.25 * 86400  # in seconds, not past the grid
 
 
@@ -57,7 +57,7 @@ def test_hardware_aware_training_and_denoising(train_data, test_data, tmp_path):
     model = quell.Model("lenet5-bn", seed=2)
     r = quell.train(model, train_data, epochs=1, batch_size=32, progress=False,
                     analog=quell.AnalogDevice("pcm", tile="aihwkit"))
-    assert math.isfinite(r.epochs[-1]["loss"])
+    assert math.isfinite(r.metrics["epochs"][-1]["loss"])
     d = quell.denoise(model, train_data, test_data, analog=quell.AnalogDevice("pcm", time="1d"),
                       budgets=(5,), search="none", epochs=1, draws=1, chips=2,
                       robustness=(1,), figures=None, progress=False, out=tmp_path / "den")

@@ -514,9 +514,14 @@ TileIO TileIO::parse(const std::string& text_in) {
       io.noise_management = parse_switch(value, what);
     } else if (key == "bm") {
       io.bound_management = parse_switch(value, what);
+    } else if (key == "rows") {
+      io.rows = parse_int(value, what);
+    } else if (key == "cols") {
+      io.cols = parse_int(value, what);
     } else {
       throw std::invalid_argument("tile '" + text_in + "': unknown key '" + key +
-                                  "' (known: dac, adc, inp_bound, out_bound, out_noise, nm, bm)");
+                                  "' (known: dac, adc, inp_bound, out_bound, out_noise, nm, bm, "
+                                  "rows, cols)");
     }
   }
   try {
@@ -546,19 +551,20 @@ void TileIO::validate() const {
   if (bound_management && out_bound == 0.0) {
     throw std::invalid_argument("bound management needs out_bound > 0");
   }
+  if (rows < 0 || cols < 0) throw std::invalid_argument("tile rows and cols must be >= 0");
 }
 
 Json TileIO::to_json() const {
   return Json{{"dac_bits", dac_bits},           {"inp_bound", inp_bound},
               {"noise_management", noise_management}, {"out_noise", out_noise},
               {"adc_bits", adc_bits},           {"out_bound", out_bound},
-              {"bound_management", bound_management}};
+              {"bound_management", bound_management}, {"rows", rows}, {"cols", cols}};
 }
 
 TileIO TileIO::from_json(const Json& j) {
   if (j.is_string()) return parse(j.get<std::string>());
   check_keys(j, {"dac_bits", "inp_bound", "noise_management", "out_noise", "adc_bits", "out_bound",
-                 "bound_management", "sites"},
+                 "bound_management", "rows", "cols", "sites"},
              "tile");
   return json_part<TileIO>("tile", [&] {
     TileIO io;
@@ -569,6 +575,8 @@ TileIO TileIO::from_json(const Json& j) {
     io.adc_bits = j.value("adc_bits", io.adc_bits);
     io.out_bound = j.value("out_bound", io.out_bound);
     io.bound_management = j.value("bound_management", io.bound_management);
+    io.rows = j.value("rows", io.rows);
+    io.cols = j.value("cols", io.cols);
     io.validate();
     return io;
   });
@@ -584,7 +592,9 @@ std::string TileIO::str() const {
   if (adc_bits > 0) add("adc=" + std::to_string(adc_bits));
   if (out_bound > 0.0) add("out_bound=" + fmt_double(out_bound));
   if (bound_management) add("bm=on");
-  return s;
+  if (rows > 0) add("rows=" + std::to_string(rows));
+  if (cols > 0) add("cols=" + std::to_string(cols));
+  return s.empty() ? "ideal" : s;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -454,6 +454,31 @@ HardwareConfig hardware_preset(const std::string& name) {
   return it->second;
 }
 
+void apply_device(HardwareConfig& h, const DeviceConfig& device) {
+  const TileIO& t = device.tile;
+  const std::string from = "from the device's tile I/O (" + t.str() + ")";
+  if (t.dac_bits > 0) {
+    h.input_bits = t.dac_bits + 1;
+    h.dac_bits = std::min(h.dac_bits, h.input_bits);
+    h.sources["input_bits"] = from + ": a " + std::to_string(t.dac_bits) +
+                              "-bit tile DAC (aihwkit's count) drives inputs of that many bits "
+                              "and a sign";
+  }
+  if (t.adc_bits > 0) {
+    h.adc_bits = t.adc_bits + 1;
+    h.sources["adc_bits"] = from + ": b bits and a sign";
+  }
+  if (t.rows > 0) {
+    h.array_rows = t.rows;
+    h.sources["array_rows"] = from;
+  }
+  if (t.cols > 0) {
+    h.array_cols = t.cols;
+    h.sources["array_cols"] = from;
+  }
+  h.validate();
+}
+
 HardwareConfig load_hardware_config(const std::string& name_or_file) {
   const bool looks_like_file = name_or_file.find('/') != std::string::npos ||
                                name_or_file.find(".json") != std::string::npos;

@@ -18,6 +18,7 @@ struct CostArgs {
   double node = 0.0;
   std::vector<std::string> repeat;
   std::string denoisers;
+  std::string tile, noise_config;
   std::string format = "table";
   std::string out = "-";
   bool list = false;
@@ -49,6 +50,14 @@ void run(const CostArgs& a, bool model_given) {
     model = make_model(a.geometry.spec(a.model));
   }
   const auto names = model->site_names();
+  // The tiles of a device configuration (the file quell eval reads, or --tile) set the
+  // converters and arrays, so accuracy and cost come from one description.
+  if (!a.noise_config.empty() || !a.tile.empty()) {
+    NoiseArgs device_args;
+    device_args.config_file = a.noise_config;
+    device_args.tile = a.tile;
+    apply_device(hw, device_args.build(names).device);
+  }
   std::vector<int> repeats(names.size(), 1);
   if (!a.repeat.empty()) {
     const NoiseConfig rules = build_noise_config({}, {}, a.repeat, "", 1, names);
@@ -105,6 +114,14 @@ void add_cost_command(CLI::App& app) {
   cmd->add_option("--denoisers", args->denoisers,
                   "Cost these blocks instead of the checkpoint's: a placement label as in "
                   "quell denoise's report, e.g. 'conv1/4+fc1/mlp8+bn2/ch'");
+  cmd->add_option("--tile", args->tile,
+                  "The analog tiles as quell eval --tile gives them (ideal | aihwkit | "
+                  "dac=B:adc=B:rows=R:cols=C...): their DAC, ADC and array size replace the "
+                  "preset's");
+  cmd->add_option("--noise-config", args->noise_config,
+                  "A JSON noise configuration whose \"device\" tile sets the converters and "
+                  "arrays (--tile applies on top)")
+      ->check(CLI::ExistingFile);
   args->geometry.add(*cmd);
   cmd->add_option("--format", args->format, "table, csv or json")
       ->check(CLI::IsMember({"table", "csv", "json"}))

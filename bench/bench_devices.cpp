@@ -120,8 +120,8 @@ int main(int argc, char** argv) {
     }
     return acc / static_cast<double>(times.size());
   };
-  std::vector<double> t_clean, t_pcm, t_tile;
-  double a_clean = 0, a_pcm = 0, a_tile = 0;
+  std::vector<double> t_clean, t_pcm, t_tile, t_nobm;
+  double a_clean = 0, a_pcm = 0, a_tile = 0, a_nobm = 0;
   auto timed = [](auto&& fn, double* acc) {
     const auto t0 = Clock::now();
     *acc = fn();
@@ -131,16 +131,20 @@ int main(int argc, char** argv) {
     t_clean.push_back(timed(clean, &a_clean));
     t_pcm.push_back(timed([&] { return device(quell::TileIO()); }, &a_pcm));
     t_tile.push_back(timed([&] { return device(quell::TileIO::parse("aihwkit")); }, &a_tile));
-    std::printf("round %d: clean %.2f s, pcm %.2f s, pcm + aihwkit tile %.2f s\n", r + 1,
-                t_clean.back(), t_pcm.back(), t_tile.back());
+    t_nobm.push_back(
+        timed([&] { return device(quell::TileIO::parse("aihwkit:bm=off")); }, &a_nobm));
+    std::printf("round %d: clean %.2f s, pcm %.2f s, pcm + aihwkit tile %.2f s (without bound "
+                "management %.2f s)\n",
+                r + 1, t_clean.back(), t_pcm.back(), t_tile.back(), t_nobm.back());
   }
-  const double c = median(t_clean), p = median(t_pcm), t = median(t_tile);
+  const double c = median(t_clean), p = median(t_pcm), t = median(t_tile), nb = median(t_nobm);
   std::printf("\n%-34s %9s %8s %9s\n", "60 passes (10 chips x 6 times)", "median s", "ratio",
               "mean acc");
   std::printf("%-34s %9.2f %8s %9.4f\n", "clean (baseline)", c, "1.00", a_clean);
   std::printf("%-34s %9.2f %8.2f %9.4f   target <= 1.5: %s\n", "pcm, drift compensation", p, p / c,
               a_pcm, p / c <= 1.5 ? "met" : "NOT met");
   std::printf("%-34s %9.2f %8.2f %9.4f\n", "pcm + aihwkit tile I/O", t, t / c, a_tile);
+  std::printf("%-34s %9.2f %8.2f %9.4f\n", "  the same, bound management off", nb, nb / c, a_nobm);
   if (!tmp.empty()) std::filesystem::remove_all(tmp);
   return 0;
 }

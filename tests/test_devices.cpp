@@ -276,6 +276,44 @@ TEST(Devices, DacAndAdcQuantiseOnTheirGrids) {
   EXPECT_TRUE(torch::allclose(fit, big.to(fit.scalar_type()), 1e-6, 1e-6));
 }
 
+TEST(Devices, TheFusedEvaluationPathEqualsTheTensorPath) {
+  // Without autograd the tile I/O runs as fused loops; with autograd on, as tensor ops. Both
+  // must give the same outputs: noise, converters, bound management and bias included.
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::randn({6, 3, 8, 8}) * 2.0;
+  const torch::Tensor w = torch::randn({5, 3, 3, 3});
+  const torch::Tensor bias = torch::randn({5});
+  const auto conv = [&](const torch::Tensor& v) { return torch::conv2d(v, w, {}, 1, 1); };
+  const torch::Tensor rows = torch::randn({4, 7, 9});
+  const torch::Tensor wl = torch::randn({6, 9});
+  const auto linear = [&](const torch::Tensor& v) { return torch::linear(v, wl); };
+  for (const char* spec : {"dac=5", "aihwkit", "aihwkit:out_bound=3", "dac=4:adc=4:out_bound=2:nm=off",
+                           "out_noise=0.1"}) {
+    const TileIO io = TileIO::parse(spec);
+    const double ws = w.abs().max().item<double>();
+    torch::Tensor fused, tensor_path, fused_rows, tensor_rows;
+    {
+      torch::NoGradGuard no_grad;
+      fused = tile_forward(io, x, conv, ws, bias, RngStream{3, 4}, 3);
+      fused_rows = tile_forward(io, rows, linear, 1.5, {}, RngStream{3, 5}, 1);
+    }
+    {
+      torch::AutoGradMode grad(true);
+      tensor_path = tile_forward(io, x, conv, ws, bias, RngStream{3, 4}, 3);
+      tensor_rows = tile_forward(io, rows, linear, 1.5, {}, RngStream{3, 5}, 1);
+    }
+    // Up to float rounding (a quantisation step may flip where a value sits on a boundary).
+    const double step = io.adc_bits > 0 ? io.out_bound / ((1 << io.adc_bits) - 2) : 0.0;
+    const double tol = 1e-4 + 1.01 * step * ws * x.abs().max().item<double>();
+    EXPECT_LT((fused - tensor_path).abs().max().item<double>(), tol) << spec;
+    EXPECT_LT((fused - tensor_path).abs().gt(1e-3).sum().item<int64_t>(), fused.numel() / 100 + 1)
+        << spec;
+    EXPECT_LT((fused_rows - tensor_rows).abs().gt(1e-3).sum().item<int64_t>(),
+              fused_rows.numel() / 100 + 1)
+        << spec;
+  }
+}
+
 TEST(Devices, OutputNoiseHasItsSigmaInUnitsOfTheFullScale) {
   TileIO io;
   io.noise_management = false;

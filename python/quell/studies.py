@@ -65,6 +65,11 @@ def _noise(model, noise, adc=None, repeat=None, weight_noise=None, noise_seed=1,
 # `t = o.train; t.epochs = 3` sets the option.
 
 
+def _analog_name(analog):
+    model = json.loads(device_json(analog)).get("model", "pcm")
+    return model if isinstance(model, str) else model.get("name", "table")
+
+
 def _monitor(progress, verbose=False):
     message = (lambda line: print(line)) if verbose else None
     return factory(progress), message
@@ -186,9 +191,8 @@ def evaluate(model, data, *, noise=None, adc=None, repeat=None, weight_noise=Non
     e = o.eval
     e.draws, e.chips, e.batch_size = int(draws), int(chips), int(batch_size)
     o.source = model.source
-    o.noise_description = " ".join(rules(noise) + (["device " + json.loads(
-        o.noise.to_json(model.site_names))["device"]["model"]["name"]] if analog is not None
-        else [])) or "configured"
+    o.noise_description = " ".join(rules(noise) + (["device " + _analog_name(analog)]
+                                                   if analog is not None else [])) or "configured"
     o.set_device(device)
     return EvalResult(_call(_quell.run_eval_study, model._native, dataset, o, *_monitor(progress)))
 

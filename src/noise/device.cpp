@@ -1,6 +1,8 @@
 // Device models, weight programming over time and the tile I/O. docs/devices.md.
 #include "quell/device.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -795,12 +797,129 @@ ProgrammedWeight program_weight(const torch::Tensor& w, const DeviceConfig& cfg,
 // ---------------------------------------------------------------------------------------------
 // Tile I/O
 
+namespace {
+
+// The tile I/O of an evaluation (no autograd, float32 on the CPU) in two passes over the input
+// and two over the output instead of a dozen tensor ops (the element-wise work otherwise costs
+// more than the convolutions it wraps). The same arithmetic as the tensor path below, up to the
+// order of float operations.
+torch::Tensor tile_forward_fused(const TileIO& io, const torch::Tensor& x_in,
+                                 const std::function<torch::Tensor(const torch::Tensor&)>& mvm,
+                                 double ws, const torch::Tensor& bias, RngStream noise,
+                                 int vector_dims) {
+  const torch::Tensor x = x_in.contiguous();
+  int64_t len = 1;
+  for (int d = 0; d < vector_dims; ++d) len *= x.size(x.dim() - 1 - d);
+  const int64_t vectors = len > 0 ? x.numel() / len : 0;
+  const int64_t per_sample = x.size(0) > 0 ? vectors / x.size(0) : 1;
+  std::vector<float> scale(static_cast<size_t>(vectors), 1.0f);
+  // The quantised input lives in a buffer each thread keeps: a fresh tensor per layer and batch
+  // would be fresh pages from the kernel every time (page faults cost more than the loops).
+  thread_local torch::Tensor buffer;
+  if (!buffer.defined() || buffer.numel() < x.numel()) buffer = torch::empty({x.numel()}, torch::kFloat);
+  torch::Tensor xq = buffer.narrow(0, 0, x.numel()).view(x.sizes());
+  const float* in = x.data_ptr<float>();
+  float* q = xq.data_ptr<float>();
+  const bool dac = io.dac_bits > 0;
+  const float bound = static_cast<float>(io.inp_bound);
+  const float step = dac ? static_cast<float>(quantise_step(io.inp_bound, io.dac_bits)) : 1.0f;
+  at::parallel_for(0, vectors, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t v = begin; v < end; ++v) {
+      const float* xv = in + v * len;
+      float* qv = q + v * len;
+      float m = 1.0f;
+      if (io.noise_management) {
+        m = 0.0f;
+        for (int64_t i = 0; i < len; ++i) m = std::max(m, std::fabs(xv[i]));
+        m = std::max(m, 1e-30f);
+      }
+      scale[static_cast<size_t>(v)] = m;
+      for (int64_t i = 0; i < len; ++i) {
+        float t = xv[i] / m;
+        if (dac) t = std::nearbyint(std::min(std::max(t, -bound), bound) / step) * step;
+        qv[i] = t;
+      }
+    }
+  });
+  torch::Tensor y = mvm(xq).contiguous();
+  if (y.storage().is_alias_of(buffer.storage())) y = y.clone();  // not the reused buffer
+  const int64_t out_len = vectors > 0 ? y.numel() / vectors : 0;
+  TORCH_CHECK(vectors == 0 || out_len * vectors == y.numel(),
+              "tile_forward: the product does not keep the input's vectors");
+  const float fws = static_cast<float>(ws);
+  std::vector<float> factor(static_cast<size_t>(vectors), 1.0f);
+  if (io.bound_management && io.out_bound > 0.0) {
+    const float* yp = y.data_ptr<float>();
+    const float ob = static_cast<float>(io.out_bound);
+    std::vector<int64_t> rerun;
+    for (int64_t v = 0; v < vectors; ++v) {
+      float peak = 0.0f;
+      for (int64_t i = 0; i < out_len; ++i) peak = std::max(peak, std::fabs(yp[v * out_len + i] / fws));
+      if (peak > ob) {
+        factor[static_cast<size_t>(v)] = std::exp2(std::ceil(std::log2(peak / ob)));
+        const int64_t sample = v / per_sample;
+        if (rerun.empty() || rerun.back() != sample) rerun.push_back(sample);
+      }
+    }
+    if (!rerun.empty()) {
+      // The clipping samples again with their input divided by the factor, then quantised.
+      const torch::Tensor idx = torch::tensor(rerun, torch::kLong);
+      // Per-vector scale and factor of the chosen samples, broadcast over each vector.
+      std::vector<float> div;
+      for (int64_t sample : rerun) {
+        for (int64_t k = 0; k < per_sample; ++k) {
+          const size_t v = static_cast<size_t>(sample * per_sample + k);
+          div.push_back(scale[v] * factor[v]);
+        }
+      }
+      std::vector<int64_t> vshape(x.sizes().begin(), x.sizes().end() - vector_dims);
+      vshape[0] = static_cast<int64_t>(rerun.size());
+      for (int d = 0; d < vector_dims; ++d) vshape.push_back(1);
+      const torch::Tensor d = torch::tensor(div, torch::kFloat).reshape(vshape);
+      torch::Tensor xr = x.index_select(0, idx) / d;
+      if (dac) xr = torch::round(xr.clamp(-bound, bound) / step) * step;
+      y.index_copy_(0, idx, mvm(xr).contiguous());
+    }
+  }
+  if (io.out_noise > 0.0) add_normal_(y, noise, io.out_noise * ws);
+  float* yp = y.data_ptr<float>();
+  const bool clip = io.out_bound > 0.0;
+  const float ob = static_cast<float>(io.out_bound);
+  const bool adc = io.adc_bits > 0;
+  const float astep = adc ? static_cast<float>(quantise_step(io.out_bound, io.adc_bits)) : 1.0f;
+  const torch::Tensor b = bias.defined() ? bias.detach().to(torch::kFloat).contiguous() : bias;
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  const int64_t nb = b.defined() ? b.numel() : 1;
+  const int64_t stride = vector_dims > 1 ? std::max<int64_t>(1, out_len / nb) : 1;
+  at::parallel_for(0, vectors, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t v = begin; v < end; ++v) {
+      float* yv = yp + v * out_len;
+      const float back = fws * scale[static_cast<size_t>(v)] * factor[static_cast<size_t>(v)];
+      for (int64_t i = 0; i < out_len; ++i) {
+        float t = yv[i] / fws;
+        if (clip) t = std::min(std::max(t, -ob), ob);
+        if (adc) t = std::nearbyint(t / astep) * astep;
+        t *= back;
+        if (bp != nullptr) t += bp[(i / stride) % nb];
+        yv[i] = t;
+      }
+    }
+  });
+  return y;
+}
+
+}  // namespace
+
 torch::Tensor tile_forward(const TileIO& io, const torch::Tensor& x,
                            const std::function<torch::Tensor(const torch::Tensor&)>& mvm,
                            double w_scale, const torch::Tensor& bias, RngStream noise,
                            int vector_dims) {
   TORCH_CHECK(vector_dims >= 1 && vector_dims < x.dim(), "tile_forward: ", vector_dims,
               " vector dimensions for an input of ", x.dim());
+  if (!torch::GradMode::is_enabled() && x.scalar_type() == torch::kFloat && x.device().is_cpu() &&
+      x.numel() > 0) {
+    return tile_forward_fused(io, x, mvm, w_scale > 0.0 ? w_scale : 1.0, bias, noise, vector_dims);
+  }
   std::vector<int64_t> dims;
   for (int d = 0; d < vector_dims; ++d) dims.push_back(x.dim() - 1 - d);
   // Noise management: each input vector divided by its max |x|.
@@ -837,9 +956,14 @@ torch::Tensor tile_forward(const TileIO& io, const torch::Tensor& x,
       factor = torch::where(peak > io.out_bound,
                             torch::exp2(torch::ceil(torch::log2(peak / io.out_bound))),
                             torch::ones_like(peak));
-      // Rows (linear, matmul) share the input's leading shape; a convolution's factor is per
-      // sample, which broadcasts over its input as well.
-      y = mvm(dac(xn / as_rank(factor, x.dim()))) / ws;
+      // Only the samples with a clipping vector run again (their other vectors keep factor 1,
+      // so they repeat their first result). Rows (linear, matmul) share the input's leading
+      // shape; a convolution's factor is per sample, which broadcasts over its input as well.
+      const torch::Tensor rerun =
+          std::get<0>(factor.reshape({factor.size(0), -1}).max(1)).gt(1.0).nonzero().flatten();
+      const torch::Tensor f = as_rank(factor, x.dim()).index_select(0, rerun);
+      const torch::Tensor again = mvm(dac(xn.index_select(0, rerun) / f)) / ws;
+      y = y.index_copy(0, rerun, again);
     }
   }
   const bool grad = torch::GradMode::is_enabled() && y.requires_grad();

@@ -311,6 +311,15 @@ TEST(Devices, TheFusedEvaluationPathEqualsTheTensorPath) {
     EXPECT_LT((fused_rows - tensor_rows).abs().gt(1e-3).sum().item<int64_t>(),
               fused_rows.numel() / 100 + 1)
         << spec;
+    // A product that must see the whole batch (an imported segment reading other inputs) gives
+    // the same result when bound management reruns whole batches.
+    const auto whole = [&](const torch::Tensor& v) {
+      EXPECT_EQ(v.size(0), rows.size(0));
+      return linear(v);
+    };
+    torch::NoGradGuard no_grad;
+    const torch::Tensor batch = tile_forward(io, rows, whole, 1.5, {}, RngStream{3, 5}, 1, false);
+    EXPECT_LT((batch - fused_rows).abs().max().item<double>(), 1e-4) << spec;
   }
 }
 

@@ -161,10 +161,12 @@ ProgrammedWeight program_weight(const torch::Tensor& w, const DeviceConfig& cfg,
 /// max |x| the noise management divides by: 1 for a linear layer or matmul (a row, a token),
 /// 3 for a convolution (the whole sample: quell scales per image, not per patch). Bias shape:
 /// [C] then 1s for the remaining vector dimensions. Differentiable: rounding passes the gradient
-/// straight through.
+/// straight through. `subsets`: whether `mvm` may run on some of the samples only (bound
+/// management reruns the clipping ones); false when it reads other inputs of the full batch (an
+/// imported graph segment), and the whole batch runs again.
 torch::Tensor tile_forward(const TileIO& io, const torch::Tensor& x,
                            const std::function<torch::Tensor(const torch::Tensor&)>& mvm,
                            double w_scale, const torch::Tensor& bias, RngStream noise,
-                           int vector_dims = 1);
+                           int vector_dims = 1, bool subsets = true);
 
 }  // namespace quell

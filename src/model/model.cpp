@@ -635,7 +635,7 @@ torch::Tensor ModelImpl::run_script_tile(const Node& node, const std::vector<tor
   };
   return tile_forward(tile, x, product, node.weight.detach().abs().max().item<double>(),
                       torch::Tensor(), engine.tile_stream(static_cast<int>(&node - nodes_.data())),
-                      vector_dims);
+                      vector_dims, /*subsets=*/false);
 }
 
 void ModelImpl::train(bool on) {

@@ -806,7 +806,7 @@ namespace {
 torch::Tensor tile_forward_fused(const TileIO& io, const torch::Tensor& x_in,
                                  const std::function<torch::Tensor(const torch::Tensor&)>& mvm,
                                  double ws, const torch::Tensor& bias, RngStream noise,
-                                 int vector_dims) {
+                                 int vector_dims, bool subsets) {
   const torch::Tensor x = x_in.contiguous();
   int64_t len = 1;
   for (int d = 0; d < vector_dims; ++d) len *= x.size(x.dim() - 1 - d);
@@ -861,6 +861,10 @@ torch::Tensor tile_forward_fused(const TileIO& io, const torch::Tensor& x_in,
         if (rerun.empty() || rerun.back() != sample) rerun.push_back(sample);
       }
     }
+    if (!rerun.empty() && !subsets) {  // the whole batch (unclipped vectors keep factor 1)
+      rerun.resize(static_cast<size_t>(x.size(0)));
+      for (int64_t i = 0; i < x.size(0); ++i) rerun[static_cast<size_t>(i)] = i;
+    }
     if (!rerun.empty()) {
       // The clipping samples again with their input divided by the factor, then quantised.
       const torch::Tensor idx = torch::tensor(rerun, torch::kLong);
@@ -878,7 +882,11 @@ torch::Tensor tile_forward_fused(const TileIO& io, const torch::Tensor& x_in,
       const torch::Tensor d = torch::tensor(div, torch::kFloat).reshape(vshape);
       torch::Tensor xr = x.index_select(0, idx) / d;
       if (dac) xr = torch::round(xr.clamp(-bound, bound) / step) * step;
-      y.index_copy_(0, idx, mvm(xr).contiguous());
+      if (subsets) {
+        y.index_copy_(0, idx, mvm(xr).contiguous());
+      } else {
+        y = mvm(xr).contiguous();
+      }
     }
   }
   if (io.out_noise > 0.0) add_normal_(y, noise, io.out_noise * ws);
@@ -913,12 +921,13 @@ torch::Tensor tile_forward_fused(const TileIO& io, const torch::Tensor& x_in,
 torch::Tensor tile_forward(const TileIO& io, const torch::Tensor& x,
                            const std::function<torch::Tensor(const torch::Tensor&)>& mvm,
                            double w_scale, const torch::Tensor& bias, RngStream noise,
-                           int vector_dims) {
+                           int vector_dims, bool subsets) {
   TORCH_CHECK(vector_dims >= 1 && vector_dims < x.dim(), "tile_forward: ", vector_dims,
               " vector dimensions for an input of ", x.dim());
   if (!torch::GradMode::is_enabled() && x.scalar_type() == torch::kFloat && x.device().is_cpu() &&
       x.numel() > 0) {
-    return tile_forward_fused(io, x, mvm, w_scale > 0.0 ? w_scale : 1.0, bias, noise, vector_dims);
+    return tile_forward_fused(io, x, mvm, w_scale > 0.0 ? w_scale : 1.0, bias, noise, vector_dims,
+                              subsets);
   }
   std::vector<int64_t> dims;
   for (int d = 0; d < vector_dims; ++d) dims.push_back(x.dim() - 1 - d);
@@ -959,11 +968,15 @@ torch::Tensor tile_forward(const TileIO& io, const torch::Tensor& x,
       // Only the samples with a clipping vector run again (their other vectors keep factor 1,
       // so they repeat their first result). Rows (linear, matmul) share the input's leading
       // shape; a convolution's factor is per sample, which broadcasts over its input as well.
-      const torch::Tensor rerun =
-          std::get<0>(factor.reshape({factor.size(0), -1}).max(1)).gt(1.0).nonzero().flatten();
-      const torch::Tensor f = as_rank(factor, x.dim()).index_select(0, rerun);
-      const torch::Tensor again = mvm(dac(xn.index_select(0, rerun) / f)) / ws;
-      y = y.index_copy(0, rerun, again);
+      if (subsets) {
+        const torch::Tensor rerun =
+            std::get<0>(factor.reshape({factor.size(0), -1}).max(1)).gt(1.0).nonzero().flatten();
+        const torch::Tensor f = as_rank(factor, x.dim()).index_select(0, rerun);
+        const torch::Tensor again = mvm(dac(xn.index_select(0, rerun) / f)) / ws;
+        y = y.index_copy(0, rerun, again);
+      } else {
+        y = mvm(dac(xn / as_rank(factor, x.dim()))) / ws;
+      }
     }
   }
   const bool grad = torch::GradMode::is_enabled() && y.requires_grad();

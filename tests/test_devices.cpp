@@ -167,6 +167,34 @@ TEST(Devices, ReadNoiseGrowsWithTheLogOfTime) {
   }
 }
 
+TEST(Devices, ReadNoiseIsDrawnPerTimeOrPerDraw) {
+  DeviceConfig c = pcm_only(1, 0, 1, 3600.0);  // programming and read noise, no drift
+  const torch::Tensor w = half_weights();
+  // Per time (aihwkit): every draw of a chip holds the same conductances.
+  EXPECT_TRUE(torch::equal(program_weight(w, c, 7, 0, 3, 0).weight,
+                           program_weight(w, c, 7, 0, 3, 1).weight));
+  NoiseConfig cfg;
+  cfg.device = c;
+  EXPECT_FALSE(cfg.has_dynamic());
+  // Per draw: the read noise differs between draws, programming and drift do not.
+  c.read_per_draw = true;
+  cfg.device = c;
+  EXPECT_TRUE(cfg.has_dynamic());
+  const auto a = program_weight(w, c, 7, 0, 3, 0), b = program_weight(w, c, 7, 0, 3, 1);
+  EXPECT_FALSE(torch::equal(a.weight, b.weight));
+  EXPECT_TRUE(torch::equal(a.weight, program_weight(w, c, 7, 0, 3, 0).weight));
+  DeviceConfig no_read = c;
+  no_read.read_scale = 0;
+  EXPECT_TRUE(torch::equal(program_weight(w, no_read, 7, 0, 3, 0).weight,
+                           program_weight(w, no_read, 7, 0, 3, 1).weight));
+  // The spread between two draws is the read noise's: sqrt(2) sigma.
+  const double sigma = 12.5 * 0.013808680122982813 *
+                       std::sqrt(std::log((3600.0 + 20.0 + 250e-9) / (2 * 250e-9)));
+  const double sd = moments(a.g_plus - b.g_plus).second;
+  EXPECT_NEAR(sd / (std::sqrt(2.0) * sigma), 1.0, 0.05);  // programming noise changes g a little
+  EXPECT_EQ(DeviceConfig::from_json(c.to_json({}), {}).read_per_draw, true);
+}
+
 TEST(Devices, ReramDeviationGrowsFromOneSecondToTwoDays) {
   DeviceConfig c;
   c.model = DeviceModel::parse("reram");

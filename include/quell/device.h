@@ -105,6 +105,10 @@ struct DeviceConfig {
   double time = 0.0;         ///< s since programming finished (aihwkit's t_inference)
   bool compensation = false; ///< global drift compensation per layer
   double prog_scale = 1.0, drift_scale = 1.0, read_scale = 1.0;  ///< aihwkit's three scales
+  /// When the 1/f read noise is drawn: once per chip and time (false, as aihwkit does), or
+  /// afresh for every evaluation draw (true: the read noise is then dynamic, and `quell eval
+  /// --draws` averages over it).
+  bool read_per_draw = false;
   /// Every σ of the device (programming, drift exponent, read noise) times this: what
   /// NoiseConfig::scaled changes, and what a device walk over "scale" sweeps.
   double scale = 1.0;
@@ -150,9 +154,10 @@ struct ProgrammedWeight {
 /// `cfg.time` with each device's exponent, accumulated 1/f read noise, optional global drift
 /// compensation (the factor that brings the layer's summed |W·1| back to its value right after
 /// programming). The draws come from (seed, chip, site): the same chip holds the same programmed
-/// conductances and exponents at every time; the read noise is drawn per time.
+/// conductances and exponents at every time; the read noise is drawn per time (and per `draw`
+/// with DeviceConfig::read_per_draw).
 ProgrammedWeight program_weight(const torch::Tensor& w, const DeviceConfig& cfg, uint64_t seed,
-                                uint64_t chip, int site);
+                                uint64_t chip, int site, uint64_t draw = 0);
 
 /// An analog layer's product through the tile I/O `io`: `mvm` computes W·x without bias for an
 /// input x; `w_scale` is max|W| of the layer (the weights' full scale); `bias` (may be

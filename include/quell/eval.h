@@ -69,7 +69,8 @@ DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size,
 /// analog layer.
 class WeightNoiseGuard {
  public:
-  WeightNoiseGuard(ModelImpl& model, const NoiseConfig& config, uint64_t chip);
+  /// `draw`: the evaluation draw (the device's read noise with DeviceConfig::read_per_draw).
+  WeightNoiseGuard(ModelImpl& model, const NoiseConfig& config, uint64_t chip, uint64_t draw = 0);
   WeightNoiseGuard(ModelImpl& model, const WeightNoise& noise, uint64_t seed, uint64_t chip);
   ~WeightNoiseGuard();
   WeightNoiseGuard(const WeightNoiseGuard&) = delete;

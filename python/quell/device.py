@@ -47,11 +47,13 @@ class AnalogDevice:
     "dac=8:adc=8:out_bound=10:out_noise=0.04" (or a dict). g_max: uS that max|w| maps to
     (default: the model's). mapping: "layer" or "channel". time: seconds or "1d" since
     programming. compensation: global drift compensation. prog_scale, drift_scale, read_scale:
-    aihwkit's scales of the three effects.
+    aihwkit's scales of the three effects. read_noise: the 1/f read noise drawn once per chip and
+    time ("time", as aihwkit) or afresh for every evaluation draw ("draw").
     """
 
     def __init__(self, model="pcm", *, layers="all", tile=None, g_max=None, mapping="layer",
-                 time=0.0, compensation=False, prog_scale=1.0, drift_scale=1.0, read_scale=1.0):
+                 time=0.0, compensation=False, prog_scale=1.0, drift_scale=1.0, read_scale=1.0,
+                 read_noise="time"):
         if isinstance(model, os.PathLike):
             model = os.fspath(model)
         if not isinstance(model, (str, dict)):
@@ -60,6 +62,9 @@ class AnalogDevice:
             model = check_file(model, "device table")
         if mapping not in ("layer", "channel"):
             raise ValueError(f"mapping '{mapping}': expected layer or channel")
+        if read_noise not in ("time", "draw"):
+            raise ValueError(f"read_noise '{read_noise}': expected time or draw")
+        self.read_noise = read_noise
         if tile is not None and not isinstance(tile, (str, dict)):
             raise TypeError(f"tile must be a string such as 'aihwkit' or a dict, got {type(tile).__name__}")
         self.model, self.layers, self.tile, self.mapping = model, layers, tile, mapping
@@ -75,7 +80,7 @@ class AnalogDevice:
         d = {"model": self.model, "mapping": self.mapping, "time": self.time,
              "compensation": self.compensation, "prog_scale": self.prog_scale,
              "drift_scale": self.drift_scale, "read_scale": self.read_scale,
-             "layers": self.layers}
+             "read_noise": self.read_noise, "layers": self.layers}
         if self.tile is not None:
             d["tile"] = self.tile
         if self.g_max is not None:

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "quell/rng.h"
 #include "quell/runtime.h"
@@ -24,7 +25,8 @@ WeightNoiseGuard::WeightNoiseGuard(ModelImpl& model, const WeightNoise& noise, u
         return c;
       }(), chip) {}
 
-WeightNoiseGuard::WeightNoiseGuard(ModelImpl& model, const NoiseConfig& config, uint64_t chip) {
+WeightNoiseGuard::WeightNoiseGuard(ModelImpl& model, const NoiseConfig& config, uint64_t chip,
+                                   uint64_t draw) {
   const WeightNoise& noise = config.weight;
   const DeviceConfig& device = config.device;
   const bool programs = device.programs_weights();
@@ -59,7 +61,7 @@ WeightNoiseGuard::WeightNoiseGuard(ModelImpl& model, const NoiseConfig& config, 
         add_normal_(data, s, noise.sigma * scale);
       }
     }
-    if (on_device) data.copy_(program_weight(data, device, config.seed, chip, site).weight);
+    if (on_device) data.copy_(program_weight(data, device, config.seed, chip, site, draw).weight);
   }
 }
 
@@ -136,9 +138,16 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
       bool any = false;
       for (int d = 0; d < draws; ++d) any = any || mine(c, d);
       if (!any) continue;
-      WeightNoiseGuard weights(model, config, static_cast<uint64_t>(c));
+      // The device's read noise drawn per draw re-programs the chip for every draw.
+      const bool per_draw = config.device.read_per_draw && config.device.programs_weights();
+      std::optional<WeightNoiseGuard> weights;
+      if (!per_draw) weights.emplace(model, config, static_cast<uint64_t>(c));
       for (int d = 0; d < draws; ++d) {
         if (!mine(c, d)) continue;
+        if (per_draw) {
+          weights.reset();
+          weights.emplace(model, config, static_cast<uint64_t>(c), static_cast<uint64_t>(d));
+        }
         model.engine().set_draw(static_cast<uint64_t>(c), static_cast<uint64_t>(d));
         DrawResult r = run_pass(model, data, opts.batch_size, opts.metric);
         r.chip = c;

@@ -654,6 +654,7 @@ Json DeviceConfig::to_json(const std::vector<std::string>& site_names) const {
          {"prog_scale", prog_scale},
          {"drift_scale", drift_scale},
          {"read_scale", read_scale},
+         {"read_noise", read_per_draw ? "draw" : "time"},
          {"scale", scale},
          {"tile", tile.to_json()},
          {"layers", all_layers ? Json("all") : layer_list}};
@@ -663,7 +664,7 @@ Json DeviceConfig::to_json(const std::vector<std::string>& site_names) const {
 
 DeviceConfig DeviceConfig::from_json(const Json& j, const std::vector<std::string>& site_names) {
   check_keys(j, {"model", "mapping", "time", "compensation", "prog_scale", "drift_scale",
-                 "read_scale", "scale", "tile", "layers", "tile_layers", "g_max"},
+                 "read_scale", "read_noise", "scale", "tile", "layers", "tile_layers", "g_max"},
              "device");
   return json_part<DeviceConfig>("device", [&] {
     DeviceConfig c;
@@ -679,6 +680,11 @@ DeviceConfig DeviceConfig::from_json(const Json& j, const std::vector<std::strin
     c.drift_scale = j.value("drift_scale", c.drift_scale);
     c.read_scale = j.value("read_scale", c.read_scale);
     c.scale = j.value("scale", c.scale);
+    const std::string read = j.value("read_noise", std::string("time"));
+    if (read != "time" && read != "draw") {
+      throw std::invalid_argument("device: read_noise must be time or draw, got '" + read + "'");
+    }
+    c.read_per_draw = read == "draw";
     if (j.contains("tile")) c.tile = TileIO::from_json(j.at("tile"));
     if (j.contains("layers")) {
       const Json& l = j.at("layers");
@@ -721,7 +727,7 @@ DeviceConfig DeviceConfig::from_json(const Json& j, const std::vector<std::strin
 // Programming
 
 ProgrammedWeight program_weight(const torch::Tensor& w, const DeviceConfig& cfg, uint64_t seed,
-                                uint64_t chip, int site) {
+                                uint64_t chip, int site, uint64_t draw) {
   torch::NoGradGuard no_grad;
   ProgrammedWeight out;
   const DeviceModel& m = cfg.model;
@@ -773,7 +779,9 @@ ProgrammedWeight program_weight(const torch::Tensor& w, const DeviceConfig& cfg,
     const double accumulated = std::sqrt(std::log((t + m.t_read) / (2.0 * m.t_read)));
     uint64_t time_bits = 0;
     std::memcpy(&time_bits, &cfg.time, sizeof time_bits);
-    const torch::Tensor read = normals(stream(mix_seed(kReadTag, time_bits)));
+    const uint64_t read_key = mix_seed(kReadTag, time_bits);
+    const torch::Tensor read =
+        normals(stream(cfg.read_per_draw ? mix_seed(read_key, draw + 1) : read_key));
     final_g = (drifted + drifted.abs() * (m.q_s(programmed) * (accumulated * cfg.read_scale * k)) * read)
                   .clamp_min(0.0);
   }

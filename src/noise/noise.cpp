@@ -405,6 +405,11 @@ bool NoiseConfig::has_static() const {
 
 bool NoiseConfig::has_dynamic() const {
   if (device.enabled() && device.scale > 0.0) {
+    if (device.read_per_draw && device.programs_weights() &&
+        (device.model.kind == DeviceModel::Kind::kPCM ||
+         device.model.kind == DeviceModel::Kind::kTable)) {
+      return true;  // the read noise is drawn afresh per draw (ReRAM has none)
+    }
     if (device.tile.out_noise > 0.0 && (device.all_layers || !device.layers.empty())) return true;
     for (const auto& kv : device.tile_by_site) {
       if (kv.second.out_noise > 0.0 && device.on(kv.first)) return true;

@@ -273,6 +273,10 @@ void NoiseArgs::add_device(CLI::App& app) {
                  "Time since programming: seconds or a number with s, min, h, d, w, mo, y "
                  "(default 0)")
       ->type_name("DURATION");
+  app.add_option("--read-noise", read_noise,
+                 "Device 1/f read noise drawn once per chip and time (time, as aihwkit) or "
+                 "afresh for every evaluation draw (draw)")
+      ->check(CLI::IsMember({"time", "draw"}));
   app.add_option("--drift-compensation", compensation,
                  compensation_both_allowed
                      ? "Global drift compensation per layer: on | off | both (every time twice)"
@@ -289,6 +293,7 @@ void NoiseArgs::apply_device(DeviceConfig& d, const std::vector<std::string>& si
   }
   if (!tile.empty()) d.tile = TileIO::parse(tile);
   if (!mapping.empty()) d.mapping = mapping;
+  if (!read_noise.empty()) d.read_per_draw = read_noise == "draw";
   if (!time.empty()) d.time = parse_duration(time);
   if (!compensation.empty()) {
     if (compensation == "on" || compensation == "off") {

@@ -74,7 +74,7 @@ struct NoiseArgs {
   std::string weight_noise;
   std::string config_file;
   // Devices (docs/devices.md); empty = not given (the config file's or the default).
-  std::string device_model, device_layers, tile, mapping, time, compensation;
+  std::string device_model, device_layers, tile, mapping, time, compensation, read_noise;
   double g_max = 0.0;
   /// Whether "--drift-compensation both" is accepted (quell eval).
   bool compensation_both_allowed = false;

@@ -3,6 +3,7 @@
 #include "quell/dist.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <optional>
 
@@ -152,6 +153,13 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
         DrawResult r = run_pass(model, data, opts.batch_size, opts.metric);
         r.chip = c;
         r.draw = d;
+        if (!std::isfinite(r.accuracy)) {
+          throw std::invalid_argument(
+              "the " + opts.metric.name() + " is " + (std::isnan(r.accuracy) ? "NaN" : "infinite") +
+              " at chip " + std::to_string(c) + ", draw " + std::to_string(d) +
+              ": the model's outputs are not finite under this noise (too strong for a "
+              "loss-based metric; accuracy still counts, or lower the level)");
+        }
         result.draws.push_back(r);
         if (opts.progress) {
           ++progress.done;

@@ -884,8 +884,15 @@ class CleanModelEvaluator {
     r.repeat = repeat;
     r.accuracy = n_ > 0 ? o_.metric.value(total) : 0.0;
     r.loss = n_ > 0 ? Metric::loss(total) : 0.0;
+    // Outputs that are no longer finite (a loss-based metric under overwhelming noise: NaN or
+    // infinite perplexity) carry no information: the metric's floor, the value the walk calls
+    // "at chance" (an accuracy gets there by itself).
+    if (!std::isfinite(r.accuracy)) r.accuracy = floor_;
+    if (!std::isfinite(r.loss)) r.loss = std::numeric_limits<double>::max();
     return r;
   }
+
+  void set_floor(double floor) { floor_ = floor; }
 
  private:
   void prepare(int site) {
@@ -914,6 +921,7 @@ class CleanModelEvaluator {
   int64_t n_ = 0;
   int cached_site_ = -1000;
   std::vector<ForwardState> cache_;
+  double floor_ = 0.0;
 };
 
 SiteCurveSummary summarize_unit(int site, const std::string& name,
@@ -1046,6 +1054,7 @@ WalkResult walk_clean_model(ModelImpl& model, const Dataset& test, const WalkOpt
   if (opts.global) units.push_back(Unit{WalkRecord::kGlobalSite, reps, false});
 
   CleanModelEvaluator evaluator(model, test, opts);
+  evaluator.set_floor(chance);
   const EvalFn eval = [&](int site, double sigma, int r) { return evaluator(site, sigma, r); };
   WalkResult res;
   try {

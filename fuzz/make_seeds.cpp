@@ -237,6 +237,26 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Device tables and configurations (docs/devices.md).
+  seed("devices", "table.csv",
+       std::string(1, '\x01') + "# name = lab\n# g_max = 30\ng,sigma_prog,nu_mean,nu_std,q_s\n"
+                                 "0,0.5,0.01,0.002,0.05\n10,1.0,0.02,0.004,0.02\n30,2.0,0.03,0.006,0.01\n");
+  {
+    DeviceModel table = DeviceModel::parse("pcm");
+    table.kind = DeviceModel::Kind::kTable;
+    table.name = "lab";
+    table.table = {{0, 0.3, 0.05, 0.01, 0.1}, {25, 1.0, 0.049, 0.008, 0.0088}};
+    seed("devices", "table.json", std::string(1, '\0') + table.to_json().dump());
+    DeviceConfig c;
+    c.model = DeviceModel::parse("pcm");
+    c.tile = TileIO::parse("aihwkit");
+    c.all_layers = false;
+    c.layers = {1, 5};
+    c.tile_by_site[5] = TileIO::parse("dac=4:adc=6:out_bound=8");
+    seed("devices", "config.json", std::string(1, '\x02') + c.to_json(lenet_names).dump());
+    seed("devices", "tile.txt", std::string(1, '\x04') + "aihwkit:out_noise=0.02:rows=256");
+  }
+
   PlanStudyOptions p;
   p.noise = noise;
   p.sites = "1-3";

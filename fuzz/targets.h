@@ -26,6 +26,7 @@
 
 #include "quell/checkpoint.h"
 #include "quell/data.h"
+#include "quell/device.h"
 #include "quell/denoise_study.h"
 #include "quell/image_folder.h"
 #include "quell/journal.h"
@@ -346,6 +347,39 @@ inline void tensors(const uint8_t* data, size_t size) {
   }
 }
 
+/// Device descriptions (docs/devices.md): the first byte picks a device table file (bit 0: .csv,
+/// else .json) or, with bit 1, a noise configuration's "device" object read against lenet5-bn's
+/// sites; a tile spec on its first line with bit 2. What parses programs a small weight tensor a
+/// day after programming, with drift compensation.
+inline void devices(const uint8_t* data, size_t size) {
+  if (size < 1) return;
+  const uint8_t mode = data[0];
+  DeviceConfig cfg;
+  if (mode & 2) {
+    Json j;
+    try {
+      j = Json::parse(data + 1, data + size);
+    } catch (const Json::exception&) {
+      return;  // the CLI reports invalid JSON itself
+    }
+    cfg = DeviceConfig::from_json(j, lenet_sites());
+  } else if (mode & 4) {
+    const auto lines = split_lines(data + 1, size - 1);
+    if (!lines.empty()) cfg.tile = TileIO::parse(lines.front());
+    cfg.model = DeviceModel::parse("pcm");
+  } else {
+    cfg.model = DeviceModel::parse(write_input(data + 1, size - 1, (mode & 1) ? "dev.csv" : "dev.json"));
+  }
+  cfg.time = 86400.0;
+  cfg.compensation = true;
+  const torch::Tensor w = torch::linspace(-1.0, 1.0, 24).reshape({4, 6});
+  const ProgrammedWeight p = program_weight(w, cfg, 1, 0, 1);
+  if (p.weight.sizes() != w.sizes()) throw std::logic_error("fuzz: programmed weight changed shape");
+  if (const TileIO* io = cfg.tile_of(1)) {
+    (void)tile_forward(*io, w, [](const torch::Tensor& v) { return v; }, 1.0, {}, RngStream{1, 1});
+  }
+}
+
 /// Every target by name (the folder names under tests/fixtures/fuzz/).
 inline const std::map<std::string, std::function<void(const uint8_t*, size_t)>>& targets() {
   static const std::map<std::string, std::function<void(const uint8_t*, size_t)>> t = {
@@ -360,6 +394,7 @@ inline const std::map<std::string, std::function<void(const uint8_t*, size_t)>>&
       {"walk_journal", walk_journal},
       {"study_journal", study_journal},
       {"tensors", tensors},
+      {"devices", devices},
   };
   return t;
 }

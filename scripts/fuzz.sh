@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
-ALL=(idx cifar image checkpoint script noise_rules noise_json reports walk_journal study_journal)
+ALL=(idx cifar image checkpoint script noise_rules noise_json reports walk_journal study_journal tensors devices)
 if [ $# -gt 1 ]; then TARGETS=("${@:2}"); else TARGETS=("${ALL[@]}"); fi
 BUILD=${QUELL_FUZZ_BUILD:-build-fuzz}
 

@@ -364,6 +364,17 @@ TEST(Devices, OutputNoiseHasItsSigmaInUnitsOfTheFullScale) {
   EXPECT_NEAR(y.mean().item<double>(), 0.0, 5 * 0.06 * w_scale / std::sqrt(200000.0));
 }
 
+TEST(Devices, RepetitionsAverageTheTilesOutputNoise) {
+  SiteEngine engine;
+  NoiseConfig cfg;
+  cfg.device.tile = TileIO::parse("out_noise=0.08");
+  cfg.sites[3].repeats = 4;
+  engine.configure(cfg);
+  ASSERT_NE(engine.tile(3), nullptr);
+  EXPECT_DOUBLE_EQ(engine.tile(3)->out_noise, 0.04);  // four reads averaged: sigma / 2
+  EXPECT_DOUBLE_EQ(engine.tile(2)->out_noise, 0.08);
+}
+
 TEST(Devices, FineConvertersOnConvAndLinearLayersMatchTheCleanModel) {
   // A 20-bit DAC, no noise, no ADC: the tile path (product without bias, scaling, digital
   // bias) reproduces the clean layers to float precision.

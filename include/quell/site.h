@@ -60,7 +60,9 @@ class SiteEngine {
   torch::Tensor apply(torch::Tensor x, int site, bool owned);
 
   /// The tile I/O of analog layer `site` in this configuration, or nullptr (ideal or digital).
-  const TileIO* tile(int site) const { return config_.device.tile_of(site); }
+  /// With k repetitions at the site (--repeat), its output noise is that of k reads averaged:
+  /// σ / √k (the tile's programmed weights and read noise are the same in every repetition).
+  const TileIO* tile(int site) const;
   /// The stream of the tile output noise of analog layer `site` in the current pass.
   RngStream tile_stream(int site) const;
 
@@ -89,6 +91,7 @@ class SiteEngine {
   uint64_t draw_ = 0;
   uint64_t forward_index_ = 0;
   std::map<std::pair<int, int>, torch::Tensor> static_cache_;
+  mutable std::map<int, TileIO> repeated_tiles_;  ///< tile(): output noise of averaged repetitions
   Observer observer_;
 };
 

@@ -44,6 +44,7 @@ void SiteEngine::configure(NoiseConfig config) {
   config.device.validate();
   config_ = std::move(config);
   static_cache_.clear();
+  repeated_tiles_.clear();
   forward_index_ = 0;
 }
 
@@ -88,6 +89,18 @@ RngStream SiteEngine::dynamic_stream(int site, int repetition, size_t component)
   const uint64_t key = mix_seed(config_.seed, chip_, mix_seed(draw_, kDynamicTag));
   const uint64_t base = mix_seed(static_cast<uint64_t>(site), forward_index_);
   return RngStream{key, mix_seed(base, static_cast<uint64_t>(repetition), component)};
+}
+
+const TileIO* SiteEngine::tile(int site) const {
+  const TileIO* io = config_.device.tile_of(site);
+  if (io == nullptr || io->out_noise == 0.0) return io;
+  const auto it = config_.sites.find(site);
+  if (it == config_.sites.end() || it->second.repeats <= 1) return io;
+  // Per site and repetition count, kept for the engine's lifetime (configure() clears them).
+  auto& averaged = repeated_tiles_[site];
+  averaged = *io;
+  averaged.out_noise = io->out_noise / std::sqrt(static_cast<double>(it->second.repeats));
+  return &averaged;
 }
 
 RngStream SiteEngine::tile_stream(int site) const {

@@ -11,6 +11,7 @@
 #include "quell/device.h"
 #include "quell/eval.h"
 #include "quell/eval_study.h"
+#include "quell/script.h"
 #include "quell/train.h"
 #include "quell/walk.h"
 #include "test_util.h"
@@ -362,6 +363,44 @@ TEST(Devices, OutputNoiseHasItsSigmaInUnitsOfTheFullScale) {
   const double sd = y.std().item<double>();
   EXPECT_NEAR(sd / (0.06 * w_scale), 1.0, 5 / std::sqrt(2.0 * 200000));
   EXPECT_NEAR(y.mean().item<double>(), 0.0, 5 * 0.06 * w_scale / std::sqrt(200000.0));
+}
+
+TEST(Devices, FineConvertersOnAnImportedTransformerMatchItsCleanOutputs) {
+  // Every analog layer of an imported transformer (q, k, v, a projection reading the heads'
+  // reshaped output, MLP, head) through a 20-bit DAC: the clean outputs, bias included.
+  const fs::path fixture = fs::path(QUELL_FIXTURES_DIR) / "tiny_lm.script.pt";
+  if (!fs::exists(fixture)) GTEST_SKIP() << "no fixture " << fixture;
+  ModelSpec spec;
+  spec.name = fixture.string();
+  spec.input_shape = {8};
+  spec.input_dtype = "int64";
+  spec.num_classes = 0;
+  Model m = load_script_model(spec);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor ids = torch::randint(0, 11, {16, 8}, torch::kLong);
+  const torch::Tensor clean = m->forward(ids);
+  NoiseConfig cfg;
+  cfg.device.tile.dac_bits = 20;
+  // The attention projection reads the heads' output and the block input (for its shape):
+  // which one its weight multiplies is hidden in the segment, so it cannot go on a tile.
+  m->engine().configure(cfg);
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { m->forward(ids); },
+                                                 {"proj", "several activations"}));
+  std::vector<int> layers;
+  const auto names = m->site_names();
+  for (const auto& [site, w] : m->analog_weights()) {
+    if (names[site].find("proj") == std::string::npos) layers.push_back(site);
+  }
+  ASSERT_GE(layers.size(), 4u);
+  cfg.device.all_layers = false;
+  cfg.device.layers = layers;
+  m->engine().configure(cfg);
+  const torch::Tensor tiled = m->forward(ids);
+  m->engine().configure(NoiseConfig{});
+  EXPECT_FALSE(torch::equal(tiled, clean));
+  EXPECT_TRUE(torch::allclose(tiled, clean, 1e-3, 1e-3))
+      << (tiled - clean).abs().max().item<double>();
 }
 
 TEST(Devices, RepetitionsAverageTheTilesOutputNoise) {

@@ -613,13 +613,19 @@ std::vector<std::pair<int, torch::Tensor>> ModelImpl::analog_weights() {
 
 torch::Tensor ModelImpl::run_script_tile(const Node& node, const std::vector<torch::Tensor>& values,
                                          const TileIO& tile, const SiteEngine& engine) {
-  // The activation the weight multiplies: the node's first floating input.
+  // The activation the weight multiplies: the node's floating input. A segment reading several
+  // (e.g. an attention projection that reshapes the heads' output using the block input's
+  // shape) hides which one feeds the product: quell cannot put its input on a DAC.
   int input = -1;
   for (int k : node.inputs) {
-    if (values[k].defined() && values[k].is_floating_point()) {
-      input = k;
-      break;
+    if (!values[k].defined() || !values[k].is_floating_point()) continue;
+    if (input >= 0) {
+      throw std::invalid_argument(
+          "tile I/O: site " + node.name +
+          " of the imported model reads several activations, so quell cannot tell which one "
+          "its weight multiplies; leave it off the tiles (--device-layers) or use no --tile");
     }
+    input = k;
   }
   if (input < 0) return run_script_node(node, values);
   std::vector<torch::Tensor> local = values;
@@ -629,13 +635,23 @@ torch::Tensor ModelImpl::run_script_tile(const Node& node, const std::vector<tor
   const bool rows = node.label != "conv" && static_cast<int64_t>(node.shape.size()) + 1 == x.dim();
   const int vector_dims = rows ? std::min<int>(1, x.dim() - 1) : static_cast<int>(x.dim()) - 1;
   if (vector_dims < 1) return run_script_node(node, values);
+  // The segment ends with the layer, bias included: the tile sees the product without it and
+  // adds it digitally afterwards, as for the built-in layers.
+  const torch::Tensor bias = node.bias.defined() ? node.bias : torch::Tensor();
   const auto product = [&](const torch::Tensor& xn) {
     local[input] = xn;
-    return run_script_node(node, local);
+    torch::Tensor y = run_script_node(node, local);
+    if (!bias.defined()) return y;
+    if (node.label == "conv" && y.dim() > 2) {
+      std::vector<int64_t> shape{bias.numel()};
+      for (int64_t d = 2; d < y.dim(); ++d) shape.push_back(1);
+      return y - bias.reshape(shape);
+    }
+    return y - bias;  // linear: the last dimension
   };
-  return tile_forward(tile, x, product, node.weight.detach().abs().max().item<double>(),
-                      torch::Tensor(), engine.tile_stream(static_cast<int>(&node - nodes_.data())),
-                      vector_dims, /*subsets=*/false);
+  return tile_forward(tile, x, product, node.weight.detach().abs().max().item<double>(), bias,
+                      engine.tile_stream(static_cast<int>(&node - nodes_.data())), vector_dims,
+                      /*subsets=*/false);
 }
 
 void ModelImpl::train(bool on) {

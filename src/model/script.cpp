@@ -961,6 +961,9 @@ Model load_script_model(ModelSpec spec, std::string archive, const std::string& 
       if (p.empty() || it == im.parameters.end()) continue;
       node.param_count += it->second.numel();
       const bool weighted = node.label == "conv" || node.label == "linear" || node.label == "matmul";
+      if (weighted && node.label != "matmul" && k == 2 && it->second.dim() == 1) {
+        node.bias = it->second;  // aten::linear / aten::conv2d (input, weight, bias, ...)
+      }
       if (!weighted || node.weight.defined() || it->second.dim() < 2) continue;
       if (node.label == "matmul") {
         // x @ W: W is [fan-in, outputs]; W @ x: W is [outputs, fan-in].

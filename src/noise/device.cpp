@@ -906,7 +906,10 @@ torch::Tensor tile_forward_fused(const TileIO& io, const torch::Tensor& x_in,
   const torch::Tensor b = bias.defined() ? bias.detach().to(torch::kFloat).contiguous() : bias;
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   const int64_t nb = b.defined() ? b.numel() : 1;
-  const int64_t stride = vector_dims > 1 ? std::max<int64_t>(1, out_len / nb) : 1;
+  // A channel bias sits on dim 1 of a convolution's [N, C, H, W] (whole-sample vectors, the
+  // rank kept); otherwise (a row's outputs, a flattening layer) on the last dimension.
+  const bool channel_bias = vector_dims > 1 && y.dim() == x.dim();
+  const int64_t stride = channel_bias ? std::max<int64_t>(1, out_len / nb) : 1;
   at::parallel_for(0, vectors, 1, [&](int64_t begin, int64_t end) {
     for (int64_t v = begin; v < end; ++v) {
       float* yv = yp + v * out_len;
@@ -1005,7 +1008,9 @@ torch::Tensor tile_forward(const TileIO& io, const torch::Tensor& x,
   y = y * back.to(y.scalar_type());
   if (bias.defined()) {
     std::vector<int64_t> bshape{bias.numel()};
-    for (int d = 1; d < vector_dims; ++d) bshape.push_back(1);  // [C, 1, 1] for convolutions
+    if (vector_dims > 1 && same_rank) {
+      for (int64_t d = 2; d < y.dim(); ++d) bshape.push_back(1);  // [C, 1, 1] for convolutions
+    }
     y = y + bias.reshape(bshape);
   }
   return y;

@@ -504,8 +504,11 @@ std::map<std::string, torch::Tensor> read_tensor_file(const std::string& path) {
     c10::IValue v;
     try {
       v = torch::jit::pickle_load(bytes);
-    } catch (const c10::Error& e) {
-      std::string msg = e.what_without_backtrace();
+    } catch (const std::exception& e) {
+      // c10::Error, or a standard exception of the unpickler's own on a corrupt pickle
+      // (std::out_of_range: an index past the end of one of its tables): the first line.
+      const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+      std::string msg = c10_error ? c10_error->what_without_backtrace() : e.what();
       msg = msg.substr(0, msg.find('\n'));
       throw std::runtime_error(path + ": cannot read the torch.save file (" + msg + ")");
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (fuzz/) with clang and runs each for SECONDS (default 60):
-#   scripts/fuzz.sh [SECONDS [TARGET...]]      e.g. scripts/fuzz.sh 600 idx image
+# Builds the libFuzzer targets (fuzz/) with clang and runs each for SECONDS (default 60) or
+# QUELL_FUZZ_RUNS executions (default 1,000,000), whichever comes first:
+#   scripts/fuzz.sh [SECONDS [TARGET[:SECONDS]...]]   e.g. scripts/fuzz.sh 600 idx image:120
 # The build (build-fuzz, or $QUELL_FUZZ_BUILD) compiles the whole library with clang-14 and
 # -fsanitize=fuzzer-no-link,address,undefined (LibTorch is g++/libstdc++, which clang links too;
 # OpenMP is GCC's libgomp, the one LibTorch uses). Seeds are written fresh by fuzz_seeds (real
@@ -12,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
-ALL=(idx cifar image checkpoint script noise_rules noise_json reports walk_journal study_journal tensors devices)
+ALL=(idx cifar image checkpoint script noise_rules noise_json reports walk_journal study_journal
+     tensors devices)
 if [ $# -gt 1 ]; then TARGETS=("${@:2}"); else TARGETS=("${ALL[@]}"); fi
 BUILD=${QUELL_FUZZ_BUILD:-build-fuzz}
 
@@ -44,8 +46,11 @@ done
 
 status=0
 summary=()
-for t in "${TARGETS[@]}"; do
-  corpus=$BUILD/fuzz-corpus/$t findings=$BUILD/fuzz-findings/$t log=$BUILD/fuzz-logs/$t.log
+for spec in "${TARGETS[@]}"; do
+  t=${spec%%:*} secs=$SECS
+  [ "$t" = "$spec" ] || secs=${spec#*:}
+  corpus=$BUILD/fuzz-corpus/$t findings=$BUILD/fuzz-findings/$t
+  log=$BUILD/fuzz-logs/$t-$(date -u +%Y%m%dT%H%M%S).log
   mkdir -p "$corpus" "$findings" "$(dirname "$log")" "$SEEDS/$t"
   dict=()
   case $t in
@@ -54,9 +59,10 @@ for t in "${TARGETS[@]}"; do
   esac
   timeout=10
   [ "$t" = script ] && timeout=60
-  echo "fuzz: $t for ${SECS}s" >&2
+  echo "fuzz: $t for ${secs}s ($(date -u +%FT%TZ))" >&2
   rc=0
-  "$BUILD/fuzz/fuzz_$t" -max_total_time="$SECS" -timeout="$timeout" -rss_limit_mb=4096 \
+  "$BUILD/fuzz/fuzz_$t" -max_total_time="$secs" -runs="${QUELL_FUZZ_RUNS:-1000000}" \
+    -timeout="$timeout" -rss_limit_mb=4096 \
     -print_final_stats=1 -artifact_prefix="$findings/" "${dict[@]}" "$corpus" "$SEEDS/$t" \
     >"$log" 2>&1 || rc=$?
   execs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)

@@ -28,14 +28,16 @@ configure() {  # BUILD_DIR SANITIZERS
 
 run_asan() {
   configure build-asan "address;undefined"
-  export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1
+  # allocator_may_return_null: an allocation too large for the machine fails as it does without
+  # ASan (LibTorch then throws, quell reports it); FuzzRegressions replays such checkpoints.
+  export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:allocator_may_return_null=1
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   (cd build-asan && ctest --output-on-failure -j "$JOBS" -E '^(CppExample|Python)$')
 }
 
 run_lsan() {
   configure build-asan "address;undefined"
-  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
   export LSAN_OPTIONS=suppressions=$ROOT/scripts/lsan.supp:print_suppressions=1
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   # One process for the whole GoogleTest suite but the CLI fixture (ctest covers that with asan).

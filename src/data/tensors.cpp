@@ -81,32 +81,33 @@ torch::Tensor parse_npy(const uint8_t* data, size_t size, const std::string& whe
 
   std::string descr = header_field(header, "descr", where);
   if (descr.size() < 2 || (descr.front() != '\'' && descr.front() != '"')) {
-    throw std::runtime_error(where + ": unsupported .npy dtype " + descr);
+    throw std::runtime_error(where + ": unsupported .npy dtype " + text::printable(descr));
   }
   descr = descr.substr(1, descr.size() - 2);
   if (descr.size() != 3 || (descr[0] != '<' && descr[0] != '|' && descr[0] != '=' && descr[0] != '>')) {
-    throw std::runtime_error(where + ": unsupported .npy dtype '" + descr +
+    throw std::runtime_error(where + ": unsupported .npy dtype '" + text::printable(descr) +
                              "' (expected float, int, uint8 or bool)");
   }
   if (descr[0] == '>' && descr.substr(1) != "u1" && descr.substr(1) != "i1" &&
       descr.substr(1) != "b1") {
-    throw std::runtime_error(where + ": big-endian .npy data ('" + descr + "') is not supported");
+    throw std::runtime_error(where + ": big-endian .npy data ('" + text::printable(descr) +
+                             "') is not supported");
   }
   const NpyType* type = nullptr;
   for (const auto& t : kNpyTypes) {
     if (descr.substr(1) == t.descr) type = &t;
   }
   if (!type) {
-    throw std::runtime_error(where + ": unsupported .npy dtype '" + descr +
+    throw std::runtime_error(where + ": unsupported .npy dtype '" + text::printable(descr) +
                              "' (expected f2, f4, f8, i1, i2, i4, i8, u1 or b1)");
   }
   const std::string order = header_field(header, "fortran_order", where);
   if (order != "False" && order != "True") {
-    throw std::runtime_error(where + ": malformed .npy fortran_order " + order);
+    throw std::runtime_error(where + ": malformed .npy fortran_order " + text::printable(order));
   }
   const std::string shape_text = header_field(header, "shape", where);
   if (shape_text.size() < 2 || shape_text.front() != '(') {
-    throw std::runtime_error(where + ": malformed .npy shape " + shape_text);
+    throw std::runtime_error(where + ": malformed .npy shape " + text::printable(shape_text));
   }
   std::vector<int64_t> shape;
   size_t numel = 1;
@@ -118,17 +119,20 @@ torch::Tensor parse_npy(const uint8_t* data, size_t size, const std::string& whe
       if (p >= inner.size()) break;
       size_t e = p;
       while (e < inner.size() && std::isdigit(static_cast<unsigned char>(inner[e]))) ++e;
-      if (e == p || e - p > 15) throw std::runtime_error(where + ": malformed .npy shape " + shape_text);
+      if (e == p || e - p > 15) {
+        throw std::runtime_error(where + ": malformed .npy shape " + text::printable(shape_text));
+      }
       const int64_t d = std::stoll(inner.substr(p, e - p));
       shape.push_back(d);
       if (d != 0 && numel > (size_t{1} << 40) / static_cast<size_t>(d)) {
-        throw std::runtime_error(where + ": .npy shape " + shape_text + " is too large");
+        throw std::runtime_error(where + ": .npy shape " + text::printable(shape_text) +
+                                 " is too large");
       }
       numel *= static_cast<size_t>(d);
       p = e;
       while (p < inner.size() && inner[p] == ' ') ++p;
       if (p < inner.size() && inner[p] != ',') {
-        throw std::runtime_error(where + ": malformed .npy shape " + shape_text);
+        throw std::runtime_error(where + ": malformed .npy shape " + text::printable(shape_text));
       }
     }
     if (shape.size() > 8) throw std::runtime_error(where + ": .npy arrays of more than 8 dimensions are not supported");
@@ -219,7 +223,9 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> read_zip(const std::ve
     // zip64 end of central directory locator just before the EOCD.
     if (eocd < 20 || le32(&z[eocd - 20]) != 0x07064b50) throw bad("truncated zip64 archive");
     const uint64_t z64 = le64(&z[eocd - 20 + 8]);
-    if (z64 > z.size() - 56 || le32(&z[z64]) != 0x06064b50) throw bad("corrupt zip64 directory");
+    if (z.size() < 56 || z64 > z.size() - 56 || le32(&z[z64]) != 0x06064b50) {
+      throw bad("corrupt zip64 directory");
+    }
     entries = le64(&z[z64 + 32]);
     cd_offset = le64(&z[z64 + 48]);
   }
@@ -237,6 +243,7 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> read_zip(const std::ve
     uint64_t local = le32(&z[p + 42]);
     if (z.size() - p - 46 < name_len + extra_len + comment_len) throw bad("corrupt zip central directory");
     std::string name(reinterpret_cast<const char*>(&z[p + 46]), name_len);
+    const std::string shown = text::printable(name);  // for messages
     // zip64 extra field: the 64-bit values of the fields that are 0xffffffff, in order.
     for (size_t x = p + 46 + name_len; x + 4 <= p + 46 + name_len + extra_len;) {
       const uint16_t id = le16(&z[x]), len = le16(&z[x + 2]);
@@ -257,14 +264,19 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> read_zip(const std::ve
     }
     p += 46 + name_len + extra_len + comment_len;
     if (local > z.size() || z.size() - local < 30 || le32(&z[local]) != 0x04034b50) {
-      throw bad("corrupt zip member " + name);
+      throw bad("corrupt zip member " + shown);
     }
     const uint64_t start = local + 30 + le16(&z[local + 26]) + le16(&z[local + 28]);
-    if (start > z.size() || csize > z.size() - start) throw bad("truncated zip member " + name);
-    if (usize > (uint64_t{1} << 40)) throw bad("zip member " + name + " is too large");
+    if (start > z.size() || csize > z.size() - start) throw bad("truncated zip member " + shown);
+    if (usize > (uint64_t{1} << 40)) throw bad("zip member " + shown + " is too large");
+    // Deflate expands at most 1032:1: a larger size is a corrupt header, not memory to reserve.
+    if (method == 8 && usize > csize * 1032 + 1032) {
+      throw bad("corrupt deflated zip member " + shown + " (" + std::to_string(csize) +
+                " bytes cannot inflate to " + std::to_string(usize) + ")");
+    }
     std::vector<uint8_t> data;
     if (method == 0) {
-      if (csize != usize) throw bad("corrupt stored zip member " + name);
+      if (csize != usize) throw bad("corrupt stored zip member " + shown);
       data.assign(z.begin() + static_cast<std::ptrdiff_t>(start),
                   z.begin() + static_cast<std::ptrdiff_t>(start + csize));
     } else if (method == 8) {
@@ -278,13 +290,13 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> read_zip(const std::ve
       const int rc = inflate(&s, Z_FINISH);
       const uint64_t produced = s.total_out;
       inflateEnd(&s);
-      if (rc != Z_STREAM_END || produced != usize) throw bad("corrupt deflated zip member " + name);
+      if (rc != Z_STREAM_END || produced != usize) throw bad("corrupt deflated zip member " + shown);
     } else {
-      throw bad("zip member " + name + " uses compression method " + std::to_string(method) +
+      throw bad("zip member " + shown + " uses compression method " + std::to_string(method) +
                 " (only stored and deflated are supported)");
     }
     if (crc32(0L, data.data(), static_cast<uInt>(data.size())) != crc) {
-      throw bad("zip member " + name + " fails its CRC check (corrupt file)");
+      throw bad("zip member " + shown + " fails its CRC check (corrupt file)");
     }
     out.emplace_back(std::move(name), std::move(data));
   }
@@ -375,7 +387,7 @@ std::vector<std::string> role_names(const std::string& split, bool inputs) {
 
 std::string names_of(const std::map<std::string, torch::Tensor>& t) {
   std::string s;
-  for (const auto& [k, v] : t) s += (s.empty() ? "" : ", ") + k;
+  for (const auto& [k, v] : t) s += (s.empty() ? "" : ", ") + text::printable(k);
   return s.empty() ? "nothing" : s;
 }
 
@@ -481,7 +493,7 @@ std::map<std::string, torch::Tensor> read_tensor_file(const std::string& path) {
     for (auto& [name, data] : read_zip(std::vector<uint8_t>(u, u + bytes.size()), path)) {
       if (!ends_with(name, ".npy")) continue;
       const std::string key = name.substr(0, name.size() - 4);
-      out[key] = parse_npy(data.data(), data.size(), path + ":" + name);
+      out[key] = parse_npy(data.data(), data.size(), path + ":" + text::printable(name));
     }
     if (out.empty()) throw std::runtime_error(path + ": the .npz archive holds no arrays");
   } else if (ext == ".pt" || ext == ".pth") {
@@ -492,8 +504,11 @@ std::map<std::string, torch::Tensor> read_tensor_file(const std::string& path) {
     c10::IValue v;
     try {
       v = torch::jit::pickle_load(bytes);
-    } catch (const c10::Error& e) {
-      std::string msg = e.what_without_backtrace();
+    } catch (const std::exception& e) {
+      // c10::Error, or a standard exception of the unpickler's own on a corrupt pickle
+      // (std::out_of_range: an index past the end of one of its tables): the first line.
+      const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+      std::string msg = c10_error ? c10_error->what_without_backtrace() : e.what();
       msg = msg.substr(0, msg.find('\n'));
       throw std::runtime_error(path + ": cannot read the torch.save file (" + msg + ")");
     }
@@ -505,7 +520,8 @@ std::map<std::string, torch::Tensor> read_tensor_file(const std::string& path) {
   }
   for (auto& [name, t] : out) {
     if (t.is_sparse() || t.is_quantized()) {
-      throw std::runtime_error(path + ": tensor " + name + " is sparse or quantized (not supported)");
+      throw std::runtime_error(path + ": tensor " + text::printable(name) +
+                               " is sparse or quantized (not supported)");
     }
     t = t.to(torch::kCPU);
   }

@@ -86,6 +86,7 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
   }
   Json j;
   CheckpointMeta meta;
+  std::string script_source;  // an imported model's: where its archive came from
   try {
     j = Json::parse(meta_value.toStringRef());
     if (j.value("format", "") != kFormat) throw std::runtime_error("wrong format tag");
@@ -95,6 +96,7 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
     meta.train_config = j.value("train_config", Json::object());
     meta.metrics = j.value("metrics", Json::object());
     meta.provenance = j.value("provenance", Json::object());
+    script_source = j.at("model").value("torchscript", "");
   } catch (const std::exception& e) {
     throw std::runtime_error(path + ": corrupt quell checkpoint metadata (" + e.what() + ")");
   }
@@ -108,7 +110,7 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
     std::string archive_bytes(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
                               static_cast<size_t>(bytes.numel()));
     model = load_script_model(meta.spec, std::move(archive_bytes),
-                              path + " (" + j["model"]["torchscript"].get<std::string>() + ")");
+                              path + " (" + script_source + ")");
   } else {
     model = make_model(meta.spec);
   }
@@ -118,10 +120,16 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
       const auto names = model->site_names();
       for (const auto& b : j.at("denoisers")) {
         BlockPlacement p;
-        p.site = b.at("site").get<int>();
+        // Range first: a double beyond int's range does not convert (undefined behaviour).
+        const Json& site = b.at("site");
+        if (!site.is_number_integer() || site.get<double>() < 0 ||
+            site.get<double>() >= model->num_sites()) {
+          throw std::runtime_error("denoiser site " + b.dump() + " does not match model " +
+                                   meta.spec.name);
+        }
+        p.site = site.get<int>();
         p.block = BlockSpec::from_json(b.at("block"));
-        if (p.site < 0 || p.site >= model->num_sites() ||
-            names[p.site] != b.value("name", names[p.site])) {
+        if (names[p.site] != b.value("name", names[p.site])) {
           throw std::runtime_error("denoiser site " + b.dump() + " does not match model " +
                                    meta.spec.name);
         }
@@ -157,8 +165,12 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
                                std::to_string(model->num_sites()));
     }
     std::vector<SiteCalibration> cal(cj.size());
-    for (size_t i = 0; i < cj.size(); ++i) {
-      if (!cj[i].is_null()) cal[i] = SiteCalibration::from_json(cj[i]);
+    try {
+      for (size_t i = 0; i < cj.size(); ++i) {
+        if (!cj[i].is_null()) cal[i] = SiteCalibration::from_json(cj[i]);
+      }
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path + ": bad calibration record (" + e.what() + ")");
     }
     model->engine().set_calibration(std::move(cal));
   }

@@ -136,13 +136,26 @@ Json ModelSpec::to_json() const {
 }
 
 ModelSpec ModelSpec::from_json(const Json& j) {
+  // Integers only: a double beyond int64's range does not convert (undefined behaviour).
+  auto int_of = [](const Json& v, const std::string& key) {
+    if (!v.is_number_integer()) {
+      throw std::invalid_argument("model " + key + " must be an integer, got " + v.dump());
+    }
+    return v.get<int64_t>();
+  };
   ModelSpec s;
   s.name = j.at("name").get<std::string>();
-  s.in_channels = j.at("in_channels").get<int64_t>();
-  s.height = j.at("height").get<int64_t>();
-  s.width = j.at("width").get<int64_t>();
-  s.num_classes = j.at("num_classes").get<int64_t>();
-  if (j.contains("input_shape")) s.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
+  s.in_channels = int_of(j.at("in_channels"), "in_channels");
+  s.height = int_of(j.at("height"), "height");
+  s.width = int_of(j.at("width"), "width");
+  s.num_classes = int_of(j.at("num_classes"), "num_classes");
+  if (j.contains("input_shape")) {
+    const Json& shape = j.at("input_shape");
+    if (!shape.is_array()) {
+      throw std::invalid_argument("model input_shape must be an array, got " + shape.dump());
+    }
+    for (const Json& d : shape) s.input_shape.push_back(int_of(d, "input_shape"));
+  }
   if (j.contains("input_dtype")) s.input_dtype = j.at("input_dtype").get<std::string>();
   (void)s.input_scalar_type();  // validates
   return s;

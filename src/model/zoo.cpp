@@ -6,6 +6,7 @@
 
 #include "quell/models.h"
 #include "quell/script.h"
+#include "util/text.h"
 
 namespace quell {
 namespace {
@@ -125,14 +126,23 @@ Model make_model(const ModelSpec& spec) {
   if (it == r.end()) {
     std::string known;
     for (const auto& kv : r) known += (known.empty() ? "" : ", ") + kv.first;
-    throw std::invalid_argument("unknown model '" + spec.name + "' (known: " + known + ")");
+    throw std::invalid_argument("unknown model '" + text::printable(spec.name) + "' (known: " +
+                                known + ")");
   }
   if (spec.in_channels < 1 || spec.height < 1 || spec.width < 1 || spec.num_classes < 2) {
     throw std::invalid_argument("model " + spec.name + ": bad geometry " + spec.to_json().dump());
   }
   Model model(spec);
   GraphBuilder builder(*model);
-  it->second(builder, spec);
+  try {
+    it->second(builder, spec);
+  } catch (const c10::Error& e) {
+    // E.g. layers too large to allocate for the geometry (a checkpoint's metadata names it).
+    const std::string what = e.what_without_backtrace();
+    throw std::invalid_argument("model " + spec.name + ": cannot build it for " +
+                                spec.to_json().dump() + " (" + what.substr(0, what.find('\n')) +
+                                ")");
+  }
   return model;
 }
 

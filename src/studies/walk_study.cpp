@@ -507,9 +507,9 @@ std::string WalkReport::table() const {
   auto row = [&](const SiteCurveSummary& c) {
     std::string note;
     if (!c.midpoint.crossed()) note = crossing_str(c.midpoint.status);
-    if (c.early_stopped) {
-      note += std::string(note.empty() ? "" : "; ") + "early stop at chance, sigma " +
-              fmt_double(c.sigma.back(), 4);
+    if (c.early_stopped) {  // a walk.json read back may say so without any point
+      note += std::string(note.empty() ? "" : "; ") + "early stop at chance" +
+              (c.sigma.empty() ? "" : ", sigma " + fmt_double(c.sigma.back(), 4));
     }
     if (c.extended > 0) {
       note += std::string(note.empty() ? "" : "; ") + "grid extended by " +

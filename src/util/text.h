@@ -15,6 +15,25 @@ inline std::string lower(std::string s) {
   return s;
 }
 
+/// Text taken from a file, fit for a one-line message: bytes outside printable ASCII as \xNN,
+/// at most `max` characters of it (then "...").
+inline std::string printable(const std::string& s, size_t max = 80) {
+  static const char* const kHex = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i == max) return out + "...";
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
 /// A shape as "[2, 3, 4]".
 inline std::string shape(const std::vector<int64_t>& dims) {
   std::string s = "[";

@@ -164,8 +164,9 @@ ProgrammedWeight program_weight(const torch::Tensor& w, const DeviceConfig& cfg,
 /// undefined) is added digitally at the end; `noise` draws the output noise of this pass. The
 /// last `vector_dims` dimensions of x (and of the product) form one input (output) vector, whose
 /// max |x| the noise management divides by: 1 for a linear layer or matmul (a row, a token),
-/// 3 for a convolution (the whole sample: quell scales per image, not per patch). Bias shape:
-/// [C] then 1s for the remaining vector dimensions. Differentiable: rounding passes the gradient
+/// 3 for a convolution (the whole sample: quell scales per image, not per patch). The bias [C]
+/// is added on dim 1 when the vectors are whole samples and the product keeps the rank (a
+/// convolution's [N, C, H, W]), else on the last dimension. Differentiable: rounding passes the gradient
 /// straight through. `subsets`: whether `mvm` may run on some of the samples only (bound
 /// management reruns the clipping ones); false when it reads other inputs of the full batch (an
 /// imported graph segment), and the whole batch runs again.

@@ -97,6 +97,7 @@ struct Node {
   std::shared_ptr<const ScriptOp> script;
   std::string label;
   torch::Tensor weight;
+  torch::Tensor bias;  ///< an imported conv or linear's bias (the tile adds it digitally)
   int64_t param_count = 0;
   int64_t macs = 0;
   /// The op column of the site table: label for imported nodes, op_name(op) otherwise.

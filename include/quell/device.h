@@ -57,8 +57,6 @@ struct DeviceModel {
   /// ReRAM: σ of the deviation from the target (µS) at time t, from the fits at 1 s, 1 day and
   /// 2 days (interpolated linearly in ln t, held outside).
   torch::Tensor reram_sigma(const torch::Tensor& g, double t) const;
-  /// Whether conductances change with time (PCM, tables, ReRAM).
-  bool has_time() const { return kind != Kind::kIdeal; }
 };
 
 /// The tile's input and output path (aihwkit's IOParameters, one pass): inputs scaled by their

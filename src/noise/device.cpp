@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "quell/noise.h"
+#include "util/json.h"
 #include "util/text.h"
 
 namespace quell {
@@ -20,6 +21,7 @@ using text::parse_int;
 using text::parse_number;
 using text::split;
 using text::trim;
+using json::check_keys;
 
 constexpr uint64_t kDeviceTag = 0x4445564943455331ULL;  // programming, exponents, read noise
 constexpr uint64_t kReadTag = 0x5245414431665354ULL;    // read noise, per time
@@ -189,29 +191,6 @@ DeviceModel read_table_json(const std::string& path) {
   }
 }
 
-template <typename T, typename F>
-T json_part(const std::string& what, F&& read) {
-  try {
-    return read();
-  } catch (const Json::exception& e) {
-    const std::string s = e.what();
-    const auto end = s.find("] ");
-    throw std::invalid_argument(what + ": " + (end == std::string::npos ? s : s.substr(end + 2)));
-  }
-}
-
-void check_keys(const Json& j, std::initializer_list<const char*> allowed, const std::string& what) {
-  if (!j.is_object()) throw std::invalid_argument(what + " must be a JSON object");
-  for (const auto& kv : j.items()) {
-    if (std::none_of(allowed.begin(), allowed.end(),
-                     [&](const char* a) { return kv.key() == a; })) {
-      std::string known;
-      for (const char* a : allowed) known += (known.empty() ? "" : ", ") + std::string(a);
-      throw std::invalid_argument(what + ": unknown key '" + kv.key() + "' (known: " + known + ")");
-    }
-  }
-}
-
 double quantise_step(double bound, int bits) { return bound / (std::ldexp(1.0, bits) - 2.0); }
 
 // round(x / step) * step; the gradient passes straight through under autograd.
@@ -377,7 +356,7 @@ Json DeviceModel::to_json() const {
 DeviceModel DeviceModel::from_json(const Json& j) {
   if (j.is_string()) return parse(j.get<std::string>());
   check_keys(j, {"kind", "name", "g_max", "t0", "t_read", "source", "points"}, "device model");
-  return json_part<DeviceModel>("device model", [&] {
+  return json::part("device model", [&] {
     const std::string kind = lower(j.value("kind", std::string("pcm")));
     DeviceModel m;
     if (kind == "table") {
@@ -568,7 +547,7 @@ TileIO TileIO::from_json(const Json& j) {
   check_keys(j, {"dac_bits", "inp_bound", "noise_management", "out_noise", "adc_bits", "out_bound",
                  "bound_management", "rows", "cols", "sites"},
              "tile");
-  return json_part<TileIO>("tile", [&] {
+  return json::part("tile", [&] {
     TileIO io;
     io.dac_bits = j.value("dac_bits", io.dac_bits);
     io.inp_bound = j.value("inp_bound", io.inp_bound);
@@ -666,7 +645,7 @@ DeviceConfig DeviceConfig::from_json(const Json& j, const std::vector<std::strin
   check_keys(j, {"model", "mapping", "time", "compensation", "prog_scale", "drift_scale",
                  "read_scale", "read_noise", "scale", "tile", "layers", "tile_layers", "g_max"},
              "device");
-  return json_part<DeviceConfig>("device", [&] {
+  return json::part("device", [&] {
     DeviceConfig c;
     if (j.contains("model")) c.model = DeviceModel::from_json(j.at("model"));
     if (j.contains("g_max")) c.model.g_max = j.at("g_max").get<double>();

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "util/json.h"
 #include "util/text.h"
 
 namespace quell {
@@ -15,6 +16,7 @@ using text::parse_int;
 using text::parse_number;
 using text::split;
 using text::trim;
+using json::check_keys;
 
 void check_sigma(double s, const char* what) {
   if (std::isnan(s)) throw std::invalid_argument(std::string(what) + " is NaN");
@@ -78,21 +80,6 @@ Temporal temporal_from(const std::string& s) {
   if (s == "static") return Temporal::kStatic;
   if (s == "aging") return Temporal::kAging;
   throw std::invalid_argument("unknown temporal mode '" + s + "' (known: dynamic, static, aging)");
-}
-
-// Rejects keys a JSON object should not have: a typo must not silently leave σ at 0.
-void check_keys(const Json& j, std::initializer_list<const char*> allowed, const char* what) {
-  if (!j.is_object()) throw std::invalid_argument(std::string(what) + " must be a JSON object");
-  for (const auto& kv : j.items()) {
-    bool ok = false;
-    for (const char* a : allowed) ok = ok || kv.key() == a;
-    if (!ok) {
-      std::string known;
-      for (const char* a : allowed) known += (known.empty() ? "" : ", ") + std::string(a);
-      throw std::invalid_argument(std::string(what) + ": unknown key '" + kv.key() +
-                                  "' (known: " + known + ")");
-    }
-  }
 }
 
 // Splits "add:0.1+mul:1e+3" into components at '+' signs that start a new component (followed
@@ -550,14 +537,7 @@ NoiseConfig noise_config_from_json(const Json& j, const std::vector<std::string>
   check_keys(j, {"seed", "weight_noise", "rules", "device"}, "noise configuration");
   // A value of the wrong JSON type is nlohmann's error, which names no field: name the part.
   auto in = [](const std::string& part, auto&& read) {
-    try {
-      return read();
-    } catch (const Json::exception& e) {
-      const std::string what = e.what();  // "[json.exception.type_error.302] type must be ..."
-      const auto end = what.find("] ");
-      throw std::invalid_argument("noise configuration: " + part + ": " +
-                                  (end == std::string::npos ? what : what.substr(end + 2)));
-    }
+    return json::part("noise configuration: " + part, read);
   };
   NoiseConfig cfg;
   cfg.seed = in("seed", [&] { return j.value("seed", static_cast<uint64_t>(1)); });

@@ -262,7 +262,8 @@ void NoiseArgs::add_device(CLI::App& app) {
       ->type_name("SITES");
   app.add_option("--tile", tile,
                  "Tile I/O of the analog layers: ideal | aihwkit | dac=B:adc=B:out_bound=X:"
-                 "out_noise=S:inp_bound=X:nm=on|off:bm=on|off (on top of ideal or a preset)")
+                 "out_noise=S:inp_bound=X:nm=on|off:bm=on|off:rows=R:cols=C (on top of ideal or "
+                 "a preset)")
       ->type_name("SPEC");
   app.add_option("--g-max", g_max, "Conductance max|w| maps to, in uS (pcm 25, reram 40)")
       ->check(CLI::PositiveNumber);

@@ -4,6 +4,8 @@
 // with messages that name the field, and loading follows the checkpoint.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <fstream>
 
 #include "quell/denoise_study.h"
@@ -209,7 +211,10 @@ TEST(DenoiseAndPlanStudies, RunFromTheLibraryAndReadBack) {
 // Small options of a denoise study on the shared mlp.
 DenoiseStudyOptions small_denoise(const ModelImpl& m) {
   DenoiseStudyOptions d;
-  d.noise = noise_of("all=add:1.0:rel=std", m);
+  // Static and dynamic: the per-chip calibration and every bound run (and resume).
+  d.noise = noise_of("all=add:0.4:static:rel=std+add:0.3:rel=std", m);
+  d.calibration.samples = 200;
+  d.calibration.epochs = 2;
   d.sites = "1,3,5";
   d.ratios = {4};
   d.budgets = {60};
@@ -236,8 +241,12 @@ StudyMonitor stopping_monitor(int* calls, int stop_at) {
   return m;
 }
 
+// The report without what differs between two identical runs: provenance and wall times.
 Json without_provenance(Json j) {
   j.erase("provenance");
+  for (auto& row : j["comparison"]) {
+    if (row.contains("calibration")) row["calibration"].erase("seconds_per_chip");
+  }
   return j;
 }
 
@@ -267,6 +276,17 @@ TEST(DenoiseStudy, ResumesAfterAStopWithTheResultsOfAnUninterruptedRun) {
     EXPECT_EQ(resumed.report_csv(), full.report_csv());
     EXPECT_EQ(resumed.points_csv(), full.points_csv());
   }
+  // The per-chip rows and the bounds are there, and read back.
+  bool calibrated = false;
+  for (const auto& r : full.comparison) calibrated |= r.is_calibrated();
+  EXPECT_TRUE(calibrated) << full.table();
+  std::set<std::string> bound_names;
+  for (const auto& b : full.bounds) bound_names.insert(b.name);
+  EXPECT_EQ(bound_names.count("static only"), 1u);
+  EXPECT_EQ(bound_names.count("dynamic only"), 1u);
+  EXPECT_EQ(bound_names.count("oracle <=60%"), 1u);
+  EXPECT_EQ(DenoiseReport::from_json(full.to_json()).to_json(), full.to_json());
+  EXPECT_NE(full.report_csv().find("bound: dynamic only"), std::string::npos);
   // Other options: the journal belongs to another study; restart discards it.
   DenoiseStudyOptions other = d;
   other.monitor = {};

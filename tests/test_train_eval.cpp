@@ -131,6 +131,26 @@ TEST_F(EvalTest, StaticNoiseGivesAChipLevelInterval) {
   EXPECT_EQ(r.accuracy.n, 6);
 }
 
+TEST_F(EvalTest, FirstChipEvaluatesTheSameChipsAsAFullEvaluation) {
+  const NoiseConfig noise = config({"all=add:0.5:static+add:0.2"}, "0.1");
+  EvalOptions o;
+  o.draws = 2;
+  o.chips = 4;
+  const EvalResult all = evaluate(**model_, *test_, noise, o);
+  o.first_chip = 2;
+  o.chips = 1;
+  const EvalResult one = evaluate(**model_, *test_, noise, o);
+  ASSERT_EQ(one.draws.size(), 2u);
+  for (int d = 0; d < 2; ++d) {
+    EXPECT_EQ(one.draws[d].chip, 2);
+    EXPECT_EQ(one.draws[d].draw, d);
+    EXPECT_EQ(one.draws[d].accuracy, all.draws[2 * 2 + d].accuracy);  // bit-identical
+    EXPECT_EQ(one.draws[d].loss, all.draws[2 * 2 + d].loss);
+  }
+  o.first_chip = -1;
+  EXPECT_THROW(evaluate(**model_, *test_, noise, o), std::exception);
+}
+
 TEST_F(EvalTest, AccuracyFallsWithSigmaTowardChance) {
   EvalOptions o;
   o.draws = 3;

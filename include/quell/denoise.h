@@ -26,6 +26,11 @@ struct DenoiseTrainOptions {
   /// Under MPI: each rank trains on its share of every batch and the block gradients are
   /// summed (as TrainOptions::data_parallel); all ranks end with rank 0's blocks.
   bool data_parallel = false;
+  /// −1 (default): every step draws a new chip, so the blocks serve any chip. c ≥ 0: every step
+  /// uses evaluation chip c's static/aging patterns, weight noise and device programming (as
+  /// `evaluate` with that chip), with fresh dynamic noise per step: the blocks learn that chip
+  /// (per-chip calibration, see calibrate_per_chip).
+  int64_t chip = -1;
   ProgressFn progress;
   Json to_json(const std::vector<std::string>& site_names) const;
 };
@@ -36,6 +41,38 @@ struct DenoiseTrainOptions {
 /// (like noise-aware training). Throws if the model has no blocks or the loss diverges.
 TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
                             const DenoiseTrainOptions& opts);
+
+/// Per-chip calibration of trained blocks, as a post-fabrication step would do it: each chip's
+/// blocks are fine-tuned on a few labelled samples with that chip's fixed variation.
+struct ChipCalibrationOptions {
+  int64_t samples = 1000;  ///< the first N samples of the calibration data (>= 1)
+  int epochs = 5;
+  double lr = 1e-3;        ///< Adam, cosine, starting from the chip-agnostic blocks
+  int64_t batch_size = 64;
+  uint64_t seed = 1;
+  ProgressFn progress;
+  /// Throws std::invalid_argument naming the bad field.
+  void validate() const;
+};
+
+struct ChipCalibrationResult {
+  EvalResult noisy;         ///< every chip's passes after its own calibration
+  Summary clean;            ///< noise-free accuracy of the calibrated blocks, over chips
+  int64_t samples = 0;      ///< samples each chip was calibrated on
+  int epochs = 0;
+  double seconds_per_chip = 0.0;  ///< mean wall time of one chip's calibration
+};
+
+/// For each chip c of `eval` (eval.first_chip … + eval.chips − 1): the model's blocks are
+/// fine-tuned on `calib` with chip c's noise held fixed (DenoiseTrainOptions::chip = c, dynamic
+/// noise fresh every step), then evaluated on `data` on chip c alone (eval.draws draws) and
+/// without noise. The model's blocks are restored afterwards. Throws std::invalid_argument if
+/// the model has no blocks, `noise` has no per-chip part (NoiseConfig::has_static) or an option
+/// is bad.
+ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
+                                         const Dataset& data, const NoiseConfig& noise,
+                                         const ChipCalibrationOptions& opts,
+                                         const EvalOptions& eval);
 
 /// Per-site sensitivity.
 struct SiteSensitivity {

@@ -49,6 +49,14 @@ struct DenoiseStudyOptions {
     e.chips = 5;
     return e;
   }();
+  /// Per-chip calibration, for noise with per-chip parts (NoiseConfig::has_static): each chosen
+  /// placement's blocks are also fine-tuned on each evaluation chip (calibrate_per_chip, on the
+  /// first calibration.samples fit samples) and evaluated on that chip, beside the
+  /// chip-agnostic blocks ("chosen <=B% per chip" rows, with the calibration's cost).
+  bool calibrate = true;
+  ChipCalibrationOptions calibration;
+  /// Bounds: the backbone evaluated with part of the noise removed (DenoiseReport::bounds).
+  bool bounds = true;
   std::vector<double> robustness_levels = {0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2};
   int robust_draws = 2;           ///< draws (and chips) per robustness point
 
@@ -85,7 +93,23 @@ struct DenoiseComparisonRow {
   double clean_accuracy = 0.0;
   EvalResult noisy;
   int64_t trains_parameters = 0;  ///< fine-tuning: parameters it trains (else 0)
+  /// Per-chip calibrated blocks: samples and epochs per chip and the mean seconds per chip
+  /// (0 for every other row). clean_accuracy is then the mean over the calibrated chips.
+  int64_t calibration_samples = 0;
+  int calibration_epochs = 0;
+  double calibration_seconds = 0.0;
   bool is_finetune() const { return placement == "whole network"; }
+  bool is_calibrated() const { return calibration_samples > 0; }
+};
+
+/// What no block can beat: the backbone on the test set with part of the noise removed.
+/// "oracle <=B%": no noise at the chosen placement's sites (a perfect block there);
+/// "static only" / "dynamic only": the per-chip (static, aging, weight) or the per-pass part
+/// alone, for noise that has both.
+struct DenoiseBound {
+  std::string name;
+  std::string removed;  ///< what was taken out, in words (site names, "dynamic noise", …)
+  EvalResult noisy;
 };
 
 /// One evaluated placement of the search (validation).
@@ -140,6 +164,7 @@ struct DenoiseReport {
   std::map<std::string, std::vector<SiteSensitivity>> rankings;  ///< taylor, walk, drop
   std::map<std::string, DenoiseChoice> chosen;                   ///< by budget tag "2%"
   std::vector<DenoiseComparisonRow> comparison;                  ///< first: unmitigated
+  std::vector<DenoiseBound> bounds;
   std::vector<DenoiseOperatingPoint> operating_points;
   std::vector<SiteCurve> robustness;  ///< accuracy vs noise level per comparison row
   std::vector<std::string> written;   ///< files written into the output directory

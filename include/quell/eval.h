@@ -17,6 +17,8 @@ namespace quell {
 struct EvalOptions {
   int draws = 5;             ///< dynamic-noise draws per chip instance
   int chips = 1;             ///< chip instances (static / aging noise, weight noise)
+  /// Chips evaluated are first_chip … first_chip + chips − 1 (e.g. one chip at a time: chips 1).
+  int first_chip = 0;
   int64_t batch_size = 256;  // measured fastest on CPU (docs/bench.md)
   /// Under MPI: the (chip, draw) passes go round robin to the ranks and every rank returns all
   /// of them, the same as one process (each pass depends only on its seeds).

@@ -157,12 +157,14 @@ class WalkResult(Result):
 
 class DenoiseResult(Result):
     """The denoising-block study: rankings, searched placements (operating points and Pareto
-    front), and the comparison on the test set."""
+    front), the comparison on the test set (per-chip calibrated rows carry "calibration") and
+    the bounds (the backbone with part of the noise removed)."""
 
     def __init__(self, native, out):
         super().__init__(native)
         self.out = out
         self.comparison = self._dict["comparison"]
+        self.bounds = self._dict.get("bounds", [])
         self.rankings = self._dict["rankings"]
         self.chosen = self._dict["chosen"]
         self.operating_points = self._dict["operating_points"]

@@ -99,6 +99,13 @@ void bind_studies(py::module_& m) {
       .def_readwrite("scale_lo", &DenoiseTrainOptions::scale_lo)
       .def_readwrite("scale_hi", &DenoiseTrainOptions::scale_hi)
       .def_readwrite("feature_weight", &DenoiseTrainOptions::feature_weight);
+  py::class_<ChipCalibrationOptions>(m, "ChipCalibrationOptions")
+      .def(py::init<>())
+      .def_readwrite("samples", &ChipCalibrationOptions::samples)
+      .def_readwrite("epochs", &ChipCalibrationOptions::epochs)
+      .def_readwrite("lr", &ChipCalibrationOptions::lr)
+      .def_readwrite("batch_size", &ChipCalibrationOptions::batch_size)
+      .def_readwrite("seed", &ChipCalibrationOptions::seed);
 
   py::class_<WalkOptions>(m, "WalkOptions")
       .def(py::init<>())
@@ -201,6 +208,9 @@ void bind_studies(py::module_& m) {
       .def_readwrite("min_gain", &DenoiseStudyOptions::min_gain)
       .def_readwrite("train", &DenoiseStudyOptions::train)
       .def_readwrite("eval", &DenoiseStudyOptions::eval)
+      .def_readwrite("calibrate", &DenoiseStudyOptions::calibrate)
+      .def_readwrite("calibration", &DenoiseStudyOptions::calibration)
+      .def_readwrite("bounds", &DenoiseStudyOptions::bounds)
       .def_readwrite("robustness_levels", &DenoiseStudyOptions::robustness_levels)
       .def_readwrite("robust_draws", &DenoiseStudyOptions::robust_draws)
       .def_readwrite("out", &DenoiseStudyOptions::out)

@@ -114,6 +114,7 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
                     const EvalOptions& opts) {
   TORCH_CHECK(opts.draws >= 1, "draws must be >= 1, got ", opts.draws);
   TORCH_CHECK(opts.chips >= 1, "chips must be >= 1, got ", opts.chips);
+  TORCH_CHECK(opts.first_chip >= 0, "first chip must be >= 0, got ", opts.first_chip);
   TORCH_CHECK(opts.batch_size >= 1, "batch size must be >= 1, got ", opts.batch_size);
   const bool was_training = model.is_training();
   model.eval();
@@ -126,6 +127,7 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
   const bool chips_matter = config.has_static();
   const bool draws_matter = config.has_dynamic();
   const int chips = chips_matter ? opts.chips : 1;
+  const int first_chip = chips_matter ? opts.first_chip : 0;
   const int draws = draws_matter ? opts.draws : 1;
   Progress progress;
   progress.total = static_cast<int64_t>(chips) * draws;
@@ -136,27 +138,28 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
   auto mine = [&](int c, int d) { return (c * draws + d) % ranks == rank; };
   try {
     for (int c = 0; c < chips; ++c) {
+      const uint64_t chip = static_cast<uint64_t>(first_chip + c);
       bool any = false;
       for (int d = 0; d < draws; ++d) any = any || mine(c, d);
       if (!any) continue;
       // The device's read noise drawn per draw re-programs the chip for every draw.
       const bool per_draw = config.device.read_per_draw && config.device.programs_weights();
       std::optional<WeightNoiseGuard> weights;
-      if (!per_draw) weights.emplace(model, config, static_cast<uint64_t>(c));
+      if (!per_draw) weights.emplace(model, config, chip);
       for (int d = 0; d < draws; ++d) {
         if (!mine(c, d)) continue;
         if (per_draw) {
           weights.reset();
-          weights.emplace(model, config, static_cast<uint64_t>(c), static_cast<uint64_t>(d));
+          weights.emplace(model, config, chip, static_cast<uint64_t>(d));
         }
-        model.engine().set_draw(static_cast<uint64_t>(c), static_cast<uint64_t>(d));
+        model.engine().set_draw(chip, static_cast<uint64_t>(d));
         DrawResult r = run_pass(model, data, opts.batch_size, opts.metric);
-        r.chip = c;
+        r.chip = first_chip + c;
         r.draw = d;
         if (!std::isfinite(r.accuracy)) {
           throw std::invalid_argument(
               "the " + opts.metric.name() + " is " + (std::isnan(r.accuracy) ? "NaN" : "infinite") +
-              " at chip " + std::to_string(c) + ", draw " + std::to_string(d) +
+              " at chip " + std::to_string(first_chip + c) + ", draw " + std::to_string(d) +
               ": the model's outputs are not finite under this noise (too strong for a "
               "loss-based metric; accuracy still counts, or lower the level)");
         }
@@ -180,15 +183,15 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
     // Every pass's accuracy and loss from the rank that ran it (the others add zeros).
     torch::Tensor packed = torch::zeros({2 * chips * draws}, torch::kDouble);
     for (const auto& r : result.draws) {
-      packed[2 * (r.chip * draws + r.draw)] = r.accuracy;
-      packed[2 * (r.chip * draws + r.draw) + 1] = r.loss;
+      packed[2 * ((r.chip - first_chip) * draws + r.draw)] = r.accuracy;
+      packed[2 * ((r.chip - first_chip) * draws + r.draw) + 1] = r.loss;
     }
     dist::allreduce_sum(packed);
     result.draws.clear();
     for (int c = 0; c < chips; ++c) {
       for (int d = 0; d < draws; ++d) {
         DrawResult r;
-        r.chip = c;
+        r.chip = first_chip + c;
         r.draw = d;
         r.accuracy = packed[2 * (c * draws + d)].item<double>();
         r.loss = packed[2 * (c * draws + d) + 1].item<double>();

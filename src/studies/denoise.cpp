@@ -3,6 +3,7 @@
 #include "quell/walk_study.h"
 
 #include "quell/dist.h"
+#include "quell/load.h"
 
 #include <algorithm>
 #include <chrono>
@@ -59,7 +60,7 @@ class FreezeGuard {
 }  // namespace
 
 Json DenoiseTrainOptions::to_json(const std::vector<std::string>& site_names) const {
-  return Json{{"epochs", epochs},
+  Json j{{"epochs", epochs},
               {"batch_size", batch_size},
               {"optimizer", "adam"},
               {"lr", lr},
@@ -68,6 +69,8 @@ Json DenoiseTrainOptions::to_json(const std::vector<std::string>& site_names) co
               {"scale_range", {scale_lo, scale_hi}},
               {"feature_weight", feature_weight},
               {"noise", noise.to_json(site_names)}};
+  if (chip >= 0) j["chip"] = chip;
+  return j;
 }
 
 TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
@@ -154,12 +157,17 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
         model.forward(x, clean_engine);
         model.set_denoisers_enabled(true);
       }
-      const uint64_t chip = mix_seed(kDenoiseChipTag, static_cast<uint64_t>(step));
-      model.engine().set_draw(chip, 0);
+      // A fresh chip per step, or the calibrated chip with fresh dynamic draws that do not
+      // coincide with the evaluation's draws 0, 1, ….
+      const uint64_t chip = o.chip >= 0 ? static_cast<uint64_t>(o.chip)
+                                        : mix_seed(kDenoiseChipTag, static_cast<uint64_t>(step));
+      const uint64_t draw =
+          o.chip >= 0 ? mix_seed(kDenoiseChipTag, static_cast<uint64_t>(step)) : 0;
+      model.engine().set_draw(chip, draw);
       optimizer.zero_grad();
       torch::Tensor logits, loss;
       {
-        WeightNoiseGuard weights(model, o.noise, chip);
+        WeightNoiseGuard weights(model, o.noise, chip, draw);
         logits = model.forward(x);
         loss = task_loss(logits, y);
         if (o.feature_weight > 0) {
@@ -184,6 +192,81 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
   model.engine().configure(NoiseConfig{});
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return result;
+}
+
+void ChipCalibrationOptions::validate() const {
+  if (samples < 1) throw std::invalid_argument("calibration samples must be >= 1");
+  if (epochs < 1) throw std::invalid_argument("calibration epochs must be >= 1");
+  if (!(lr > 0.0) || !std::isfinite(lr)) {
+    throw std::invalid_argument("calibration learning rate must be a positive number");
+  }
+  if (batch_size < 1) throw std::invalid_argument("calibration batch size must be >= 1");
+}
+
+ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
+                                         const Dataset& data, const NoiseConfig& noise,
+                                         const ChipCalibrationOptions& opts,
+                                         const EvalOptions& eval) {
+  opts.validate();
+  if (!model.has_denoisers()) throw std::invalid_argument("the model has no denoising blocks");
+  if (!noise.has_static()) {
+    throw std::invalid_argument(
+        "per-chip calibration needs noise that is fixed per chip (static or aging components, "
+        "weight noise or a device model); this noise is drawn afresh on every pass");
+  }
+  if (eval.chips < 1 || eval.first_chip < 0) throw std::invalid_argument("chips must be >= 1");
+  const int64_t n = std::min(opts.samples, calib.size());
+  if (n < 1) throw std::invalid_argument("calibration set is empty");
+  const Dataset part = slice_dataset(calib, 0, n);
+  // The chip-agnostic blocks every chip starts from.
+  std::vector<torch::Tensor> live, saved;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model.denoiser_parameters()) {
+      live.push_back(p);
+      saved.push_back(p.detach().clone());
+    }
+  }
+  auto restore = [&] {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < live.size(); ++i) live[i].copy_(saved[i]);
+  };
+  ChipCalibrationResult result;
+  result.samples = n;
+  result.epochs = opts.epochs;
+  std::vector<DrawResult> passes;
+  std::vector<double> clean;
+  double seconds = 0.0;
+  try {
+    for (int c = eval.first_chip; c < eval.first_chip + eval.chips; ++c) {
+      restore();
+      DenoiseTrainOptions t;
+      t.epochs = opts.epochs;
+      t.batch_size = opts.batch_size;
+      t.lr = opts.lr;
+      t.seed = mix_seed(opts.seed, static_cast<uint64_t>(c));
+      t.noise = noise;
+      t.chip = c;
+      t.progress = opts.progress;
+      seconds += train_denoisers(model, part, t).seconds;
+      EvalOptions one = eval;
+      one.first_chip = c;
+      one.chips = 1;
+      const EvalResult r = evaluate(model, data, noise, one);
+      passes.insert(passes.end(), r.draws.begin(), r.draws.end());
+      EvalOptions quiet = one;
+      quiet.progress = nullptr;
+      clean.push_back(evaluate(model, data, NoiseConfig{}, quiet).accuracy.mean);
+    }
+  } catch (...) {
+    restore();
+    throw;
+  }
+  restore();
+  result.noisy = summarize_draws(std::move(passes), true, noise.has_dynamic());
+  result.clean = summarize(clean);
+  result.seconds_per_chip = seconds / eval.chips;
   return result;
 }
 

@@ -82,6 +82,31 @@ std::vector<DrawResult> draws_from(const Json& a) {
   return v;
 }
 
+// The configuration with the sites' noise, ADC and repetitions removed: a perfect block there.
+NoiseConfig without_sites(NoiseConfig c, const std::vector<int>& sites) {
+  for (int s : sites) c.sites.erase(s);
+  return c;
+}
+
+// Only the per-chip part (static, aging, weight noise) or only the per-pass (dynamic) part.
+NoiseConfig only_part(NoiseConfig c, bool per_chip) {
+  for (auto it = c.sites.begin(); it != c.sites.end();) {
+    auto& v = it->second.noise;
+    v.erase(std::remove_if(v.begin(), v.end(),
+                           [&](const NoiseSpec& n) {
+                             return (n.temporal != Temporal::kDynamic) != per_chip;
+                           }),
+            v.end());
+    if (it->second.is_identity()) {
+      it = c.sites.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!per_chip) c.weight = WeightNoise{};
+  return c;
+}
+
 // What determines the study's results, for its journal.
 Json study_fingerprint(const DenoiseStudyOptions& o, ModelImpl& backbone, const Dataset& train,
                        const Dataset& test, const Json& noise, const Json& training) {
@@ -106,7 +131,15 @@ Json study_fingerprint(const DenoiseStudyOptions& o, ModelImpl& backbone, const 
                {"eval", {{"draws", o.eval.draws}, {"chips", o.eval.chips},
                          {"batch_size", o.eval.batch_size}}},
                {"robustness_levels", o.robustness_levels},
-               {"robust_draws", o.robust_draws}};
+               {"robust_draws", o.robust_draws},
+               {"bounds", o.bounds}};
+  if (o.calibrate) {
+    options["calibration"] = {{"samples", o.calibration.samples},
+                              {"epochs", o.calibration.epochs},
+                              {"lr", o.calibration.lr},
+                              {"batch_size", o.calibration.batch_size},
+                              {"seed", o.calibration.seed}};
+  }
   if (!o.metric.empty() && o.metric != "auto") options["metric"] = Metric::parse(o.metric).name();
   return Json{{"model", model_state_digest(backbone)},
               {"data", {{"train", tensor_digest({train.inputs, train.targets})},
@@ -190,6 +223,7 @@ void DenoiseStudyOptions::validate() const {
       !std::isfinite(train.scale_hi)) {
     throw std::invalid_argument("training noise scale range: expected 0 <= scale_lo <= scale_hi");
   }
+  if (calibrate) calibration.validate();
   for (double l : robustness_levels) {
     if (!(l >= 0) || !std::isfinite(l)) {
       throw std::invalid_argument("robustness levels: expected numbers >= 0, got " + fmt_double(l));
@@ -544,6 +578,40 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
     train_denoisers(*m, fit, o);
     return m;
   };
+  // Per-chip calibrated blocks of a final model (read back from the journal, or calibrated and
+  // evaluated on each test chip now).
+  const bool calibrating = opts.calibrate && chips_matter;
+  auto add_calibrated = [&](const std::string& name, ModelImpl& m, const Placement& p) {
+    DenoiseComparisonRow r;
+    r.model = name;
+    r.placement = p.label(names);
+    r.params = p.params();
+    r.overhead_pct = overhead(p.params());
+    if (const Json* j = journal.find("calib:" + name)) {
+      r.clean_accuracy = j->at("clean").get<double>();
+      r.noisy = summarize_draws(draws_from(j->at("draws")), chips_matter, draws_matter);
+      r.calibration_samples = j->at("samples").get<int64_t>();
+      r.calibration_epochs = j->at("epochs").get<int>();
+      r.calibration_seconds = j->at("seconds").get<double>();
+    } else {
+      ChipCalibrationOptions c = opts.calibration;
+      c.progress = root ? monitor.bar(name) : nullptr;
+      EvalOptions o = eval_opts;
+      o.progress = nullptr;
+      const ChipCalibrationResult res = calibrate_per_chip(m, fit, test, noise, c, o);
+      r.clean_accuracy = res.clean.mean;
+      r.noisy = res.noisy;
+      r.calibration_samples = res.samples;
+      r.calibration_epochs = res.epochs;
+      r.calibration_seconds = res.seconds_per_chip;
+      journal.append("calib:" + name, {{"clean", r.clean_accuracy},
+                                        {"draws", draws_json(r.noisy)},
+                                        {"samples", r.calibration_samples},
+                                        {"epochs", r.calibration_epochs},
+                                        {"seconds", r.calibration_seconds}});
+    }
+    report.comparison.push_back(r);
+  };
   add_row("unmitigated", [&] { return backbone_holder; }, "none", 0);
   std::vector<std::string> saved_files;
   for (double b : budgets) {
@@ -577,6 +645,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
         choice.checkpoint = file;
         saved_files.push_back(file);
       }
+      if (calibrating) add_calibrated(name + " per chip", *m, cp);
     }
     report.chosen[tag] = choice;
   }
@@ -607,6 +676,40 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
     report.comparison.back().trains_parameters = backbone_params;
   }
 
+  // ---- Bounds: the backbone with part of the noise removed -----------------------------------
+  if (opts.bounds) {
+    auto add_bound = [&](const std::string& name, const std::string& removed,
+                         const NoiseConfig& config) {
+      DenoiseBound b{name, removed, {}};
+      if (const Json* j = journal.find("bound:" + name)) {
+        b.noisy = summarize_draws(draws_from(*j), config.has_static(), config.has_dynamic());
+      } else {
+        EvalOptions o = eval_opts;
+        o.progress = nullptr;
+        b.noisy = evaluate(backbone, test, config, o);
+        journal.append("bound:" + name, draws_json(b.noisy));
+      }
+      report.bounds.push_back(std::move(b));
+    };
+    for (double b : budgets) {
+      const Placement& p = chosen[b];
+      if (p.blocks.empty()) continue;
+      std::vector<int> at;
+      std::string where;
+      for (const auto& c : p.blocks) {
+        at.push_back(c.site);
+        where += (where.empty() ? "" : ",") + names[static_cast<size_t>(c.site)];
+      }
+      add_bound("oracle <=" + fmt_double(b) + "%", "all noise at " + where,
+                without_sites(noise, at));
+    }
+    // The split needs both parts; a device's programming and tile noise are not separable here.
+    if (chips_matter && draws_matter && !noise.device.enabled()) {
+      add_bound("static only", "dynamic noise", only_part(noise, true));
+      add_bound("dynamic only", "static, aging and weight noise", only_part(noise, false));
+    }
+  }
+
   // ---- Robustness: accuracy vs noise level ---------------------------------------------------
   if (!opts.robustness_levels.empty()) {
     EvalOptions ro = eval_opts;
@@ -615,6 +718,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
     ro.progress = nullptr;
     int k = 0;
     for (const auto& r : report.comparison) {
+      if (r.is_calibrated()) continue;  // one set of blocks per chip and level: not run
       SiteCurve c;
       c.site = k++;
       c.label = r.model;
@@ -675,7 +779,27 @@ Json DenoiseReport::to_json() const {
     }
     jr["draws"] = draws;
     if (r.trains_parameters > 0) jr["trains_parameters"] = r.trains_parameters;
+    if (r.is_calibrated()) {
+      jr["calibration"] = {{"per", "chip"},
+                           {"samples", r.calibration_samples},
+                           {"epochs", r.calibration_epochs},
+                           {"seconds_per_chip", r.calibration_seconds}};
+    }
     jrows.push_back(jr);
+  }
+  Json jbounds = Json::array();
+  for (const auto& b : bounds) {
+    const Summary& h = b.noisy.headline();
+    Json draws = Json::array();
+    for (const auto& d : b.noisy.draws) {
+      draws.push_back({{"chip", d.chip}, {"draw", d.draw}, {"accuracy", d.accuracy}});
+    }
+    jbounds.push_back({{"name", b.name},
+                       {"removed", b.removed},
+                       {"noisy", summary_to_json(h)},
+                       {"ci_over", ci_over(b.noisy)},
+                       {"drop_vs_clean_points", 100.0 * (base->clean_accuracy - h.mean)},
+                       {"draws", draws}});
   }
   Json jpoints = Json::array();
   for (const auto& p : operating_points) {
@@ -746,6 +870,7 @@ Json DenoiseReport::to_json() const {
          {"rankings", jrank},
          {"chosen", jchosen},
          {"comparison", jrows},
+         {"bounds", jbounds},
          {"operating_points", jpoints},
          {"pareto_front", jfront}};
   if (finetune) j["finetune"] = {{"epochs", finetune_epochs}, {"lr", finetune_lr}};
@@ -824,7 +949,26 @@ DenoiseReport DenoiseReport::from_json(const Json& input) {
         row.noisy.draws.push_back({d.value("chip", 0), d.value("draw", 0),
                                    d.value("accuracy", 0.0), 0.0});
       }
+      if (c.contains("calibration")) {
+        const Json& cal = c.at("calibration");
+        row.calibration_samples = cal.at("samples").get<int64_t>();
+        row.calibration_epochs = cal.at("epochs").get<int>();
+        row.calibration_seconds = cal.at("seconds_per_chip").get<double>();
+      }
       r.comparison.push_back(row);
+    }
+    for (const auto& c : j.value("bounds", Json::array())) {
+      DenoiseBound b;
+      b.name = c.at("name").get<std::string>();
+      b.removed = c.value("removed", "");
+      b.noisy.chip_level = c.value("ci_over", "draws") == "chips";
+      const Summary h = summary_from_json(c.at("noisy"));
+      (b.noisy.chip_level ? b.noisy.chip_accuracy : b.noisy.accuracy) = h;
+      for (const auto& d : c.value("draws", Json::array())) {
+        b.noisy.draws.push_back({d.value("chip", 0), d.value("draw", 0),
+                                 d.value("accuracy", 0.0), 0.0});
+      }
+      r.bounds.push_back(b);
     }
     for (const auto& p : j.value("operating_points", Json::array())) {
       r.operating_points.push_back({p.value("method", ""), p.value("step", 0),
@@ -857,6 +1001,14 @@ std::string DenoiseReport::report_csv() const {
     csv.add_row({r.model, r.placement, std::to_string(r.params), fmt_double(r.overhead_pct, 6),
                  fmt_double(r.clean_accuracy, 6), fmt_double(h.mean, 6), fmt_double(h.ci_low, 6),
                  fmt_double(h.ci_high, 6), std::to_string(h.n), ci_over(r.noisy),
+                 fmt_double(100.0 * (base_clean - h.mean), 4)});
+  }
+  // Bounds: the backbone with part of the noise removed (placement: what was removed).
+  for (const auto& b : bounds) {
+    const Summary& h = b.noisy.headline();
+    csv.add_row({"bound: " + b.name, "without " + b.removed, "0", fmt_double(0.0, 6),
+                 fmt_double(base_clean, 6), fmt_double(h.mean, 6), fmt_double(h.ci_low, 6),
+                 fmt_double(h.ci_high, 6), std::to_string(h.n), ci_over(b.noisy),
                  fmt_double(100.0 * (base_clean - h.mean), 4)});
   }
   return csv_for_metric(csv.str(), metric);
@@ -916,6 +1068,22 @@ std::string DenoiseReport::table() const {
                   r.clean_accuracy, h.mean, h.ci_low, h.ci_high,
                   100.0 * (base.clean_accuracy - h.mean), r.placement.c_str());
     os << line;
+  }
+  for (const auto& r : comparison) {
+    if (!r.is_calibrated()) continue;
+    os << "  " << r.model << ": blocks fine-tuned on each chip, " << r.calibration_samples
+       << " samples x " << r.calibration_epochs << " epochs, "
+       << fmt_double(r.calibration_seconds, 3) << " s per chip\n";
+  }
+  if (!bounds.empty()) {
+    os << "bounds: the backbone with part of the noise removed\n";
+    for (const auto& b : bounds) {
+      const Summary& h = b.noisy.headline();
+      std::snprintf(line, sizeof line, "%-26s %9s %9s %8s %8.4f  [%7.4f, %7.4f] %7.2f  without %s\n",
+                    b.name.c_str(), "", "", "", h.mean, h.ci_low, h.ci_high,
+                    100.0 * (base.clean_accuracy - h.mean), b.removed.c_str());
+      os << line;
+    }
   }
   os << "drop = clean accuracy of the backbone minus noisy accuracy, in points; CI over "
      << ci_over(base.noisy) << "\nPareto front (validation):";

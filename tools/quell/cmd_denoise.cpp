@@ -67,6 +67,7 @@ void run(DenoiseArgs& a) {
   }
   std::tie(o.train.scale_lo, o.train.scale_hi) = parse_range(a.scale_range, "--scale-range");
   o.robustness_levels = parse_levels(a.robustness);
+  o.calibrate = o.calibration.samples > 0;
   if (!o.walk_json.empty() && !std::filesystem::exists(o.walk_json)) {
     throw std::invalid_argument("--walk " + o.walk_json + ": no such file");
   }
@@ -138,6 +139,23 @@ void add_denoise_command(CLI::App& app) {
                 "Skip the ranking by measured accuracy drop with noise at one site alone");
   cmd->add_flag("!--no-all-sites", a->study.all_sites, "Skip the blocks-at-every-site comparison");
   cmd->add_flag("!--no-finetune", a->study.finetune, "Skip the noise-aware fine-tuning comparison");
+  cmd->add_option("--calibrate", a->study.calibration.samples,
+                  "Per-chip calibration (noise fixed per chip only): fine-tune the chosen blocks "
+                  "on each test chip with this many training samples and report them beside the "
+                  "chip-agnostic blocks; 0 = off")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--calibrate-epochs", a->study.calibration.epochs,
+                  "Epochs of each chip's calibration")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--calibrate-lr", a->study.calibration.lr,
+                  "Learning rate of each chip's calibration (Adam, cosine)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_flag("!--no-bounds", a->study.bounds,
+                "Skip the bounds (the backbone without the noise at the chosen sites, and with "
+                "only the static or only the dynamic part of the noise)");
   cmd->add_option("--epochs", a->study.train.epochs,
                   "Epochs of block training for the final models (and of fine-tuning)")
       ->check(CLI::PositiveNumber)

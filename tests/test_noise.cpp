@@ -76,7 +76,8 @@ TEST(NoiseSpecParse, BadInputNamesTheProblem) {
 
 TEST(NoiseSpecJson, RoundTripsEveryKindAndMode) {
   for (const std::string text : {"add:0.3", "mul:0.2:static", "muladd:0.5/0.3:rel=std",
-                                 "addmul:0.4/0.6:rel=range", "add:0.1:aging:age=9:ref=2:nu=1"}) {
+                                 "addmul:0.4/0.6:rel=range", "add:0.1:aging:age=9:ref=2:nu=1",
+                                 "mul:0.2:static:per=channel"}) {
     const NoiseSpec a = NoiseSpec::parse(text);
     const NoiseSpec b = NoiseSpec::from_json(a.to_json());
     EXPECT_EQ(a.to_json(), b.to_json()) << text;

@@ -23,7 +23,8 @@ const std::vector<std::string> kAllComponents = {"add:0.3",
                                                  "muladd:0.4/0.5:static",
                                                  "addmul:0.4/0.5:aging:age=4",
                                                  "add:0.3:rel=std",
-                                                 "add:0.3:rel=range:static"};
+                                                 "add:0.3:rel=range:static",
+                                                 "muladd:0.4/0.5:static:per=channel"};
 
 SiteEngine engine_for(const std::string& component, int site = 1, uint64_t seed = 11) {
   NoiseConfig cfg;
@@ -227,6 +228,34 @@ TEST(SiteTemporal, StaticNoiseIsIdenticalForEveryInputAndPass) {
     e.set_draw(/*chip=*/0, 5);
     EXPECT_TRUE(torch::equal(apply(e, x), a)) << comp << ": the draw does not change the chip";
   }
+}
+
+TEST(SiteTemporal, PerChannelStaticNoiseIsOneDeviationPerChannel) {
+  for (const auto& comp : {"add:0.5:static:per=channel", "mul:0.5:aging:age=4:per=channel"}) {
+    // [C,H,W]: every position of a channel gets the same deviation, channels differ.
+    SiteEngine e = engine_for(comp);
+    const torch::Tensor x = torch::ones({4, 3, 5, 6}, torch::kDouble);
+    const torch::Tensor y = apply(e, x);
+    for (int64_t c = 0; c < 3; ++c) {
+      EXPECT_TRUE(torch::equal(y[0][c], torch::full({5, 6}, y[0][c][0][0].item<double>(),
+                                                    torch::kDouble)))
+          << comp;
+    }
+    EXPECT_NE(y[0][0][0][0].item<double>(), y[0][1][0][0].item<double>()) << comp;
+    EXPECT_TRUE(torch::equal(y[3], y[0])) << comp;
+    // [T,D]: every position of a feature the same, features differ.
+    const torch::Tensor s = apply(e, torch::ones({2, 7, 4}, torch::kDouble));
+    for (int64_t t = 1; t < 7; ++t) EXPECT_TRUE(torch::equal(s[0][t], s[0][0])) << comp;
+    EXPECT_NE(s[0][0][0].item<double>(), s[0][0][1].item<double>()) << comp;
+  }
+  // The deviations are N(0, σ²) across channels: 4000 channels, σ = 0.5 (abs): the sample std
+  // lies within 5 standard errors (SE ≈ σ/√(2n) = 0.0056) of σ.
+  SiteEngine e = engine_for("add:0.5:static:per=channel");
+  const torch::Tensor y = apply(e, torch::zeros({1, 4000, 2, 2}, torch::kDouble));
+  EXPECT_NEAR(y.select(2, 0).select(2, 0).std().item<double>(), 0.5, 5 * 0.5 / std::sqrt(8000.0));
+  // Static and aging only.
+  EXPECT_THROW(NoiseSpec::parse("add:0.1:per=channel"), std::invalid_argument);
+  EXPECT_THROW(NoiseSpec::parse("add:0.1:static:per=column"), std::invalid_argument);
 }
 
 TEST(SiteTemporal, AgingScalesTheSameStaticPattern) {

@@ -44,6 +44,10 @@ struct NoiseSpec {
   double age = 1.0;           ///< device age t (kAging), in the units of age_ref
   double age_ref = 1.0;       ///< age at which the deviation has size σ
   double age_exponent = 0.5;  ///< ν: 0.5 = random-walk (diffusive) growth; 1 = linear drift
+  /// Static / aging only: one deviation per channel (an analog array's column, shared by every
+  /// position it computes) instead of one per element: the pattern of a [C,H,W] sample is
+  /// [C,1,1], of a [T,D] sample [1,D]; [D] samples are per element either way.
+  bool per_channel = false;
 
   /// Mixed noise from amplitude A and ratio r: σ_add = A·r, σ_mul = A·(1−r).
   static NoiseSpec mixed(double amplitude, double ratio, bool mul_first);

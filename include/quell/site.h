@@ -81,7 +81,10 @@ class SiteEngine {
   /// The stream of dynamic noise component `component`, repetition `repetition`, at `site` in
   /// the current pass.
   RngStream dynamic_stream(int site, int repetition, size_t component) const;
-  const torch::Tensor& static_pattern(int site, int component, const torch::Tensor& like);
+  /// The chip's standard-normal pattern of a component: one sample's shape, or one value per
+  /// channel (NoiseSpec::per_channel).
+  const torch::Tensor& static_pattern(int site, int component, const torch::Tensor& like,
+                                     bool per_channel = false);
   double effective_sigma(double sigma, const NoiseSpec& spec, int site) const;
   const SiteCalibration& calib(int site, const char* why) const;
 

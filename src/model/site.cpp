@@ -125,10 +125,16 @@ double SiteEngine::effective_sigma(double sigma, const NoiseSpec& spec, int site
 }
 
 const torch::Tensor& SiteEngine::static_pattern(int site, int component,
-                                                const torch::Tensor& like) {
+                                                const torch::Tensor& like, bool per_channel) {
   auto& slot = static_cache_[{site, component}];
-  const auto sample_shape = like.sizes().slice(1);
-  if (!slot.defined() || slot.sizes() != sample_shape || slot.device() != like.device() ||
+  std::vector<int64_t> sample_shape = like.sizes().slice(1).vec();
+  // Per channel: [C,H,W] -> [C,1,1], [T,D] -> [1,D] (a column serves every position).
+  if (per_channel && sample_shape.size() == 3) {
+    sample_shape[1] = sample_shape[2] = 1;
+  } else if (per_channel && sample_shape.size() == 2) {
+    sample_shape[0] = 1;
+  }
+  if (!slot.defined() || slot.sizes() != c10::IntArrayRef(sample_shape) || slot.device() != like.device() ||
       slot.scalar_type() != like.scalar_type()) {
     torch::NoGradGuard no_grad;
     slot = torch::empty(sample_shape, like.options().requires_grad(false));
@@ -250,8 +256,10 @@ torch::Tensor SiteEngine::apply_once(torch::Tensor x, int site, const SiteConfig
 
     // Static / aging: a per-chip pattern of the sample's shape, broadcast over the batch.
     torch::Tensor eps, eta;
-    if (has_add) eps = static_pattern(site, static_cast<int>(2 * c), x) * sa;
-    if (has_mul) eta = static_pattern(site, static_cast<int>(2 * c + 1), x) * sm + 1.0;
+    if (has_add) eps = static_pattern(site, static_cast<int>(2 * c), x, spec.per_channel) * sa;
+    if (has_mul) {
+      eta = static_pattern(site, static_cast<int>(2 * c + 1), x, spec.per_channel) * sm + 1.0;
+    }
     if (differentiable) {
       if (spec.kind == NoiseKind::kAddMul) {
         x = (x + eps) * eta;

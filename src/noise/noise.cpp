@@ -135,6 +135,11 @@ void NoiseSpec::validate() const {
                                   std::to_string(age_exponent));
     }
   }
+  if (per_channel && temporal == Temporal::kDynamic) {
+    throw std::invalid_argument(
+        "per=channel applies to static and aging noise (a chip's fixed column deviations); "
+        "dynamic noise is drawn per element");
+  }
 }
 
 Json NoiseSpec::to_json() const {
@@ -147,13 +152,14 @@ Json NoiseSpec::to_json() const {
     j["age_ref"] = age_ref;
     j["age_exponent"] = age_exponent;
   }
+  if (per_channel) j["per"] = "channel";
   return j;
 }
 
 NoiseSpec NoiseSpec::from_json(const Json& j) {
   check_keys(j,
              {"kind", "sigma", "sigma_add", "sigma_mul", "amplitude", "ratio", "scale", "temporal",
-              "age", "age_ref", "age_exponent"},
+              "age", "age_ref", "age_exponent", "per"},
              "noise component");
   NoiseSpec s;
   s.kind = kind_from(j.value("kind", std::string("add")));
@@ -195,6 +201,11 @@ NoiseSpec NoiseSpec::from_json(const Json& j) {
   s.age = j.value("age", s.age);
   s.age_ref = j.value("age_ref", s.age_ref);
   s.age_exponent = j.value("age_exponent", s.age_exponent);
+  const std::string per = j.value("per", std::string("element"));
+  if (per != "element" && per != "channel") {
+    throw std::invalid_argument("noise component: per '" + per + "' (known: element, channel)");
+  }
+  s.per_channel = per == "channel";
   s.validate();
   return s;
 }
@@ -241,10 +252,12 @@ NoiseSpec NoiseSpec::parse(const std::string& text) {
       s.age_ref = parse_number(val, what);
     } else if (key == "nu") {
       s.age_exponent = parse_number(val, what);
+    } else if (key == "per" && (val == "channel" || val == "element")) {
+      s.per_channel = val == "channel";
     } else {
       throw std::invalid_argument(what + ": unknown option '" + opt +
                                   "' (known: static, dynamic, aging, rel=std|range, abs, "
-                                  "age=, ref=, nu=)");
+                                  "age=, ref=, nu=, per=element|channel)");
     }
   }
   try {
@@ -269,6 +282,7 @@ std::string NoiseSpec::str() const {
   if (temporal != Temporal::kDynamic) os << ':' << temporal_str(temporal);
   if (temporal == Temporal::kAging)
     os << ":age=" << age << ":ref=" << age_ref << ":nu=" << age_exponent;
+  if (per_channel) os << ":per=channel";
   return os.str();
 }
 

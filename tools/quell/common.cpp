@@ -228,7 +228,7 @@ void NoiseArgs::add(CLI::App& app) {
          "Noise rule SITES=COMPONENT[+COMPONENT...], repeatable. SITES: all | names, "
          "indices, ranges a-b, comma-separated. COMPONENT: KIND:SIGMA[:OPTION...] with "
          "KIND add|mul|muladd|addmul (mixed: A/r), OPTIONS static|dynamic|aging, "
-         "rel=std|range, age=T, ref=T0, nu=V. Example: 'all=add:0.1:rel=std+mul:0.05:static'")
+         "rel=std|range, age=T, ref=T0, nu=V, per=channel (static/aging: one deviation per channel). Example: 'all=add:0.1:rel=std+mul:0.05:static'")
       ->type_name("RULE");
   app.add_option("--adc", adc, "ADC quantisation rule SITES=BITS, repeatable (needs calibration)")
       ->type_name("RULE");

@@ -49,10 +49,10 @@ struct DenoiseStudyOptions {
     e.chips = 5;
     return e;
   }();
-  /// Per-chip calibration, for noise with per-chip parts (NoiseConfig::has_static): each chosen
-  /// placement's blocks are also fine-tuned on each evaluation chip (calibrate_per_chip, on the
-  /// first calibration.samples fit samples) and evaluated on that chip, beside the
-  /// chip-agnostic blocks ("chosen <=B% per chip" rows, with the calibration's cost).
+  /// Per-chip calibration, for noise with per-chip parts (NoiseConfig::has_static): the blocks of
+  /// every block row (Taylor, chosen, all sites) are also fine-tuned on each evaluation chip
+  /// (calibrate_per_chip, on the first calibration.samples fit samples) and evaluated on that
+  /// chip, beside the chip-agnostic blocks ("… per chip" rows, with the calibration's cost).
   bool calibrate = true;
   ChipCalibrationOptions calibration;
   /// Bounds: the backbone evaluated with part of the noise removed (DenoiseReport::bounds).

@@ -62,6 +62,8 @@ def test_hardware_aware_training_and_denoising(train_data, test_data, tmp_path):
                       budgets=(5,), search="none", epochs=1, draws=1, chips=2,
                       robustness=(1,), figures=None, progress=False, out=tmp_path / "den")
     assert d.to_dict()["noise"]["device"]["model"]["name"] == "pcm"
+    # Programmed conductances are fixed per chip: the blocks are also calibrated per chip.
+    assert any(r["model"].endswith(" per chip") for r in d.comparison)
 
 
 def test_a_transformer_on_tiles_with_bound_management():

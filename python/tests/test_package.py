@@ -161,7 +161,7 @@ def test_denoise_plan_cost_inspect(checkpoint, train_data, test_data, tmp_path):
                       robustness=[0, 1], figures=None, progress=False)
     assert d.comparison[0]["model"] == "unmitigated"
     assert os.path.exists(tmp_path / "d" / "report.json")
-    assert len(d.to_pandas()) == len(d.comparison)
+    assert len(d.to_pandas()) == len(d.comparison) + len(d.bounds)
     assert set(d.rankings) == {"taylor", "drop"}
     p = quell.plan(model, train_data, test_data, noise=noise, out=str(tmp_path / "p"),
                    mean_repeats=[2], search="none", val_size=200, draws=2, figures=None,
@@ -174,6 +174,23 @@ def test_denoise_plan_cost_inspect(checkpoint, train_data, test_data, tmp_path):
     assert "conv1" in str(c)
     i = quell.inspect(model)
     assert len(i.layers) == 5 and 0 <= i.all["binarization"] <= 1
+
+
+def test_denoise_calibrates_per_chip_and_reports_bounds(checkpoint, train_data, test_data):
+    model = quell.Model(checkpoint)
+    noise = "all=add:0.4:static:per=channel:rel=std+add:0.2:rel=std"
+    kw = dict(noise=noise, sites="conv1,fc1,fc2", block="channel", budgets=[20], search="none",
+              val_size=200, epochs=1, draws=1, chips=2, robustness=None, figures=None,
+              progress=False)
+    d = quell.denoise(model, train_data, test_data, calibrate=100, calibrate_epochs=1, **kw)
+    rows = {r["model"]: r for r in d.comparison}
+    assert "all sites per chip" in rows
+    cal = rows["all sites per chip"]["calibration"]
+    assert cal["samples"] == 100 and cal["epochs"] == 1 and cal["seconds_per_chip"] > 0
+    assert {"static only", "dynamic only"} <= {b["name"] for b in d.bounds}
+    assert "bound: dynamic only" in set(d.to_pandas()["model"])
+    off = quell.denoise(model, train_data, test_data, calibrate=0, bounds=False, **kw)
+    assert not any("per chip" in r["model"] for r in off.comparison) and off.bounds == []
 
 
 def test_figures(checkpoint, test_data, tmp_path):

@@ -618,8 +618,10 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
     const std::string tag = fmt_double(b) + "%";
     const Placement& tp = taylor_choice[b];
     if (!tp.blocks.empty()) {
-      add_row("taylor greedy <=" + tag, [&] { return train_placement(tp, "taylor " + tag); },
-              tp.label(names), tp.params());
+      Model m = add_row("taylor greedy <=" + tag,
+                        [&] { return train_placement(tp, "taylor " + tag); }, tp.label(names),
+                        tp.params());
+      if (calibrating) add_calibrated("taylor greedy <=" + tag + " per chip", *m, tp);
     }
     const Placement& cp = chosen[b];
     DenoiseChoice choice{cp.label(names), cp.params(), budget_params(b), ""};
@@ -652,8 +654,9 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   if (opts.all_sites) {
     Placement all;
     all.blocks = first_ratio;
-    add_row("all sites", [&] { return train_placement(all, "all sites"); }, all.label(names),
-            all.params());
+    Model m = add_row("all sites", [&] { return train_placement(all, "all sites"); },
+                      all.label(names), all.params());
+    if (calibrating) add_calibrated("all sites per chip", *m, all);
   }
   if (opts.finetune) {
     add_row(

@@ -140,7 +140,7 @@ void add_denoise_command(CLI::App& app) {
   cmd->add_flag("!--no-all-sites", a->study.all_sites, "Skip the blocks-at-every-site comparison");
   cmd->add_flag("!--no-finetune", a->study.finetune, "Skip the noise-aware fine-tuning comparison");
   cmd->add_option("--calibrate", a->study.calibration.samples,
-                  "Per-chip calibration (noise fixed per chip only): fine-tune the chosen blocks "
+                  "Per-chip calibration (noise fixed per chip only): fine-tune every row's blocks "
                   "on each test chip with this many training samples and report them beside the "
                   "chip-agnostic blocks; 0 = off")
       ->check(CLI::NonNegativeNumber)

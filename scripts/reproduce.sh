@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Reproduces the findings of both papers with quell (docs/reproduce.md). Not part of CI: about
+# 1.5 hours on 2 cores. Parts, in order:
+#   scripts/reproduce.sh [all|walk|denoise|dynamics|multiexec]   (default all)
+# Results go to $QUELL_REPRO_DIR (default runs/repro); every part resumes from its journals.
+# The backbone is the demo's lenet5-bn (scripts/demo.sh trains and walks it if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHAT=${1:-all}
+OUT=${QUELL_REPRO_DIR:-runs/repro}
+Q=build/quell
+CK=runs/demo/lenet5-bn.pt
+mkdir -p "$OUT"
+if [ ! -x "$Q" ] || [ ! -f "$CK" ] || [ ! -f runs/demo/walk/walk.json ]; then
+  bash scripts/demo.sh  # installs, builds, trains lenet5-bn (5 epochs) and walks it
+fi
+say() { echo "== reproduce: $*" >&2; }
+
+walk() {
+  # Walking Noise, setting 1: the midpoint of every site (the demo's walk, re-reported).
+  say "walk: midpoints of lenet5-bn's 16 sites (additive, absolute sigma)"
+  $Q walk "$CK" --out runs/demo/walk
+}
+
+denoise() {
+  # Denoising blocks. The paper's kind of noise: variation fixed per chip, no fresh read noise.
+  # A: a column's gain and offset (one deviation per channel), channel blocks (2C parameters).
+  say "denoise A: column variation, channel blocks, measured search, per-chip calibration"
+  $Q denoise "$CK" --out "$OUT/denoise-column" \
+    --noise 'all=mul:0.2:static:per=channel+add:0.2:static:per=channel:rel=std' \
+    --budget 2 --block channel --no-finetune --robustness none --figures none
+  # B: an offset per element of every activation (static), the default blocks.
+  say "denoise B: element variation, default blocks, ranking rules, per-chip calibration"
+  $Q denoise "$CK" --out "$OUT/denoise-element" --noise 'all=add:0.3:static:rel=std' \
+    --budget 2 --search none --no-finetune --robustness none --figures none
+  # C: the README's noise, variation plus fresh read noise, with its bounds.
+  say "denoise C: variation + read noise (the README's), ranking rules, bounds"
+  $Q denoise "$CK" --out "$OUT/denoise-mixed" \
+    --noise 'all=add:0.25:static:rel=std+add:0.125:rel=std' \
+    --budget 2 --search none --no-finetune --robustness none --figures none
+}
+
+dynamics() {
+  # Learning dynamics: noisy training at one site at a time over a range of sigma, weight RMS
+  # and binarisation index per trained model (walk.json points[].weights, dynamics.png).
+  for kind in mul add; do
+    if [ $kind = mul ]; then grid=0.25,0.5,1,1.5,2; else grid=0.1,0.316228,1,3.16228,10; fi
+    say "dynamics: mlp, $kind noise at fc1..fc4, sigma $grid, 5 epochs on 20000 images"
+    $Q walk --train --model mlp --dataset fashion-mnist --sites fc1,fc2,fc3,fc4 --noise $kind \
+      --grid $grid --repeats 1 --epochs 5 --train-limit 20000 --out "$OUT/dynamics-mlp-$kind"
+    say "dynamics: lenet5 and lenet5-bn, $kind noise at conv1, fc1, fc3"
+    for m in lenet5 lenet5-bn; do
+      $Q walk --train --model $m --dataset fashion-mnist --sites conv1,fc1,fc3 --noise $kind \
+        --grid $grid --repeats 1 --epochs 5 --train-limit 20000 --out "$OUT/dynamics-$m-$kind"
+    done
+  done
+}
+
+multiexec() {
+  # Multi-execution: the authors' per-site schemes and quell's measured greedy allocation under
+  # the same total repetitions, dynamic additive noise at a fixed sigma on all 16 sites.
+  say "multi-execution: lenet5-bn, all=add:0.2, mean repeats 2, 3, 5, 10"
+  $Q plan "$CK" --out "$OUT/plan" --noise 'all=add:0.2' --walk runs/demo/walk/walk.json \
+    --mean-repeats 2,3,5,10 --draws 5
+}
+
+case $WHAT in
+  walk) walk ;;
+  denoise) denoise ;;
+  dynamics) dynamics ;;
+  multiexec) multiexec ;;
+  all) walk; denoise; dynamics; multiexec ;;
+  *) echo "usage: scripts/reproduce.sh [all|walk|denoise|dynamics|multiexec]" >&2; exit 2 ;;
+esac
+say "done: results in $OUT (docs/reproduce.md explains them)"

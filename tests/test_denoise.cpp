@@ -314,6 +314,9 @@ TEST(ChipCalibration, BlocksCalibratedOnEachChipLearnThatChip) {
   ChipCalibrationOptions bad = c;
   bad.samples = 0;
   EXPECT_THROW(calibrate_per_chip(*m, train_set, val, noise, bad, eo), std::invalid_argument);
+  bad = c;
+  bad.feature_weight = -1;
+  EXPECT_THROW(calibrate_per_chip(*m, train_set, val, noise, bad, eo), std::invalid_argument);
   Model bare = make_model(ModelSpec::for_dataset("mlp", train_set));
   EXPECT_THROW(calibrate_per_chip(*bare, train_set, val, noise, c, eo), std::invalid_argument);
 }

@@ -47,8 +47,10 @@ TrainResult train_denoisers(ModelImpl& model, const Dataset& data,
 struct ChipCalibrationOptions {
   int64_t samples = 1000;  ///< the first N samples of the calibration data (>= 1)
   int epochs = 5;
-  double lr = 1e-3;        ///< Adam, cosine, starting from the chip-agnostic blocks
+  double lr = 1e-2;        ///< Adam, cosine, starting from the chip-agnostic blocks
   int64_t batch_size = 64;
+  /// λ of DenoiseTrainOptions::feature_weight during calibration (0 = cross-entropy only).
+  double feature_weight = 0.0;
   uint64_t seed = 1;
   ProgressFn progress;
   /// Throws std::invalid_argument naming the bad field.

@@ -277,7 +277,8 @@ def denoise(model, train, test, *, noise=None, out=None, adc=None, weight_noise=
             finetune=True, finetune_lr=1e-4, train_limit=0, val_size=5000, search_limit=10000,
             search_epochs=1, search_width=8, search_draws=2, taylor_samples=2048, min_gain=0.0,
             epochs=3, lr=1e-3, batch_size=128, feature_weight=0.0, scale_range=(1.0, 1.0),
-            seed=1, draws=5, chips=5, calibrate=1000, calibrate_epochs=5, calibrate_lr=1e-3,
+            seed=1, draws=5, chips=5, calibrate=1000, calibrate_epochs=5, calibrate_lr=1e-2,
+            calibrate_feature_weight=0.0,
             bounds=True, robustness=(0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2),
             robust_draws=2, metric=None, figures="png,svg", device="cpu", progress=True,
             verbose=False):
@@ -286,7 +287,8 @@ def denoise(model, train, test, *, noise=None, out=None, adc=None, weight_noise=
     searched under the parameter budgets (% of the model's parameters), the chosen blocks
     trained, compared on `test` with no mitigation, blocks everywhere and noise-aware
     fine-tuning. For noise fixed per chip, calibrate=N also fine-tunes the chosen blocks on each
-    test chip with N training samples (calibrate_epochs, calibrate_lr; 0 or None = off), and
+    test chip with N training samples (calibrate_epochs, calibrate_lr, calibrate_feature_weight;
+    0 or None = off), and
     bounds=True evaluates the backbone without the noise at the chosen sites and with only the
     static or only the dynamic part of the noise (DenoiseResult.bounds). metric: what the
     search maximises ("accuracy", "topK", "token-accuracy";
@@ -324,6 +326,7 @@ def denoise(model, train, test, *, noise=None, out=None, adc=None, weight_noise=
     if calibrate:
         c = o.calibration
         c.samples, c.epochs, c.lr = int(calibrate), int(calibrate_epochs), float(calibrate_lr)
+        c.feature_weight = float(calibrate_feature_weight)
         c.seed = int(seed)
         o.calibration = c
     o.bounds = bool(bounds)

@@ -202,6 +202,9 @@ void ChipCalibrationOptions::validate() const {
     throw std::invalid_argument("calibration learning rate must be a positive number");
   }
   if (batch_size < 1) throw std::invalid_argument("calibration batch size must be >= 1");
+  if (!(feature_weight >= 0.0) || !std::isfinite(feature_weight)) {
+    throw std::invalid_argument("calibration feature weight must be a non-negative number");
+  }
 }
 
 ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
@@ -247,6 +250,7 @@ ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
       t.lr = opts.lr;
       t.seed = mix_seed(opts.seed, static_cast<uint64_t>(c));
       t.noise = noise;
+      t.feature_weight = opts.feature_weight;
       t.chip = c;
       t.progress = opts.progress;
       seconds += train_denoisers(model, part, t).seconds;

@@ -138,6 +138,7 @@ Json study_fingerprint(const DenoiseStudyOptions& o, ModelImpl& backbone, const 
                               {"epochs", o.calibration.epochs},
                               {"lr", o.calibration.lr},
                               {"batch_size", o.calibration.batch_size},
+                              {"feature_weight", o.calibration.feature_weight},
                               {"seed", o.calibration.seed}};
   }
   if (!o.metric.empty() && o.metric != "auto") options["metric"] = Metric::parse(o.metric).name();

@@ -153,6 +153,10 @@ void add_denoise_command(CLI::App& app) {
                   "Learning rate of each chip's calibration (Adam, cosine)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--calibrate-feature-weight", a->study.calibration.feature_weight,
+                  "Feature-loss weight of each chip's calibration (as --feature-weight)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_flag("!--no-bounds", a->study.bounds,
                 "Skip the bounds (the backbone without the noise at the chosen sites, and with "
                 "only the static or only the dynamic part of the noise)");

@@ -49,8 +49,10 @@ struct ChipCalibrationOptions {
   int epochs = 5;
   double lr = 1e-2;        ///< Adam, cosine, starting from the chip-agnostic blocks
   int64_t batch_size = 64;
-  /// λ of DenoiseTrainOptions::feature_weight during calibration (0 = cross-entropy only).
-  double feature_weight = 0.0;
+  /// λ of DenoiseTrainOptions::feature_weight during calibration (0 = cross-entropy only). The
+  /// clean activations give every block a direct target: measured, it removes most of what
+  /// cross-entropy alone leaves (docs/reproduce.md).
+  double feature_weight = 1.0;
   uint64_t seed = 1;
   ProgressFn progress;
   /// Throws std::invalid_argument naming the bad field.

@@ -278,7 +278,7 @@ def denoise(model, train, test, *, noise=None, out=None, adc=None, weight_noise=
             search_epochs=1, search_width=8, search_draws=2, taylor_samples=2048, min_gain=0.0,
             epochs=3, lr=1e-3, batch_size=128, feature_weight=0.0, scale_range=(1.0, 1.0),
             seed=1, draws=5, chips=5, calibrate=1000, calibrate_epochs=5, calibrate_lr=1e-2,
-            calibrate_feature_weight=0.0,
+            calibrate_feature_weight=1.0,
             bounds=True, robustness=(0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2),
             robust_draws=2, metric=None, figures="png,svg", device="cpu", progress=True,
             verbose=False):

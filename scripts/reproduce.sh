@@ -47,12 +47,14 @@ dynamics() {
     if [ $kind = mul ]; then grid=0.25,0.5,1,1.5,2; else grid=0.1,0.316228,1,3.16228,10; fi
     say "dynamics: mlp, $kind noise at fc1..fc4, sigma $grid, 5 epochs on 20000 images"
     $Q walk --train --model mlp --dataset fashion-mnist --sites fc1,fc2,fc3,fc4 --noise $kind \
-      --grid $grid --repeats 1 --epochs 5 --train-limit 20000 --out "$OUT/dynamics-mlp-$kind"
+      --grid $grid --repeats 1 --epochs 5 --train-limit 20000 --save-models \
+      --out "$OUT/dynamics-mlp-$kind"
     if [ $kind = mul ]; then grid=0.5,1,2; else grid=0.316228,1,3.16228; fi
     say "dynamics: lenet5 and lenet5-bn, $kind noise at conv1, fc1, fc3, sigma $grid"
     for m in lenet5 lenet5-bn; do
       $Q walk --train --model $m --dataset fashion-mnist --sites conv1,fc1,fc3 --noise $kind \
-        --grid $grid --repeats 1 --epochs 5 --train-limit 20000 --out "$OUT/dynamics-$m-$kind"
+        --grid $grid --repeats 1 --epochs 5 --train-limit 20000 --save-models \
+        --out "$OUT/dynamics-$m-$kind"
     done
   done
 }

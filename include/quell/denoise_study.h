@@ -102,8 +102,9 @@ struct DenoiseComparisonRow {
   bool is_calibrated() const { return calibration_samples > 0; }
 };
 
-/// What no block can beat: the backbone on the test set with part of the noise removed.
-/// "oracle <=B%": no noise at the chosen placement's sites (a perfect block there);
+/// A reference point: the backbone on the test set with part of the noise removed.
+/// "oracle <=B%": no noise at the chosen placement's sites (each block removing exactly its own
+/// site's noise; blocks that also undo what upstream noise did can do better);
 /// "static only" / "dynamic only": the per-chip (static, aging, weight) or the per-pass part
 /// alone, for noise that has both.
 struct DenoiseBound {

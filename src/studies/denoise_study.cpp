@@ -582,13 +582,19 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   // Per-chip calibrated blocks of a final model (read back from the journal, or calibrated and
   // evaluated on each test chip now).
   const bool calibrating = opts.calibrate && chips_matter;
+  // Rows of one placement hold blocks trained identically (same seeds and data), so their
+  // calibrations are identical too: the first is reused.
+  std::map<std::string, DenoiseComparisonRow> calibrated;
   auto add_calibrated = [&](const std::string& name, ModelImpl& m, const Placement& p) {
     DenoiseComparisonRow r;
     r.model = name;
     r.placement = p.label(names);
     r.params = p.params();
     r.overhead_pct = overhead(p.params());
-    if (const Json* j = journal.find("calib:" + name)) {
+    if (const auto same = calibrated.find(r.placement); same != calibrated.end()) {
+      r = same->second;
+      r.model = name;
+    } else if (const Json* j = journal.find("calib:" + name)) {
       r.clean_accuracy = j->at("clean").get<double>();
       r.noisy = summarize_draws(draws_from(j->at("draws")), chips_matter, draws_matter);
       r.calibration_samples = j->at("samples").get<int64_t>();
@@ -611,6 +617,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
                                         {"epochs", r.calibration_epochs},
                                         {"seconds", r.calibration_seconds}});
     }
+    calibrated.emplace(r.placement, r);
     report.comparison.push_back(r);
   };
   add_row("unmitigated", [&] { return backbone_holder; }, "none", 0);

@@ -24,20 +24,26 @@ walk() {
 
 denoise() {
   # Denoising blocks. The paper's kind of noise: variation fixed per chip, no fresh read noise.
-  # A: a column's gain and offset (one deviation per channel), channel blocks (2C parameters).
-  say "denoise A: column variation, channel blocks, measured search, per-chip calibration"
-  $Q denoise "$CK" --out "$OUT/denoise-column" \
-    --noise 'all=mul:0.2:static:per=channel+add:0.2:static:per=channel:rel=std' \
-    --budget 2 --block channel --no-finetune --robustness none --figures none
+  # A: a column's gain and offset (one deviation per channel), channel blocks (2C parameters),
+  # the Taylor rule, chip-agnostic and calibrated per chip.
+  local COLUMN='all=mul:0.2:static:per=channel+add:0.2:static:per=channel:rel=std'
+  say "denoise A: column variation, lenet5-bn, channel blocks, Taylor rule, per-chip calibration"
+  $Q denoise "$CK" --out "$OUT/denoise-column" --noise "$COLUMN" --budget 2 --block channel \
+    --search none --no-drop-ranking --no-all-sites --no-finetune --robustness none --figures none
+  say "denoise A': the same on vgg-s (1 epoch of training first)"
+  [ -f "$OUT/vgg-s.pt" ] || $Q train --model vgg-s --epochs 1 --out "$OUT/vgg-s.pt"
+  $Q denoise "$OUT/vgg-s.pt" --out "$OUT/denoise-column-vgg" --noise "$COLUMN" --budget 2 \
+    --block channel --search none --no-finetune --no-all-sites --robustness none \
+    --figures none --train-limit 20000
   # B: an offset per element of every activation (static), the default blocks.
   say "denoise B: element variation, default blocks, ranking rules, per-chip calibration"
   $Q denoise "$CK" --out "$OUT/denoise-element" --noise 'all=add:0.3:static:rel=std' \
     --budget 2 --search none --no-finetune --robustness none --figures none
   # C: the README's noise, variation plus fresh read noise, with its bounds.
-  say "denoise C: variation + read noise (the README's), ranking rules, bounds"
+  say "denoise C: variation + read noise (the README's), Taylor rule, bounds"
   $Q denoise "$CK" --out "$OUT/denoise-mixed" \
-    --noise 'all=add:0.25:static:rel=std+add:0.125:rel=std' \
-    --budget 2 --search none --no-finetune --robustness none --figures none
+    --noise 'all=add:0.25:static:rel=std+add:0.125:rel=std' --budget 2 --search none \
+    --no-drop-ranking --no-all-sites --no-finetune --robustness none --figures none
 }
 
 dynamics() {

@@ -1148,14 +1148,19 @@ TEST_F(Cli, DenoiseWritesTheReportCheckpointsAndFigures) {
   for (const auto& [tag, c] : j.at("chosen").items()) {
     EXPECT_LE(c.at("params").get<int64_t>(), c.at("budget_params").get<int64_t>()) << tag;
   }
-  // The comparison: unmitigated first, then the budgets' placements, all sites, fine-tuning.
+  // The comparison: unmitigated first, then the budgets' placements, all sites, fine-tuning;
+  // the noise is static, so every block row is followed by its per-chip calibrated row.
   const Json& rows = j.at("comparison");
-  ASSERT_GE(rows.size(), 3u);
+  ASSERT_GE(rows.size(), 4u);
   EXPECT_EQ(rows.at(0).at("model"), "unmitigated");
   EXPECT_EQ(rows.at(0).at("params"), 0);
-  EXPECT_EQ(rows.at(rows.size() - 2).at("model"), "all sites");
+  EXPECT_EQ(rows.at(rows.size() - 3).at("model"), "all sites");
+  EXPECT_EQ(rows.at(rows.size() - 2).at("model"), "all sites per chip");
+  EXPECT_GT(rows.at(rows.size() - 2).at("calibration").at("samples").get<int64_t>(), 0);
   EXPECT_EQ(rows.back().at("model"), "noise-aware fine-tune");
-  EXPECT_EQ(lines_of(read_file(out / "report.csv")).size(), rows.size() + 1);
+  // report.csv: a row per comparison row and per bound.
+  EXPECT_FALSE(j.at("bounds").empty());
+  EXPECT_EQ(lines_of(read_file(out / "report.csv")).size(), rows.size() + j.at("bounds").size() + 1);
   // A saved checkpoint with blocks: `quell eval` with the same noise and evaluation settings
   // reproduces its row exactly, and `quell sites` reads it.
   const Json& chosen = j.at("chosen").at("20%");

@@ -82,7 +82,33 @@ std::vector<DrawResult> draws_from(const Json& a) {
   return v;
 }
 
-// The configuration with the sites' noise, ADC and repetitions removed: a perfect block there.
+// A noisy evaluation in report.json (comparison rows and bounds): the headline summary, what
+// its CI is over, the drop from the backbone's clean value and every (chip, draw) pass (rows
+// share the noise streams, so differences between rows can be paired).
+Json noisy_json(const EvalResult& r, double base_clean) {
+  const Summary& h = r.headline();
+  Json draws = Json::array();
+  for (const auto& d : r.draws) {
+    draws.push_back({{"chip", d.chip}, {"draw", d.draw}, {"accuracy", d.accuracy}});
+  }
+  return Json{{"noisy", summary_to_json(h)},
+              {"ci_over", ci_over(r)},
+              {"drop_vs_clean_points", 100.0 * (base_clean - h.mean)},
+              {"draws", draws}};
+}
+
+EvalResult noisy_from_json(const Json& c) {
+  EvalResult r;
+  r.chip_level = c.value("ci_over", "draws") == "chips";
+  (r.chip_level ? r.chip_accuracy : r.accuracy) = summary_from_json(c.at("noisy"));
+  for (const auto& d : c.value("draws", Json::array())) {
+    r.draws.push_back({d.value("chip", 0), d.value("draw", 0), d.value("accuracy", 0.0), 0.0});
+  }
+  return r;
+}
+
+// The configuration with the sites' noise, ADC and repetitions removed (as if each block
+// removed exactly its own site's noise).
 NoiseConfig without_sites(NoiseConfig c, const std::vector<int>& sites) {
   for (int s : sites) c.sites.erase(s);
   return c;
@@ -774,21 +800,12 @@ Json DenoiseReport::to_json() const {
   const DenoiseComparisonRow* base = comparison.empty() ? nullptr : &comparison.front();
   Json jrows = Json::array();
   for (const auto& r : comparison) {
-    const Summary& h = r.noisy.headline();
-    Json jr{{"model", r.model},
-            {"placement", r.placement},
-            {"params", r.params},
-            {"overhead_pct", r.overhead_pct},
-            {"clean_accuracy", r.clean_accuracy},
-            {"noisy", summary_to_json(h)},
-            {"ci_over", ci_over(r.noisy)},
-            {"drop_vs_clean_points", 100.0 * (base->clean_accuracy - h.mean)}};
-    // Per (chip, draw): rows share the noise streams, so differences between rows can be paired.
-    Json draws = Json::array();
-    for (const auto& d : r.noisy.draws) {
-      draws.push_back({{"chip", d.chip}, {"draw", d.draw}, {"accuracy", d.accuracy}});
-    }
-    jr["draws"] = draws;
+    Json jr = noisy_json(r.noisy, base->clean_accuracy);
+    jr.update(Json{{"model", r.model},
+                   {"placement", r.placement},
+                   {"params", r.params},
+                   {"overhead_pct", r.overhead_pct},
+                   {"clean_accuracy", r.clean_accuracy}});
     if (r.trains_parameters > 0) jr["trains_parameters"] = r.trains_parameters;
     if (r.is_calibrated()) {
       jr["calibration"] = {{"per", "chip"},
@@ -800,17 +817,9 @@ Json DenoiseReport::to_json() const {
   }
   Json jbounds = Json::array();
   for (const auto& b : bounds) {
-    const Summary& h = b.noisy.headline();
-    Json draws = Json::array();
-    for (const auto& d : b.noisy.draws) {
-      draws.push_back({{"chip", d.chip}, {"draw", d.draw}, {"accuracy", d.accuracy}});
-    }
-    jbounds.push_back({{"name", b.name},
-                       {"removed", b.removed},
-                       {"noisy", summary_to_json(h)},
-                       {"ci_over", ci_over(b.noisy)},
-                       {"drop_vs_clean_points", 100.0 * (base->clean_accuracy - h.mean)},
-                       {"draws", draws}});
+    Json jb = noisy_json(b.noisy, base->clean_accuracy);
+    jb.update(Json{{"name", b.name}, {"removed", b.removed}});
+    jbounds.push_back(jb);
   }
   Json jpoints = Json::array();
   for (const auto& p : operating_points) {
@@ -953,13 +962,7 @@ DenoiseReport DenoiseReport::from_json(const Json& input) {
       row.overhead_pct = c.value("overhead_pct", 0.0);
       row.clean_accuracy = c.value("clean_accuracy", 0.0);
       row.trains_parameters = c.value("trains_parameters", int64_t{0});
-      row.noisy.chip_level = c.value("ci_over", "draws") == "chips";
-      const Summary h = summary_from_json(c.at("noisy"));
-      (row.noisy.chip_level ? row.noisy.chip_accuracy : row.noisy.accuracy) = h;
-      for (const auto& d : c.value("draws", Json::array())) {
-        row.noisy.draws.push_back({d.value("chip", 0), d.value("draw", 0),
-                                   d.value("accuracy", 0.0), 0.0});
-      }
+      row.noisy = noisy_from_json(c);
       if (c.contains("calibration")) {
         const Json& cal = c.at("calibration");
         row.calibration_samples = cal.at("samples").get<int64_t>();
@@ -969,17 +972,8 @@ DenoiseReport DenoiseReport::from_json(const Json& input) {
       r.comparison.push_back(row);
     }
     for (const auto& c : j.value("bounds", Json::array())) {
-      DenoiseBound b;
-      b.name = c.at("name").get<std::string>();
-      b.removed = c.value("removed", "");
-      b.noisy.chip_level = c.value("ci_over", "draws") == "chips";
-      const Summary h = summary_from_json(c.at("noisy"));
-      (b.noisy.chip_level ? b.noisy.chip_accuracy : b.noisy.accuracy) = h;
-      for (const auto& d : c.value("draws", Json::array())) {
-        b.noisy.draws.push_back({d.value("chip", 0), d.value("draw", 0),
-                                 d.value("accuracy", 0.0), 0.0});
-      }
-      r.bounds.push_back(b);
+      r.bounds.push_back(
+          {c.at("name").get<std::string>(), c.value("removed", ""), noisy_from_json(c)});
     }
     for (const auto& p : j.value("operating_points", Json::array())) {
       r.operating_points.push_back({p.value("method", ""), p.value("step", 0),
@@ -1007,20 +1001,20 @@ std::string DenoiseReport::report_csv() const {
   CsvTable csv({"model", "placement", "params", "overhead_pct", "clean_accuracy", "noisy_mean",
                 "ci95_low", "ci95_high", "n", "ci_over", "drop_vs_clean_points"});
   const double base_clean = comparison.empty() ? 0.0 : comparison.front().clean_accuracy;
-  for (const auto& r : comparison) {
-    const Summary& h = r.noisy.headline();
-    csv.add_row({r.model, r.placement, std::to_string(r.params), fmt_double(r.overhead_pct, 6),
-                 fmt_double(r.clean_accuracy, 6), fmt_double(h.mean, 6), fmt_double(h.ci_low, 6),
-                 fmt_double(h.ci_high, 6), std::to_string(h.n), ci_over(r.noisy),
+  auto add = [&](const std::string& model, const std::string& placement, int64_t params,
+                 double overhead, double clean, const EvalResult& noisy) {
+    const Summary& h = noisy.headline();
+    csv.add_row({model, placement, std::to_string(params), fmt_double(overhead, 6),
+                 fmt_double(clean, 6), fmt_double(h.mean, 6), fmt_double(h.ci_low, 6),
+                 fmt_double(h.ci_high, 6), std::to_string(h.n), ci_over(noisy),
                  fmt_double(100.0 * (base_clean - h.mean), 4)});
+  };
+  for (const auto& r : comparison) {
+    add(r.model, r.placement, r.params, r.overhead_pct, r.clean_accuracy, r.noisy);
   }
   // Bounds: the backbone with part of the noise removed (placement: what was removed).
   for (const auto& b : bounds) {
-    const Summary& h = b.noisy.headline();
-    csv.add_row({"bound: " + b.name, "without " + b.removed, "0", fmt_double(0.0, 6),
-                 fmt_double(base_clean, 6), fmt_double(h.mean, 6), fmt_double(h.ci_low, 6),
-                 fmt_double(h.ci_high, 6), std::to_string(h.n), ci_over(b.noisy),
-                 fmt_double(100.0 * (base_clean - h.mean), 4)});
+    add("bound: " + b.name, "without " + b.removed, 0, 0.0, base_clean, b.noisy);
   }
   return csv_for_metric(csv.str(), metric);
 }

@@ -108,6 +108,25 @@ TEST(TensorFiles, BadFilesGiveOneLineErrorsNamingTheFile) {
   }
 }
 
+// LibTorch's unpickler allocates what a string's length claims before reading it: a pickle of
+// a few hundred bytes claiming 3.9 GB (BINUNICODE) or 28 GB (BINUNICODE8) is refused first.
+// The inputs (tests/fixtures/fuzz/tensors/, a fuzz target's selector byte, then a .pt made from
+// sequence_io.pt with one length changed) are what the fuzzer found.
+TEST(TensorFiles, PickleLengthsBeyondTheFileAreRefusedBeforeLibTorchAllocatesThem) {
+  ScratchDir dir;
+  for (const auto& [input, claim] : std::vector<std::pair<std::string, std::string>>{
+           {"pickle-string-claims-4gb.bin", "a string of 4026531840 bytes"},
+           {"pickle-string-claims-28gb.bin", "a string of 28000000000 bytes"}}) {
+    const std::string bytes = quell::testing::read_file(fixture("fuzz/tensors/" + input));
+    ASSERT_GT(bytes.size(), 1u) << input;
+    quell::testing::write_file(dir.file("in.pt"), bytes.substr(1));  // the selector byte off
+    const std::string e = error_of([&] { read_tensor_file(dir.file("in.pt")); });
+    EXPECT_NE(e.find("the pickle claims " + claim), std::string::npos) << input << ": " << e;
+    EXPECT_NE(e.find("data.pkl"), std::string::npos) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
+}
+
 TEST(TensorFiles, DatasetFromOneFileOrAFolderOfSplits) {
   ScratchDir dir;
   // One .npz with both splits (NumPy's x_train / y_train naming).

@@ -35,7 +35,7 @@ struct DenoiseStudyOptions {
   int64_t val_size = 5000;        ///< validation samples from the end of the training set (<= 1/5)
   int64_t search_limit = 10000;   ///< training samples per placement's short training (0 = all)
   int search_epochs = 1;
-  int search_width = 8;           ///< lazy greedy: candidates re-evaluated per step (0 = all)
+  int search_width = 4;           ///< lazy greedy: candidates re-evaluated per step (0 = all)
   int search_draws = 2;           ///< draws (and chips) per placement's validation
   int64_t taylor_samples = 2048;  ///< training images for the Taylor ranking
   double min_gain = 0.0;          ///< search stops when no block gains more than this
@@ -169,6 +169,11 @@ struct DenoiseReport {
   std::vector<DenoiseOperatingPoint> operating_points;
   std::vector<SiteCurve> robustness;  ///< accuracy vs noise level per comparison row
   std::vector<std::string> written;   ///< files written into the output directory
+  /// Wall time of each phase of the run that produced the report (this process only: work a
+  /// resumed study read back from its journal costs nothing here), in seconds: "rankings",
+  /// "search", "final" (trainings and test evaluations), "calibration", "bounds",
+  /// "robustness", "total". Written under provenance.seconds (it differs between two runs).
+  std::map<std::string, double> seconds;
 
   /// The report.json document.
   Json to_json() const;

@@ -275,7 +275,7 @@ def denoise(model, train, test, *, noise=None, out=None, adc=None, weight_noise=
             noise_config=None, noise_seed=1, analog=None, sites="all", block="auto", ratios=(4, 16),
             budgets=(2.0, 5.0), search="greedy", walk=None, drop_ranking=True, all_sites=True,
             finetune=True, finetune_lr=1e-4, train_limit=0, val_size=5000, search_limit=10000,
-            search_epochs=1, search_width=8, search_draws=2, taylor_samples=2048, min_gain=0.0,
+            search_epochs=1, search_width=4, search_draws=2, taylor_samples=2048, min_gain=0.0,
             epochs=3, lr=1e-3, batch_size=128, feature_weight=0.0, scale_range=(1.0, 1.0),
             seed=1, draws=5, chips=5, calibrate=1000, calibrate_epochs=5, calibrate_lr=1e-2,
             calibrate_feature_weight=1.0,

@@ -3,10 +3,12 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <stdexcept>
 
 #include "quell/data.h"
@@ -202,8 +204,20 @@ uint32_t le32(const uint8_t* p) {
 uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 uint64_t le64(const uint8_t* p) { return le32(p) | (uint64_t{le32(p + 4)} << 32); }
 
-std::vector<std::pair<std::string, std::vector<uint8_t>>> read_zip(const std::vector<uint8_t>& z,
-                                                                   const std::string& where) {
+// Every member's headers and bounds are checked; the members `want` accepts (all without it)
+// are also inflated, CRC-checked and returned.
+// The bytes of a file read into memory, without a copy.
+struct ByteView {
+  const uint8_t* data;
+  size_t length;
+  size_t size() const { return length; }
+  const uint8_t& operator[](size_t i) const { return data[i]; }
+  const uint8_t* begin() const { return data; }
+};
+
+std::vector<std::pair<std::string, std::vector<uint8_t>>> read_zip(
+    ByteView z, const std::string& where,
+    const std::function<bool(const std::string&)>& want = nullptr) {
   auto bad = [&](const std::string& what) -> std::runtime_error {
     return std::runtime_error(where + ": " + what);
   };
@@ -274,9 +288,14 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> read_zip(const std::ve
       throw bad("corrupt deflated zip member " + shown + " (" + std::to_string(csize) +
                 " bytes cannot inflate to " + std::to_string(usize) + ")");
     }
+    if (method == 0 && csize != usize) throw bad("corrupt stored zip member " + shown);
+    if (method != 0 && method != 8) {
+      throw bad("zip member " + shown + " uses compression method " + std::to_string(method) +
+                " (only stored and deflated are supported)");
+    }
+    if (want && !want(name)) continue;
     std::vector<uint8_t> data;
     if (method == 0) {
-      if (csize != usize) throw bad("corrupt stored zip member " + shown);
       data.assign(z.begin() + static_cast<std::ptrdiff_t>(start),
                   z.begin() + static_cast<std::ptrdiff_t>(start + csize));
     } else if (method == 8) {
@@ -291,9 +310,6 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> read_zip(const std::ve
       const uint64_t produced = s.total_out;
       inflateEnd(&s);
       if (rc != Z_STREAM_END || produced != usize) throw bad("corrupt deflated zip member " + shown);
-    } else {
-      throw bad("zip member " + shown + " uses compression method " + std::to_string(method) +
-                " (only stored and deflated are supported)");
     }
     if (crc32(0L, data.data(), static_cast<uInt>(data.size())) != crc) {
       throw bad("zip member " + shown + " fails its CRC check (corrupt file)");
@@ -301,6 +317,92 @@ std::vector<std::pair<std::string, std::vector<uint8_t>>> read_zip(const std::ve
     out.emplace_back(std::move(name), std::move(data));
   }
   return out;
+}
+
+// LibTorch's unpickler sizes a string or bytes object by the length its opcode claims before it
+// reads the data (Unpickler::readBytes), so a pickle of a few bytes claiming 28 GB makes it
+// allocate (and zero) that much. This walk over the opcodes checks every such length against
+// what is left of the pickle first. It stops at STOP or at an opcode it does not know (LibTorch
+// reports those); newline-terminated arguments need no check (their text is read as it comes).
+void check_pickle_lengths(const std::vector<uint8_t>& pkl, const std::string& where) {
+  size_t p = 0;
+  const size_t n = pkl.size();
+  auto need = [&](uint64_t bytes, const char* what) {
+    if (bytes > n - p) {
+      throw std::runtime_error(where + ": cannot read the torch.save file (the pickle claims " +
+                               what + " of " + std::to_string(bytes) + " bytes at byte " +
+                               std::to_string(p) + ", only " + std::to_string(n - p) +
+                               " are left)");
+    }
+  };
+  auto length = [&](int width) {  // a little-endian length of `width` bytes, consumed
+    need(static_cast<uint64_t>(width), "an argument");
+    uint64_t v = 0;
+    for (int i = width; i-- > 0;) v = (v << 8) | pkl[p + static_cast<size_t>(i)];
+    p += static_cast<size_t>(width);
+    return v;
+  };
+  auto data = [&](int width, const char* what) {  // a length, then that many bytes
+    const uint64_t bytes = length(width);
+    need(bytes, what);
+    p += static_cast<size_t>(bytes);
+  };
+  auto line = [&]() -> bool {  // a newline-terminated argument; false: none (LibTorch reports it)
+    const auto* end = std::find(pkl.data() + p, pkl.data() + n, '\n');
+    if (end == pkl.data() + n) return false;
+    p = static_cast<size_t>(end - pkl.data()) + 1;
+    return true;
+  };
+  while (p < n) {
+    switch (pkl[p++]) {
+      case '.':  // STOP
+        return;
+      case 'U': case 'C': case 0x8c:  // SHORT_BINSTRING, SHORT_BINBYTES, SHORT_BINUNICODE
+        data(1, "a string");
+        break;
+      case 0x8a:  // LONG1
+        data(1, "an integer");
+        break;
+      case 'T': case 'X': case 'B':  // BINSTRING, BINUNICODE, BINBYTES
+        data(4, "a string");
+        break;
+      case 0x8b:  // LONG4
+        data(4, "an integer");
+        break;
+      case 0x8d: case 0x8e: case 0x96:  // BINUNICODE8, BINBYTES8, BYTEARRAY8
+        data(8, "a string");
+        break;
+      case 0x80: case 'q': case 'h': case 'K': case 0x82:  // PROTO, BINPUT, BINGET, BININT1, EXT1
+        need(1, "an argument");
+        p += 1;
+        break;
+      case 'M': case 0x83:  // BININT2, EXT2
+        need(2, "an argument");
+        p += 2;
+        break;
+      case 'J': case 'r': case 'j': case 0x84:  // BININT, LONG_BINPUT, LONG_BINGET, EXT4
+        need(4, "an argument");
+        p += 4;
+        break;
+      case 'G': case 0x95:  // BINFLOAT, FRAME (its length frames the opcodes that follow)
+        need(8, "an argument");
+        p += 8;
+        break;
+      case 'I': case 'L': case 'F': case 'S': case 'V': case 'p': case 'g': case 'P':
+        if (!line()) return;  // INT, LONG, FLOAT, STRING, UNICODE, PUT, GET, PERSID
+        break;
+      case 'c': case 'i':  // GLOBAL, INST: module and name on two lines
+        if (!line() || !line()) return;
+        break;
+      case '(': case '0': case '1': case '2': case 'N': case 'Q': case 'R': case 'a': case 'b':
+      case 'd': case '}': case 'e': case 'l': case ']': case 'o': case 's': case 't': case ')':
+      case 'u': case 0x81: case 0x85: case 0x86: case 0x87: case 0x88: case 0x89: case 0x8f:
+      case 0x90: case 0x91: case 0x92: case 0x93: case 0x94: case 0x97: case 0x98:
+        break;  // no argument
+      default:
+        return;  // not a pickle opcode: LibTorch's unpickler reports it
+    }
+  }
 }
 
 void put16(std::string& s, uint32_t v) {
@@ -490,7 +592,7 @@ std::map<std::string, torch::Tensor> read_tensor_file(const std::string& path) {
   if (ext == ".npy") {
     out[fs::path(path).stem().string()] = parse_npy(u, bytes.size(), path);
   } else if (ext == ".npz") {
-    for (auto& [name, data] : read_zip(std::vector<uint8_t>(u, u + bytes.size()), path)) {
+    for (auto& [name, data] : read_zip({u, bytes.size()}, path)) {
       if (!ends_with(name, ".npy")) continue;
       const std::string key = name.substr(0, name.size() - 4);
       out[key] = parse_npy(data.data(), data.size(), path + ":" + text::printable(name));
@@ -500,6 +602,26 @@ std::map<std::string, torch::Tensor> read_tensor_file(const std::string& path) {
     if (bytes.size() < 4 || !(bytes[0] == 'P' && bytes[1] == 'K')) {
       throw std::runtime_error(path + ": not a torch.save file (zip format of PyTorch >= 1.6; "
                                "save with torch.save(obj, path))");
+    }
+    // The archive's structure and the pickle's claimed lengths first: LibTorch allocates what a
+    // corrupt header or pickle claims before it finds out that the data is not there.
+    bool have_pickle = false;
+    const auto is_pickle = [](const std::string& name) {
+      return name == "data.pkl" || ends_with(name, "/data.pkl");
+    };
+    std::vector<std::pair<std::string, std::vector<uint8_t>>> pickles;
+    try {
+      pickles = read_zip({u, bytes.size()}, path, is_pickle);
+    } catch (const std::runtime_error& e) {  // "PATH: what" -> "PATH: not a torch.save file (what)"
+      throw std::runtime_error(path + ": not a torch.save file (" +
+                               std::string(e.what()).substr(path.size() + 2) + ")");
+    }
+    for (const auto& [name, pkl] : pickles) {
+      check_pickle_lengths(pkl, path + ":" + text::printable(name));
+      have_pickle = true;
+    }
+    if (!have_pickle) {
+      throw std::runtime_error(path + ": not a torch.save file (no data.pkl in the archive)");
     }
     c10::IValue v;
     try {

@@ -1,6 +1,9 @@
 #include "quell/runtime.h"
 
 #include <dlfcn.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <omp.h>
 
 #include <algorithm>
@@ -10,7 +13,17 @@
 
 namespace quell {
 
+void keep_freed_buffers() {
+#if defined(__GLIBC__)
+  // Fixing either value also turns off glibc's dynamic mmap threshold, so both are set: 32 MiB is
+  // the largest threshold glibc accepts on 64-bit systems.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+}
+
 int set_threads(int threads) {
+  keep_freed_buffers();
   const int n =
       threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);

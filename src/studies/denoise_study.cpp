@@ -3,9 +3,11 @@
 #include "quell/denoise_study.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -18,6 +20,24 @@
 
 namespace quell {
 namespace {
+
+// Adds the wall time from its construction to its destruction to seconds[name].
+class PhaseTimer {
+ public:
+  PhaseTimer(std::map<std::string, double>& seconds, std::string name)
+      : seconds_(seconds), name_(std::move(name)), start_(std::chrono::steady_clock::now()) {}
+  ~PhaseTimer() {
+    seconds_[name_] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+  PhaseTimer(const PhaseTimer&) = delete;
+  PhaseTimer& operator=(const PhaseTimer&) = delete;
+
+ private:
+  std::map<std::string, double>& seconds_;
+  std::string name_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 namespace fs = std::filesystem;
 
@@ -271,6 +291,7 @@ void DenoiseStudyOptions::validate() const {
 DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
                                 const Dataset& test, const DenoiseStudyOptions& opts) {
   TORCH_CHECK(backbone_holder, "run_denoise_study: no model");
+  const auto study_start = std::chrono::steady_clock::now();
   ModelImpl& backbone = *backbone_holder;
   const bool root = dist::is_root();
   const bool distributed = opts.distributed;
@@ -387,6 +408,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
 
   // ---- Rankings -------------------------------------------------------------------------------
   auto& rankings = report.rankings;
+  std::optional<PhaseTimer> phase(std::in_place, report.seconds, "rankings");
   rankings["taylor"] = ranking("taylor", [&] {
     return taylor_sensitivity(backbone, fit, opts.taylor_samples);
   });
@@ -419,6 +441,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   }
 
   // ---- Search: short training on the fit subset, noisy evaluation on validation ---------------
+  phase.emplace(report.seconds, "search");
   DenoiseTrainOptions search_train = train_opts;
   search_train.epochs = opts.search_epochs;
   BlockCache cache;
@@ -507,6 +530,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
                     opts.search_width);
   }
   report.placements_trained = evaluations;
+  phase.reset();
   monitor.say(std::to_string(evaluations) + " placements trained and evaluated in the search");
 
   // Operating points and their Pareto front (validation accuracy).
@@ -552,6 +576,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   // evaluated clean and under the noise on the test set.
   auto add_row = [&](const std::string& name, const std::function<Model()>& make,
                      const std::string& placement, int64_t params) {
+    PhaseTimer timer(report.seconds, "final");
     DenoiseComparisonRow r;
     r.model = name;
     r.placement = placement;
@@ -570,12 +595,26 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
       r.noisy = summarize_draws(draws_from(j->at("draws")), chips_matter, draws_matter);
     } else {
       m = make();
-      EvalOptions quiet = eval_opts;
-      quiet.progress = nullptr;
-      r.clean_accuracy = evaluate(*m, test, NoiseConfig{}, quiet).accuracy.mean;
-      EvalOptions o = eval_opts;
-      o.progress = root ? monitor.bar("eval " + name) : nullptr;
-      r.noisy = evaluate(*m, test, noise, o);
+      // A row whose model is an earlier row's (the chosen placement is the Taylor rule's) has
+      // that row's evaluation: the same model under the same seeds.
+      const auto same = std::find_if(models.begin(), models.end(),
+                                     [&](const auto& e) { return e.second.get() == m.get(); });
+      const auto earlier =
+          same == models.end()
+              ? report.comparison.end()
+              : std::find_if(report.comparison.begin(), report.comparison.end(),
+                             [&](const DenoiseComparisonRow& row) { return row.model == same->first; });
+      if (earlier != report.comparison.end()) {
+        r.clean_accuracy = earlier->clean_accuracy;
+        r.noisy = earlier->noisy;
+      } else {
+        EvalOptions quiet = eval_opts;
+        quiet.progress = nullptr;
+        r.clean_accuracy = evaluate(*m, test, NoiseConfig{}, quiet).accuracy.mean;
+        EvalOptions o = eval_opts;
+        o.progress = root ? monitor.bar("eval " + name) : nullptr;
+        r.noisy = evaluate(*m, test, noise, o);
+      }
       if (writing_journal) {
         Json file = nullptr;
         if (m.get() != &backbone) {
@@ -612,6 +651,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   // calibrations are identical too: the first is reused.
   std::map<std::string, DenoiseComparisonRow> calibrated;
   auto add_calibrated = [&](const std::string& name, ModelImpl& m, const Placement& p) {
+    PhaseTimer timer(report.seconds, "calibration");
     DenoiseComparisonRow r;
     r.model = name;
     r.placement = p.label(names);
@@ -715,6 +755,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
 
   // ---- Bounds: the backbone with part of the noise removed -----------------------------------
   if (opts.bounds) {
+    PhaseTimer timer(report.seconds, "bounds");
     auto add_bound = [&](const std::string& name, const std::string& removed,
                          const NoiseConfig& config) {
       DenoiseBound b{name, removed, {}};
@@ -749,11 +790,13 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
 
   // ---- Robustness: accuracy vs noise level ---------------------------------------------------
   if (!opts.robustness_levels.empty()) {
+    PhaseTimer timer(report.seconds, "robustness");
     EvalOptions ro = eval_opts;
     ro.draws = opts.robust_draws;
     ro.chips = opts.robust_draws;
     ro.progress = nullptr;
     int k = 0;
+    std::map<const ModelImpl*, std::vector<CurvePoint>> curve_of;
     for (const auto& r : report.comparison) {
       if (r.is_calibrated()) continue;  // one set of blocks per chip and level: not run
       SiteCurve c;
@@ -764,6 +807,12 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
           c.points.push_back({p.at(0).get<double>(), p.at(1).get<double>(),
                               p.at(2).get<double>(), p.at(3).get<double>()});
         }
+      } else if (const auto done = curve_of.find(models.at(r.model).get());
+                 done != curve_of.end()) {
+        c.points = done->second;  // an earlier row's model (the same placement): its curve
+        Json points = Json::array();
+        for (const auto& p : c.points) points.push_back({p.sigma, p.mean, p.lo, p.hi});
+        journal.append("robust:" + r.model, points);
       } else {
         Json points = Json::array();
         for (double level : opts.robustness_levels) {
@@ -774,11 +823,21 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
         }
         journal.append("robust:" + r.model, points);
       }
+      curve_of.emplace(models.at(r.model).get(), c.points);
       report.robustness.push_back(c);
     }
   }
 
   // ---- Outputs ----------------------------------------------------------------------------------
+  report.seconds["total"] =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - study_start).count();
+  {
+    std::string times;
+    for (const auto& [name, sec] : report.seconds) {
+      if (name != "total") times += (times.empty() ? "" : ", ") + name + " " + fmt_double(sec, 3);
+    }
+    monitor.say("study done in " + fmt_double(report.seconds["total"], 3) + " s (" + times + ")");
+  }
   if (!writing) return report;  // rank 0 writes the outputs
   put("report.csv", report.report_csv());
   if (!report.robustness.empty()) put("robustness.csv", report.robustness_csv());
@@ -864,7 +923,9 @@ Json DenoiseReport::to_json() const {
   }
   Json jfront = Json::array();
   for (size_t i : pareto_front(ov, acc)) jfront.push_back(jpoints[i]);
-  Json j{{"provenance", context.to_json()},
+  Json provenance = context.to_json();
+  if (!seconds.empty()) provenance["seconds"] = seconds;
+  Json j{{"provenance", provenance},
          {"checkpoint", checkpoint},
          {"model", model.to_json()},
          {"backbone_params", backbone_params},
@@ -907,7 +968,11 @@ DenoiseReport DenoiseReport::from_json(const Json& input) {
   DenoiseReport r;
   r.metric = metric;
   try {
-    r.context = RunContext::from_json(j.value("provenance", Json::object()));
+    const Json prov = j.value("provenance", Json::object());
+    r.context = RunContext::from_json(prov);
+    if (prov.contains("seconds")) {
+      r.seconds = prov.at("seconds").get<std::map<std::string, double>>();
+    }
     r.checkpoint = j.value("checkpoint", "");
     if (j.contains("model")) r.model = ModelSpec::from_json(j.at("model"));
     r.backbone_params = j.value("backbone_params", int64_t{0});

@@ -93,6 +93,39 @@ TEST(Denoisers, UntrainedBlocksAreTheIdentity) {
   m->set_denoisers_enabled(true);
 }
 
+// Bottleneck blocks on planes of 256+ positions run their 1x1 convolutions as matrix products
+// (faster than oneDNN's convolution on a few channels, bench_blocks): the same function and the
+// same gradients as the three convolutions, there and on small planes (the convolution path).
+TEST(Denoisers, BottleneckBlocksComputeTheirConvolutionsOnLargeAndSmallPlanes) {
+  for (const std::vector<int64_t>& shape :
+       {std::vector<int64_t>{6, 28, 28}, std::vector<int64_t>{1, 16, 16},
+        std::vector<int64_t>{16, 10, 10}}) {
+    torch::manual_seed(3);
+    DenoiserImpl block(BlockSpec::parse("bottleneck:r=4"), shape);
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : block.parameters()) p.normal_(0, 0.3);
+    }
+    std::vector<int64_t> full = {5};
+    full.insert(full.end(), shape.begin(), shape.end());
+    const torch::Tensor x = torch::randn(full).requires_grad_(true);
+    auto p = block.named_parameters();
+    torch::Tensor h = torch::relu(torch::conv2d(x, p["reduce.weight"], p["reduce.bias"]));
+    h = torch::relu(torch::conv2d(h, p["mid.weight"], p["mid.bias"], 1, 1));
+    const torch::Tensor expected = x + torch::conv2d(h, p["expand.weight"], p["expand.bias"]);
+    const torch::Tensor y = block.forward(x);
+    EXPECT_TRUE(torch::allclose(y, expected, 1e-5, 1e-6)) << ::testing::PrintToString(shape);
+    const torch::Tensor g = torch::randn(full);
+    const auto grads = torch::autograd::grad({y}, {x, p["reduce.weight"], p["expand.bias"]}, {g});
+    const auto ref =
+        torch::autograd::grad({expected}, {x, p["reduce.weight"], p["expand.bias"]}, {g});
+    for (size_t i = 0; i < grads.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(grads[i], ref[i], 1e-4, 1e-5))
+          << ::testing::PrintToString(shape) << " gradient " << i;
+    }
+  }
+}
+
 TEST(Denoisers, BackboneParameterCountExcludesBlocks) {
   Model m = make_model(lenet_spec());
   const int64_t backbone = m->num_params();

@@ -259,6 +259,17 @@ TEST(DenoiseStudy, ResumesAfterAStopWithTheResultsOfAnUninterruptedRun) {
   d.monitor = stopping_monitor(&total, 0);
   const DenoiseReport full = run_denoise_study(t.model, t.train, t.test, d);
   ASSERT_GT(total, 6);
+  // The wall time of each phase (provenance.seconds), within the total, read back.
+  double phases = 0.0;
+  for (const char* phase : {"rankings", "search", "final", "total"}) {
+    EXPECT_EQ(full.seconds.count(phase), 1u) << phase;
+  }
+  for (const auto& [phase, seconds] : full.seconds) {
+    EXPECT_GE(seconds, 0.0) << phase;
+    if (phase != "total") phases += seconds;
+  }
+  EXPECT_LE(phases, full.seconds.at("total") + 1e-9);
+  EXPECT_EQ(DenoiseReport::from_json(full.to_json()).seconds, full.seconds);
   for (const int stop : {total / 3, 2 * total / 3}) {
     d.out = (std::filesystem::path(dir.str()) / ("cut" + std::to_string(stop))).string();
     int calls = 0;

@@ -301,8 +301,11 @@ TEST(ChipCalibration, BlocksCalibratedOnEachChipLearnThatChip) {
   c.epochs = 8;
   c.lr = 3e-2;
   const ChipCalibrationResult cal = calibrate_per_chip(*m, train_set, val, noise, c, eo);
-  EXPECT_EQ(cal.samples, 500);
+  EXPECT_EQ(cal.samples, 400);  // 100 of the 500 held out for the check (holdout 0.2)
+  EXPECT_EQ(cal.held_out, 100);
   EXPECT_EQ(cal.epochs, 8);
+  EXPECT_EQ(cal.chips, 6);
+  EXPECT_GE(cal.chips_kept, 5) << "a calibration that recovers most of the drop fails its check";
   EXPECT_GT(cal.seconds_per_chip, 0.0);
   EXPECT_TRUE(cal.noisy.chip_level);
   ASSERT_EQ(cal.noisy.draws.size(), agnostic.draws.size());
@@ -340,6 +343,25 @@ TEST(ChipCalibration, BlocksCalibratedOnEachChipLearnThatChip) {
     if (d.chip != 2) EXPECT_GT(per.draws[2].accuracy, d.accuracy) << "chip " << d.chip;
   }
 
+  // A calibration that wrecks the blocks (a learning rate far too large) fails its check on
+  // every chip: each chip keeps the chip-agnostic blocks, so the evaluation is theirs, pass for
+  // pass. Without the check (holdout 0) every chip keeps what it learnt.
+  ChipCalibrationOptions wild = c;
+  wild.lr = 50.0;
+  wild.epochs = 2;
+  const ChipCalibrationResult wrecked = calibrate_per_chip(*m, train_set, val, noise, wild, eo);
+  EXPECT_EQ(wrecked.chips_kept, 0);
+  ASSERT_EQ(wrecked.noisy.draws.size(), agnostic.draws.size());
+  for (size_t i = 0; i < agnostic.draws.size(); ++i) {
+    EXPECT_EQ(wrecked.noisy.draws[i].accuracy, agnostic.draws[i].accuracy) << i;
+  }
+  wild.holdout = 0.0;
+  const ChipCalibrationResult unchecked = calibrate_per_chip(*m, train_set, val, noise, wild, eo);
+  EXPECT_EQ(unchecked.chips_kept, 6);
+  EXPECT_EQ(unchecked.samples, 500);
+  EXPECT_EQ(unchecked.held_out, 0);
+  EXPECT_LT(unchecked.noisy.headline().mean, agnostic.headline().mean);
+
   // What calibration cannot do is an error that says why.
   const NoiseConfig dynamic_only =
       build_noise_config({"fc2=add:3:rel=std"}, {}, {}, "", 3, m->site_names());
@@ -349,6 +371,9 @@ TEST(ChipCalibration, BlocksCalibratedOnEachChipLearnThatChip) {
   EXPECT_THROW(calibrate_per_chip(*m, train_set, val, noise, bad, eo), std::invalid_argument);
   bad = c;
   bad.feature_weight = -1;
+  EXPECT_THROW(calibrate_per_chip(*m, train_set, val, noise, bad, eo), std::invalid_argument);
+  bad = c;
+  bad.holdout = 0.7;
   EXPECT_THROW(calibrate_per_chip(*m, train_set, val, noise, bad, eo), std::invalid_argument);
   Model bare = make_model(ModelSpec::for_dataset("mlp", train_set));
   EXPECT_THROW(calibrate_per_chip(*bare, train_set, val, noise, c, eo), std::invalid_argument);

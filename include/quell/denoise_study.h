@@ -98,6 +98,11 @@ struct DenoiseComparisonRow {
   int64_t calibration_samples = 0;
   int calibration_epochs = 0;
   double calibration_seconds = 0.0;
+  /// The calibration's check (ChipCalibrationOptions::holdout): samples held out, and the chips
+  /// that kept their calibrated blocks out of those calibrated (the others kept the
+  /// chip-agnostic blocks). held_out 0: no check, every chip kept its calibration.
+  int64_t calibration_held_out = 0;
+  int calibration_chips = 0, calibration_chips_kept = 0;
   bool is_finetune() const { return placement == "whole network"; }
   bool is_calibrated() const { return calibration_samples > 0; }
 };

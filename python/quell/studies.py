@@ -278,7 +278,7 @@ def denoise(model, train, test, *, noise=None, out=None, adc=None, weight_noise=
             search_epochs=1, search_width=4, search_draws=2, taylor_samples=2048, min_gain=0.0,
             epochs=3, lr=1e-3, batch_size=128, feature_weight=0.0, scale_range=(1.0, 1.0),
             seed=1, draws=5, chips=5, calibrate=1000, calibrate_epochs=5, calibrate_lr=1e-2,
-            calibrate_feature_weight=1.0,
+            calibrate_feature_weight=1.0, calibrate_holdout=0.2,
             bounds=True, robustness=(0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2),
             robust_draws=2, metric=None, figures="png,svg", device="cpu", progress=True,
             verbose=False):
@@ -288,7 +288,8 @@ def denoise(model, train, test, *, noise=None, out=None, adc=None, weight_noise=
     trained, compared on `test` with no mitigation, blocks everywhere and noise-aware
     fine-tuning. For noise fixed per chip, calibrate=N also fine-tunes the chosen blocks on each
     test chip with N training samples (calibrate_epochs, calibrate_lr, calibrate_feature_weight;
-    0 or None = off), and
+    0 or None = off), keeping a chip's calibration only where it lowers the loss on the
+    calibrate_holdout fraction of those samples held out (0 = no check), and
     bounds=True evaluates the backbone without the noise at the chosen sites and with only the
     static or only the dynamic part of the noise (DenoiseResult.bounds). metric: what the
     search maximises ("accuracy", "topK", "token-accuracy";
@@ -327,6 +328,7 @@ def denoise(model, train, test, *, noise=None, out=None, adc=None, weight_noise=
         c = o.calibration
         c.samples, c.epochs, c.lr = int(calibrate), int(calibrate_epochs), float(calibrate_lr)
         c.feature_weight = float(calibrate_feature_weight)
+        c.holdout = float(calibrate_holdout)
         c.seed = int(seed)
         o.calibration = c
     o.bounds = bool(bounds)

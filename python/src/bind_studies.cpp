@@ -106,6 +106,8 @@ void bind_studies(py::module_& m) {
       .def_readwrite("lr", &ChipCalibrationOptions::lr)
       .def_readwrite("batch_size", &ChipCalibrationOptions::batch_size)
       .def_readwrite("feature_weight", &ChipCalibrationOptions::feature_weight)
+      .def_readwrite("holdout", &ChipCalibrationOptions::holdout)
+      .def_readwrite("check_draws", &ChipCalibrationOptions::check_draws)
       .def_readwrite("seed", &ChipCalibrationOptions::seed);
 
   py::class_<WalkOptions>(m, "WalkOptions")

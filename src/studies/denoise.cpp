@@ -205,6 +205,10 @@ void ChipCalibrationOptions::validate() const {
   if (!(feature_weight >= 0.0) || !std::isfinite(feature_weight)) {
     throw std::invalid_argument("calibration feature weight must be a non-negative number");
   }
+  if (!(holdout >= 0.0 && holdout <= 0.5)) {
+    throw std::invalid_argument("calibration holdout must be a fraction in [0, 0.5]");
+  }
+  if (check_draws < 1) throw std::invalid_argument("calibration check draws must be >= 1");
 }
 
 ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
@@ -221,7 +225,13 @@ ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
   if (eval.chips < 1 || eval.first_chip < 0) throw std::invalid_argument("chips must be >= 1");
   const int64_t n = std::min(opts.samples, calib.size());
   if (n < 1) throw std::invalid_argument("calibration set is empty");
-  const Dataset part = slice_dataset(calib, 0, n);
+  const int64_t held = static_cast<int64_t>(std::floor(opts.holdout * static_cast<double>(n)));
+  if (opts.holdout > 0 && (held < 1 || held >= n)) {
+    throw std::invalid_argument("calibration holdout " + fmt_double(opts.holdout) + " of " +
+                                std::to_string(n) + " samples leaves no samples to check or fit");
+  }
+  const Dataset part = slice_dataset(calib, 0, n - held);
+  const Dataset check = held > 0 ? slice_dataset(calib, n - held, held) : Dataset{};
   // The chip-agnostic blocks every chip starts from.
   std::vector<torch::Tensor> live, saved;
   {
@@ -236,14 +246,32 @@ ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
     for (size_t i = 0; i < live.size(); ++i) live[i].copy_(saved[i]);
   };
   ChipCalibrationResult result;
-  result.samples = n;
+  result.samples = n - held;
+  result.held_out = held;
   result.epochs = opts.epochs;
+  result.chips = eval.chips;
   std::vector<DrawResult> passes;
   std::vector<double> clean;
   double seconds = 0.0;
   try {
     for (int c = eval.first_chip; c < eval.first_chip + eval.chips; ++c) {
       restore();
+      // The check: mean task loss on the held-out calibration samples (never `data`) on this
+      // chip, before and after the calibration.
+      EvalOptions on_chip = eval;
+      on_chip.first_chip = c;
+      on_chip.chips = 1;
+      on_chip.draws = opts.check_draws;
+      on_chip.progress = nullptr;
+      auto check_loss = [&] {
+        if (held == 0) return 0.0;
+        double sum = 0.0;
+        const EvalResult r = evaluate(model, check, noise, on_chip);
+        for (const auto& d : r.draws) sum += d.loss;
+        return sum / static_cast<double>(r.draws.size());
+      };
+      const auto t0 = std::chrono::steady_clock::now();
+      const double before = check_loss();
       DenoiseTrainOptions t;
       t.epochs = opts.epochs;
       t.batch_size = opts.batch_size;
@@ -253,7 +281,13 @@ ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
       t.feature_weight = opts.feature_weight;
       t.chip = c;
       t.progress = opts.progress;
-      seconds += train_denoisers(model, part, t).seconds;
+      train_denoisers(model, part, t);
+      if (held == 0 || check_loss() < before) {
+        ++result.chips_kept;
+      } else {
+        restore();  // this chip's calibration did not help on its held-out samples
+      }
+      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       EvalOptions one = eval;
       one.first_chip = c;
       one.chips = 1;

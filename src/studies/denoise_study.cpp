@@ -185,6 +185,8 @@ Json study_fingerprint(const DenoiseStudyOptions& o, ModelImpl& backbone, const 
                               {"lr", o.calibration.lr},
                               {"batch_size", o.calibration.batch_size},
                               {"feature_weight", o.calibration.feature_weight},
+                              {"holdout", o.calibration.holdout},
+                              {"check_draws", o.calibration.check_draws},
                               {"seed", o.calibration.seed}};
   }
   if (!o.metric.empty() && o.metric != "auto") options["metric"] = Metric::parse(o.metric).name();
@@ -666,6 +668,9 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
       r.calibration_samples = j->at("samples").get<int64_t>();
       r.calibration_epochs = j->at("epochs").get<int>();
       r.calibration_seconds = j->at("seconds").get<double>();
+      r.calibration_held_out = j->value("held_out", int64_t{0});
+      r.calibration_chips = j->value("chips", 0);
+      r.calibration_chips_kept = j->value("chips_kept", r.calibration_chips);
     } else {
       ChipCalibrationOptions c = opts.calibration;
       c.progress = root ? monitor.bar(name) : nullptr;
@@ -677,11 +682,17 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
       r.calibration_samples = res.samples;
       r.calibration_epochs = res.epochs;
       r.calibration_seconds = res.seconds_per_chip;
+      r.calibration_held_out = res.held_out;
+      r.calibration_chips = res.chips;
+      r.calibration_chips_kept = res.chips_kept;
       journal.append("calib:" + name, {{"clean", r.clean_accuracy},
                                         {"draws", draws_json(r.noisy)},
                                         {"samples", r.calibration_samples},
                                         {"epochs", r.calibration_epochs},
-                                        {"seconds", r.calibration_seconds}});
+                                        {"seconds", r.calibration_seconds},
+                                        {"held_out", r.calibration_held_out},
+                                        {"chips", r.calibration_chips},
+                                        {"chips_kept", r.calibration_chips_kept}});
     }
     calibrated.emplace(r.placement, r);
     report.comparison.push_back(r);
@@ -870,7 +881,10 @@ Json DenoiseReport::to_json() const {
       jr["calibration"] = {{"per", "chip"},
                            {"samples", r.calibration_samples},
                            {"epochs", r.calibration_epochs},
-                           {"seconds_per_chip", r.calibration_seconds}};
+                           {"seconds_per_chip", r.calibration_seconds},
+                           {"held_out", r.calibration_held_out},
+                           {"chips", r.calibration_chips},
+                           {"chips_kept", r.calibration_chips_kept}};
     }
     jrows.push_back(jr);
   }
@@ -1033,6 +1047,10 @@ DenoiseReport DenoiseReport::from_json(const Json& input) {
         row.calibration_samples = cal.at("samples").get<int64_t>();
         row.calibration_epochs = cal.at("epochs").get<int>();
         row.calibration_seconds = cal.at("seconds_per_chip").get<double>();
+        // Reports written before the check existed have none.
+        row.calibration_held_out = cal.value("held_out", int64_t{0});
+        row.calibration_chips = cal.value("chips", 0);
+        row.calibration_chips_kept = cal.value("chips_kept", row.calibration_chips);
       }
       r.comparison.push_back(row);
     }
@@ -1143,7 +1161,13 @@ std::string DenoiseReport::table() const {
     if (!r.is_calibrated()) continue;
     os << "  " << r.model << ": blocks fine-tuned on each chip, " << r.calibration_samples
        << " samples x " << r.calibration_epochs << " epochs, "
-       << fmt_double(r.calibration_seconds, 3) << " s per chip\n";
+       << fmt_double(r.calibration_seconds, 3) << " s per chip";
+    if (r.calibration_held_out > 0) {
+      os << "; kept on " << r.calibration_chips_kept << " of " << r.calibration_chips
+         << " chips (the others' calibration did not lower the loss on " << r.calibration_held_out
+         << " held-out samples)";
+    }
+    os << "\n";
   }
   if (!bounds.empty()) {
     os << "bounds: the backbone with part of the noise removed\n";

@@ -157,6 +157,11 @@ void add_denoise_command(CLI::App& app) {
                   "Feature-loss weight of each chip's calibration (as --feature-weight)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  cmd->add_option("--calibrate-holdout", a->study.calibration.holdout,
+                  "Fraction of the calibration samples held out: a chip keeps its calibrated "
+                  "blocks only if they lower the loss there (0 = no check)")
+      ->check(CLI::Range(0.0, 0.5))
+      ->capture_default_str();
   cmd->add_flag("!--no-bounds", a->study.bounds,
                 "Skip the bounds (the backbone without the noise at the chosen sites, and with "
                 "only the static or only the dynamic part of the noise)");

@@ -20,34 +20,13 @@
 
 #include "quell/blocks.h"
 #include "quell/runtime.h"
+#include "timing.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_of(const std::function<void()>& fn) {
-  const auto t0 = Clock::now();
-  fn();
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Alternates a and b `reps` times after one warm-up each; returns their median seconds.
-std::pair<double, double> paired(int reps, const std::function<void()>& a,
-                                 const std::function<void()>& b) {
-  a();
-  b();
-  std::vector<double> ta, tb;
-  for (int r = 0; r < reps; ++r) {
-    ta.push_back(seconds_of(a));
-    tb.push_back(seconds_of(b));
-  }
-  return {median(ta), median(tb)};
-}
+using quell::bench::median;
+using quell::bench::paired;
+using quell::bench::seconds_of;
 
 // The block's function through LibTorch's convolutions: x + expand(relu(mid(relu(reduce(x))))).
 torch::Tensor conv_block(quell::DenoiserImpl& block, const torch::Tensor& x) {

@@ -29,6 +29,7 @@
 #include "quell/models.h"
 #include "quell/rng.h"
 #include "quell/runtime.h"
+#include "timing.h"
 #include "quell/train.h"
 
 // Internal to src/rng.cpp (as in tests/test_rng.cpp): one block of 256 normals by one code path
@@ -39,31 +40,9 @@ bool normal_block_on_path(int path, RngStream s, uint32_t substream, uint64_t bl
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_of(const std::function<void()>& fn) {
-  const auto t0 = Clock::now();
-  fn();
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Alternates a and b `reps` times after one warm-up each; returns their median seconds.
-std::pair<double, double> paired(int reps, const std::function<void()>& a,
-                                 const std::function<void()>& b) {
-  a();
-  b();
-  std::vector<double> ta, tb;
-  for (int r = 0; r < reps; ++r) {
-    ta.push_back(seconds_of(a));
-    tb.push_back(seconds_of(b));
-  }
-  return {median(ta), median(tb)};
-}
+using quell::bench::median;
+using quell::bench::paired;
+using quell::bench::seconds_of;
 
 // The same LeNet-5-BN as the zoo's, written as a plain LibTorch module (the baseline a LibTorch
 // user would write by hand).

@@ -361,6 +361,14 @@ TEST(ChipCalibration, BlocksCalibratedOnEachChipLearnThatChip) {
   EXPECT_EQ(unchecked.samples, 500);
   EXPECT_EQ(unchecked.held_out, 0);
   EXPECT_LT(unchecked.noisy.headline().mean, agnostic.headline().mean);
+  // Fewer samples than 1 / holdout: nothing to hold out, so no check (not an error).
+  ChipCalibrationOptions tiny = c;
+  tiny.samples = 4;
+  tiny.epochs = 1;
+  const ChipCalibrationResult few = calibrate_per_chip(*m, train_set, val, noise, tiny, eo);
+  EXPECT_EQ(few.samples, 4);
+  EXPECT_EQ(few.held_out, 0);
+  EXPECT_EQ(few.chips_kept, 6);
 
   // What calibration cannot do is an error that says why.
   const NoiseConfig dynamic_only =

@@ -57,7 +57,8 @@ struct ChipCalibrationOptions {
   /// keeps its calibrated blocks only when their mean task loss on the held-out samples, on that
   /// chip (check_draws draws), is below the chip-agnostic blocks'; else it keeps the
   /// chip-agnostic ones. Measured: without the check, calibration made the blocks worse under
-  /// fresh read noise (docs/reproduce.md). 0: no check, every sample calibrates.
+  /// fresh read noise (docs/reproduce.md). 0 (or fewer than 1 / holdout samples): no check,
+  /// every sample calibrates.
   double holdout = 0.2;
   int check_draws = 4;
   uint64_t seed = 1;

@@ -186,7 +186,8 @@ def test_denoise_calibrates_per_chip_and_reports_bounds(checkpoint, train_data, 
     rows = {r["model"]: r for r in d.comparison}
     assert "all sites per chip" in rows
     cal = rows["all sites per chip"]["calibration"]
-    assert cal["samples"] == 100 and cal["epochs"] == 1 and cal["seconds_per_chip"] > 0
+    assert cal["samples"] == 80 and cal["held_out"] == 20 and cal["epochs"] == 1
+    assert cal["chips"] == 2 and 0 <= cal["chips_kept"] <= 2 and cal["seconds_per_chip"] > 0
     assert {"static only", "dynamic only"} <= {b["name"] for b in d.bounds}
     assert "bound: dynamic only" in set(d.to_pandas()["model"])
     off = quell.denoise(model, train_data, test_data, calibrate=0, bounds=False, **kw)

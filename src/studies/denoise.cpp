@@ -225,11 +225,8 @@ ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
   if (eval.chips < 1 || eval.first_chip < 0) throw std::invalid_argument("chips must be >= 1");
   const int64_t n = std::min(opts.samples, calib.size());
   if (n < 1) throw std::invalid_argument("calibration set is empty");
+  // Fewer samples than 1 / holdout leave none to hold out: then there is no check.
   const int64_t held = static_cast<int64_t>(std::floor(opts.holdout * static_cast<double>(n)));
-  if (opts.holdout > 0 && (held < 1 || held >= n)) {
-    throw std::invalid_argument("calibration holdout " + fmt_double(opts.holdout) + " of " +
-                                std::to_string(n) + " samples leaves no samples to check or fit");
-  }
   const Dataset part = slice_dataset(calib, 0, n - held);
   const Dataset check = held > 0 ? slice_dataset(calib, n - held, held) : Dataset{};
   // The chip-agnostic blocks every chip starts from.

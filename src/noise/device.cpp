@@ -500,7 +500,7 @@ TileIO TileIO::parse(const std::string& text_in) {
     } else if (key == "cols") {
       io.cols = parse_int(value, what);
     } else {
-      throw std::invalid_argument("tile '" + text_in + "': unknown key '" + key +
+      throw std::invalid_argument("tile '" + text_in + "': unknown key '" + text::printable(key) +
                                   "' (known: dac, adc, inp_bound, out_bound, out_noise, nm, bm, "
                                   "rows, cols)");
     }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "quell/io.h"
+#include "util/text.h"
 
 namespace quell::json {
 
@@ -20,7 +21,8 @@ inline void check_keys(const Json& j, std::initializer_list<const char*> allowed
     if (!ok) {
       std::string known;
       for (const char* a : allowed) known += (known.empty() ? "" : ", ") + std::string(a);
-      throw std::invalid_argument(what + ": unknown key '" + kv.key() + "' (known: " + known +
+      throw std::invalid_argument(what + ": unknown key '" + text::printable(kv.key()) +
+                                  "' (known: " + known +
                                   ")");
     }
   }

@@ -204,8 +204,6 @@ uint32_t le32(const uint8_t* p) {
 uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 uint64_t le64(const uint8_t* p) { return le32(p) | (uint64_t{le32(p + 4)} << 32); }
 
-// Every member's headers and bounds are checked; the members `want` accepts (all without it)
-// are also inflated, CRC-checked and returned.
 // The bytes of a file read into memory, without a copy.
 struct ByteView {
   const uint8_t* data;
@@ -214,6 +212,9 @@ struct ByteView {
   const uint8_t& operator[](size_t i) const { return data[i]; }
   const uint8_t* begin() const { return data; }
 };
+
+// Every member's headers and bounds are checked; the members `want` accepts (all without it)
+// are also inflated, CRC-checked and returned.
 
 std::vector<std::pair<std::string, std::vector<uint8_t>>> read_zip(
     ByteView z, const std::string& where,
@@ -605,7 +606,6 @@ std::map<std::string, torch::Tensor> read_tensor_file(const std::string& path) {
     }
     // The archive's structure and the pickle's claimed lengths first: LibTorch allocates what a
     // corrupt header or pickle claims before it finds out that the data is not there.
-    bool have_pickle = false;
     const auto is_pickle = [](const std::string& name) {
       return name == "data.pkl" || ends_with(name, "/data.pkl");
     };
@@ -618,9 +618,8 @@ std::map<std::string, torch::Tensor> read_tensor_file(const std::string& path) {
     }
     for (const auto& [name, pkl] : pickles) {
       check_pickle_lengths(pkl, path + ":" + text::printable(name));
-      have_pickle = true;
     }
-    if (!have_pickle) {
+    if (pickles.empty()) {
       throw std::runtime_error(path + ": not a torch.save file (no data.pkl in the archive)");
     }
     c10::IValue v;

@@ -118,10 +118,10 @@ namespace {
 
 // A 1x1 convolution of [N, C, H, W]. On the CPU, on planes of 256 positions or more, it runs as
 // one matrix product per sample: LibTorch 1.13's oneDNN convolution reorders a tensor of a few
-// channels into its blocked layout and back, which on [128, 6, 28, 28] made a bottleneck block
-// 3.4x slower to evaluate and 2x slower to train (one thread; docs/bench.md). On smaller planes
-// the convolution is as fast or faster. Same parameters, same function; the sums run in
-// another order (equal to float rounding).
+// channels into its blocked layout and back. Measured by bench_blocks (docs/bench.md, one
+// thread, batch 128): a bottleneck block at a 28x28 site evaluates 1.0-6x and trains 1.2-2x
+// faster this way; on smaller planes the convolution is as fast or faster. Same parameters,
+// same function; the sums run in another order (equal to float rounding).
 torch::Tensor pointwise(torch::nn::Conv2d& conv, const torch::Tensor& x) {
   if (!x.is_cpu() || x.dim() != 4 || x.size(2) * x.size(3) < 256) return conv->forward(x);
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);

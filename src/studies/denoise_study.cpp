@@ -7,10 +7,11 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <optional>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "quell/dist.h"
 #include "quell/journal.h"
@@ -572,6 +573,9 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
 
   // ---- Final models: full training on the fit set, evaluated on the test set -----------------
   std::map<std::string, Model> models;  // for the robustness curves
+  // Test evaluations by model: a row whose model is an earlier row's (the chosen placement is
+  // the Taylor rule's) takes that row's evaluation, the same model under the same seeds.
+  std::map<const ModelImpl*, std::pair<double, EvalResult>> evaluated;
   const bool chips_matter = noise.has_static(), draws_matter = noise.has_dynamic();
   int finals = 0;
   // One row of the comparison: its model trained by `make` (or read back from the journal) and
@@ -595,20 +599,11 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
       }
       r.clean_accuracy = j->at("clean").get<double>();
       r.noisy = summarize_draws(draws_from(j->at("draws")), chips_matter, draws_matter);
+      evaluated.emplace(m.get(), std::make_pair(r.clean_accuracy, r.noisy));
     } else {
       m = make();
-      // A row whose model is an earlier row's (the chosen placement is the Taylor rule's) has
-      // that row's evaluation: the same model under the same seeds.
-      const auto same = std::find_if(models.begin(), models.end(),
-                                     [&](const auto& e) { return e.second.get() == m.get(); });
-      const auto earlier =
-          same == models.end()
-              ? report.comparison.end()
-              : std::find_if(report.comparison.begin(), report.comparison.end(),
-                             [&](const DenoiseComparisonRow& row) { return row.model == same->first; });
-      if (earlier != report.comparison.end()) {
-        r.clean_accuracy = earlier->clean_accuracy;
-        r.noisy = earlier->noisy;
+      if (const auto done = evaluated.find(m.get()); done != evaluated.end()) {
+        std::tie(r.clean_accuracy, r.noisy) = done->second;
       } else {
         EvalOptions quiet = eval_opts;
         quiet.progress = nullptr;
@@ -616,6 +611,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
         EvalOptions o = eval_opts;
         o.progress = root ? monitor.bar("eval " + name) : nullptr;
         r.noisy = evaluate(*m, test, noise, o);
+        evaluated.emplace(m.get(), std::make_pair(r.clean_accuracy, r.noisy));
       }
       if (writing_journal) {
         Json file = nullptr;

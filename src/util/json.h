@@ -22,8 +22,7 @@ inline void check_keys(const Json& j, std::initializer_list<const char*> allowed
       std::string known;
       for (const char* a : allowed) known += (known.empty() ? "" : ", ") + std::string(a);
       throw std::invalid_argument(what + ": unknown key '" + text::printable(kv.key()) +
-                                  "' (known: " + known +
-                                  ")");
+                                  "' (known: " + known + ")");
     }
   }
 }

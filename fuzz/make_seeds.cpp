@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "quell/checkpoint.h"
 #include "quell/cost.h"
@@ -18,6 +19,7 @@
 #include "quell/plan_study.h"
 #include "quell/train_study.h"
 #include "quell/walk_study.h"
+#include "targets.h"  // fuzz::checkpoint_template
 
 namespace fs = std::filesystem;
 using namespace quell;
@@ -181,6 +183,28 @@ int main(int argc, char** argv) {
     meta.dataset = "fashion-mnist";
     save_checkpoint((tmp / "lenet5.pt").string(), *m, meta);
     seed_file("checkpoint", "lenet5-untrained.pt", tmp / "lenet5.pt");
+  }
+  // checkpoint_meta: the templates' own metadata, the trained mlp's (it holds other tensors: a
+  // mismatch to reject), and that of every checkpoint kept as a regression input.
+  for (int i : {0, 1}) {
+    seed("checkpoint_meta", "lenet5-bn-" + std::to_string(i) + ".json",
+         std::string(1, static_cast<char>(i)) + fuzz::checkpoint_template(i).meta);
+  }
+  const fs::path regressions = fs::path(QUELL_FUZZ_FIXTURES) / "fuzz" / "checkpoint";
+  std::vector<fs::path> metas{tmp / "mlp.pt"};
+  if (fs::is_directory(regressions)) {
+    for (const auto& f : fs::directory_iterator(regressions)) metas.push_back(f.path());
+  }
+  for (const auto& f : metas) {
+    torch::serialize::InputArchive archive;
+    c10::IValue v;
+    try {
+      archive.load_from(f.string());
+      if (!archive.try_read("quell_meta", v) || !v.isString()) continue;
+    } catch (const std::exception&) {
+      continue;
+    }
+    seed("checkpoint_meta", f.stem().string() + ".json", std::string(1, '\0') + v.toStringRef());
   }
 
   const NoiseConfig noise = build_noise_config({"all=add:0.5:rel=std"}, {}, {}, "", 1,

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
-ALL=(idx cifar image checkpoint script noise_rules noise_json reports walk_journal study_journal
+ALL=(idx cifar image checkpoint checkpoint_meta script noise_rules noise_json reports walk_journal study_journal
      tensors devices)
 if [ $# -gt 1 ]; then TARGETS=("${@:2}"); else TARGETS=("${ALL[@]}"); fi
 BUILD=${QUELL_FUZZ_BUILD:-build-fuzz}
@@ -55,7 +55,7 @@ for spec in "${TARGETS[@]}"; do
   dict=()
   case $t in
     noise_rules) dict=(-dict=fuzz/dict/noise_rules.dict) ;;
-    noise_json | reports | walk_journal | study_journal) dict=(-dict=fuzz/dict/json.dict) ;;
+    noise_json | checkpoint_meta | reports | walk_journal | study_journal) dict=(-dict=fuzz/dict/json.dict) ;;
   esac
   timeout=10
   [ "$t" = script ] && timeout=60

@@ -47,5 +47,30 @@ TEST(FuzzRegressions, TargetsLoadValidInputAndRejectBadInput) {
   EXPECT_EQ(fuzz::outcome("idx", reinterpret_cast<const uint8_t*>(bad.data()), bad.size()), "");
 }
 
+// checkpoint_meta packs its input into a real checkpoint: the templates' own metadata loads (with
+// the blocks of template 1), so the fuzzer starts inside load_checkpoint, past the archive.
+TEST(FuzzRegressions, CheckpointMetaTemplatesLoadWithTheirOwnMetadata) {
+  testing::ScratchDir dir;
+  for (int which : {0, 1}) {
+    const std::string meta = fuzz::checkpoint_template(which).meta;
+    const std::string path = dir.file("t" + std::to_string(which) + ".pt");
+    std::ofstream(path, std::ios::binary) << fuzz::checkpoint_with_meta(which, meta);
+    CheckpointMeta loaded;
+    const Model m = load_checkpoint(path, &loaded);
+    EXPECT_EQ(loaded.spec.name, "lenet5-bn");
+    EXPECT_EQ(m->denoiser_placement().size(), which == 1 ? 2u : 0u);
+    const std::string input = std::string(1, static_cast<char>(which)) + meta;
+    EXPECT_EQ(fuzz::outcome("checkpoint_meta", reinterpret_cast<const uint8_t*>(input.data()),
+                            input.size()),
+              "");
+  }
+  // Blocks named in the metadata whose tensors the archive lacks: a deliberate error.
+  const std::string blocks_without_tensors =
+      std::string(1, '\0') + fuzz::checkpoint_template(1).meta;
+  const auto* data = reinterpret_cast<const uint8_t*>(blocks_without_tensors.data());
+  EXPECT_THROW(fuzz::checkpoint_meta(data, blocks_without_tensors.size()), std::runtime_error);
+  EXPECT_EQ(fuzz::outcome("checkpoint_meta", data, blocks_without_tensors.size()), "");
+}
+
 }  // namespace
 }  // namespace quell

@@ -21,10 +21,6 @@ namespace {
 
 std::string shape_text(const torch::Tensor& t) { return text::shape(t.sizes().vec()); }
 
-bool is_integer(const torch::Tensor& t) {
-  return !t.is_floating_point() && !t.is_complex() && t.scalar_type() != torch::kBool;
-}
-
 // ---------------------------------------------------------------------------------------------
 // NumPy .npy
 

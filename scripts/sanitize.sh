@@ -5,9 +5,9 @@
 #       and the CLI end-to-end tests through ctest (not the Python package, not the installed-package
 #       example: neither links the sanitizer runtimes). Any ASan or UBSan report fails the test.
 # lsan: the same build's GoogleTest suite with leak detection (scripts/lsan.supp).
-# tsan: a clang build (build-tsan) with -DQUELL_SANITIZE=thread and LLVM's OpenMP runs the threaded parts (parallel
-#       evaluation batches, image decoding, the walk, the fused kernels) with 2 threads, with
-#       scripts/tsan.supp (only reports proven to lie inside LibTorch or OpenMP).
+# tsan: a clang build (build-tsan) with -DQUELL_SANITIZE=thread and LLVM's OpenMP runs a canary
+#       that must report its one race, then every GoogleTest and the CLI end-to-end tests with
+#       2 threads, with scripts/tsan.supp (only reports proven to lie inside LibTorch or OpenMP).
 # Debug here is -O1 -g (assertions on): -O0 makes the instrumented suite several times slower.
 # CXX/CC choose the compiler (default: the system g++, as for the normal build).
 # Run it under `nice -n 19` on a shared machine.
@@ -56,13 +56,15 @@ run_tsan() {
       -DQUELL_BUILD_PYTHON=OFF -DQUELL_WITH_MPI=OFF -DOpenMP_CXX_FLAGS=-fopenmp=libomp \
       -DOpenMP_CXX_LIB_NAMES=omp -DOpenMP_omp_LIBRARY=/usr/lib/llvm-14/lib/libomp.so >&2
   fi
-  cmake --build build-tsan -j "$JOBS" --target quell_tests >&2
+  cmake --build build-tsan -j "$JOBS" --target quell quell_tests >&2
   export OMP_TOOL_LIBRARIES=/usr/lib/llvm-14/lib/libarcher.so
   # ignore_noninstrumented_modules: what the uninstrumented libraries (libomp, LibTorch, libc)
   # do inside themselves through TSan's interceptors (libomp's own mutexes, initialised by one
   # thread and taken by another, are reported as races otherwise: Archer's advice, printed at
   # start). Every access quell's instrumented code makes is still checked.
-  export TSAN_OPTIONS="suppressions=$ROOT/scripts/tsan.supp:halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1"
+  # allocator_may_return_null: as for asan (FuzzRegressions replays checkpoints too large to
+  # allocate).
+  export TSAN_OPTIONS="suppressions=$ROOT/scripts/tsan.supp:halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:allocator_may_return_null=1"
   export OMP_NUM_THREADS=2
   # The canary (tests/sanitizers/tsan_canary.cpp): this setup must report the race in its
   # at::parallel_for body and nothing else, or a clean run below would prove nothing.
@@ -78,14 +80,25 @@ run_tsan() {
     exit 1
   fi
   echo "sanitize: the TSan canary's race was reported, and only it" >&2
-  build-tsan/tests/quell_tests --gtest_brief=1 --gtest_filter="$TSAN_TESTS"
+  # Every GoogleTest, the CLI and fault suites too: the quell processes they start are this
+  # build's, under the same options. Reports go to files (log_path), one per process: a child's
+  # exit status alone could pass for an expected failure.
+  local reports=$ROOT/build-tsan/tsan-reports status=0
+  rm -rf "$reports" && mkdir -p "$reports"
+  TSAN_OPTIONS="$TSAN_OPTIONS:log_path=$reports/report" \
+    build-tsan/tests/quell_tests --gtest_brief=1 --gtest_filter="$TSAN_TESTS" || status=$?
+  if compgen -G "$reports/report.*" >/dev/null; then
+    cat "$reports"/report.* >&2
+    echo "sanitize: ThreadSanitizer reports (above; files in $reports)" >&2
+    exit 1
+  fi
+  return "$status"
 }
 
-# The threaded parts: evaluation batches and draws (at::parallel_for over samples), the fused
-# inference kernels, noise generation (parallel counter-based streams), image decoding (one file
-# per thread), the walk (evaluations and its prefix cache), training, and the studies built on
-# them (each pattern names whole GoogleTest suites; `--gtest_list_tests` lists them).
-TSAN_TESTS=${QUELL_TSAN_TESTS:-'EvalTest.*:EvalStudy.*:Fused.*:Registry/FusedModel.*:DirectConv.*:Kernels.*:NormalFill.*:Determinism.*:ImageDecode.*:ImageFolder.*:SiteEngineThreads.*:SiteRepeats.*:Walk*:TrainStudy.*:Train.*:DenoiseStudy.*:ChipCalibration.*:PlanStudy.*:Metrics.*'}
+# The whole suite by default (the threaded parts: evaluation batches and draws, the fused kernels,
+# noise streams, image decoding, the walk and its prefix cache, training, the studies and the CLI
+# on them); QUELL_TSAN_TESTS=<gtest filter> picks a part.
+TSAN_TESTS=${QUELL_TSAN_TESTS:-'*'}
 
 case $WHAT in
   asan) run_asan ;;

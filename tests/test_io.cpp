@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "quell/io.h"
+#include "util/json.h"
 
 namespace {
 
@@ -200,6 +201,44 @@ TEST(Provenance, UtcTimeParsesAndIsNow) {
 
   EXPECT_TRUE(
       std::regex_match(quell::utc_now(), std::regex(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z)")));
+}
+
+// JSON integers read by every reader: in range or a one-line error, never nlohmann's conversion
+// of a double beyond the type's range (undefined behaviour; fuzz_noise_json found
+// "repeats": 2.18e20).
+TEST(JsonInteger, InRangeOrAnErrorNamingTheField) {
+  using quell::Json;
+  namespace json = quell::json;
+  EXPECT_EQ(json::integer(Json(7), "k"), 7);
+  EXPECT_EQ(json::integer(Json(-3), "k"), -3);
+  EXPECT_EQ(json::integer(Json(2.0), "k"), 2);
+  EXPECT_EQ(json::integer(Json(2147483647), "k"), 2147483647);
+  EXPECT_EQ(json::integer<int64_t>(Json(int64_t{1} << 40), "k"), int64_t{1} << 40);
+  EXPECT_EQ(json::integer<int64_t>(Json(-9.0e18), "k"), int64_t{-9000000000000000000});
+  const auto error = [](const Json& v, auto type) {
+    try {
+      (void)json::integer<decltype(type)>(v, "repeats");
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  for (const Json& bad : {Json(2.18e20), Json(2147483648LL), Json(-2147483649LL), Json(2.5),
+                          Json(std::nan("")), Json(1e308), Json("2"), Json(nullptr), Json(true),
+                          Json::array({1})}) {
+    const std::string e = error(bad, int{});
+    EXPECT_NE(e.find("repeats must be an integer in [-2147483648, 2147483647], got "),
+              std::string::npos)
+        << bad.dump() << ": " << e;
+  }
+  EXPECT_NE(error(Json(std::numeric_limits<uint64_t>::max()), int64_t{}).find("must be an integer"),
+            std::string::npos);
+  EXPECT_NE(error(Json(9.3e18), int64_t{}).find("must be an integer"), std::string::npos);
+  EXPECT_EQ(error(Json(uint64_t{5}), int64_t{}), "");
+  // integer_or: the fallback when the key is absent, the same checks when present.
+  EXPECT_EQ(json::integer_or(Json::object(), "repeats", 1), 1);
+  EXPECT_EQ(json::integer_or(Json{{"repeats", 3}}, "repeats", 1), 3);
+  EXPECT_THROW(json::integer_or(Json{{"repeats", 1e20}}, "repeats", 1), std::invalid_argument);
 }
 
 TEST(CsvTable, PlainFields) {

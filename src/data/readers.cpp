@@ -1,8 +1,6 @@
 // Dataset readers and writers: IDX (MNIST / Fashion-MNIST), CIFAR binary, and a synthetic
 // IDX generator; image folders live in image_folder.cpp. Every file error is a
 // std::runtime_error of one line, "<path>: <problem>".
-#include "quell/data.h"
-
 #include <ATen/CPUGeneratorImpl.h>
 #include <zlib.h>
 
@@ -18,6 +16,8 @@
 #include <stdexcept>
 
 #include "data/loaders.h"
+#include "quell/data.h"
+#include "util/json.h"
 
 namespace quell {
 namespace {
@@ -530,7 +530,7 @@ void DataOptions::apply_preprocessing_json(const Json& j) {
     if (name != kImagesName) return;
     const auto size_field = [&](const char* key, int64_t& field) {
       if (!j.contains(key)) return;
-      const int64_t v = j.at(key).get<int64_t>();
+      const int64_t v = json::integer<int64_t>(j.at(key), key);
       if (v < 0) {
         throw std::runtime_error(std::string(key) + " must be >= 0, got " + j.at(key).dump());
       }

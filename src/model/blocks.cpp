@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "util/json.h"
 #include "util/text.h"
 
 namespace quell {
@@ -57,7 +58,7 @@ Json BlockSpec::to_json() const { return Json{{"kind", kind}, {"ratio", ratio}};
 BlockSpec BlockSpec::from_json(const Json& j) {
   BlockSpec b;
   b.kind = j.at("kind").get<std::string>();
-  b.ratio = j.value("ratio", 4);
+  b.ratio = json::integer_or(j, "ratio", 4);
   return parse(b.str());  // validates
 }
 

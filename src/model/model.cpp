@@ -9,6 +9,7 @@
 
 #include "quell/device.h"
 #include "quell/script.h"
+#include "util/json.h"
 
 namespace quell {
 namespace {
@@ -138,10 +139,7 @@ Json ModelSpec::to_json() const {
 ModelSpec ModelSpec::from_json(const Json& j) {
   // Integers only: a double beyond int64's range does not convert (undefined behaviour).
   auto int_of = [](const Json& v, const std::string& key) {
-    if (!v.is_number_integer()) {
-      throw std::invalid_argument("model " + key + " must be an integer, got " + v.dump());
-    }
-    return v.get<int64_t>();
+    return json::integer<int64_t>(v, "model " + key);
   };
   ModelSpec s;
   s.name = j.at("name").get<std::string>();

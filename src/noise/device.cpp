@@ -673,7 +673,8 @@ DeviceConfig DeviceConfig::from_json(const Json& j, const std::vector<std::strin
       } else if (l.is_array()) {
         for (const auto& e : l) {
           selector += (selector.empty() ? "" : ",") +
-                      (e.is_string() ? e.get<std::string>() : std::to_string(e.get<int>()));
+                      (e.is_string() ? e.get<std::string>()
+                                     : std::to_string(json::integer(e, "device: layers[]")));
         }
       } else {
         throw std::invalid_argument("device: layers must be a selector string or an array");

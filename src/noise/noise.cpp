@@ -325,8 +325,8 @@ SiteConfig SiteConfig::from_json(const Json& j) {
       c.noise.push_back(NoiseSpec::from_json(n));
     }
   }
-  c.adc_bits = j.value("adc_bits", 0);
-  c.repeats = j.value("repeats", 1);
+  c.adc_bits = json::integer_or(j, "adc_bits", 0);
+  c.repeats = json::integer_or(j, "repeats", 1);
   c.validate();
   return c;
 }

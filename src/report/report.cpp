@@ -15,6 +15,7 @@
 #include "quell/progress.h"
 // Generated at every build by cmake/version.cmake.
 #include "quell/version_info.h"
+#include "util/json.h"
 
 namespace quell {
 
@@ -56,9 +57,9 @@ RunContext RunContext::from_json(const Json& j) {
   c.git_commit = j.value("git_commit", "");
   c.libtorch_version = j.value("libtorch_version", "");
   c.build_type = j.value("build_type", "");
-  c.threads = j.value("threads", 0);
+  c.threads = json::integer_or(j, "threads", 0);
   c.device = j.value("device", "cpu");
-  c.mpi_ranks = j.value("mpi_ranks", 1);
+  c.mpi_ranks = json::integer_or(j, "mpi_ranks", 1);
   c.utc_time = j.value("utc_time", "");
   c.hostname = j.value("hostname", "");
   return c;
@@ -81,7 +82,7 @@ Json summary_to_json(const Summary& s, bool with_range) {
 
 Summary summary_from_json(const Json& j) {
   Summary s;
-  s.n = j.value("n", int64_t{0});
+  s.n = json::integer_or<int64_t>(j, "n", 0);
   s.mean = j.value("mean", 0.0);
   s.std = j.value("std", 0.0);
   s.ci_low = j.value("ci95_low", s.mean);

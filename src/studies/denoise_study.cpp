@@ -18,6 +18,7 @@
 #include "quell/load.h"
 #include "quell/walk.h"
 #include "quell/walk_study.h"
+#include "util/json.h"
 
 namespace quell {
 namespace {
@@ -83,7 +84,8 @@ Json sensitivity_json(const std::vector<SiteSensitivity>& v) {
 std::vector<SiteSensitivity> sensitivity_from(const Json& a) {
   std::vector<SiteSensitivity> v;
   for (const auto& s : a) {
-    v.push_back({s.at(0).get<int>(), s.at(1).get<std::string>(), number_from_json(s.at(2))});
+    v.push_back(
+        {json::integer(s.at(0), "site"), s.at(1).get<std::string>(), number_from_json(s.at(2))});
   }
   return v;
 }
@@ -97,8 +99,8 @@ Json draws_json(const EvalResult& r) {
 std::vector<DrawResult> draws_from(const Json& a) {
   std::vector<DrawResult> v;
   for (const auto& d : a) {
-    v.push_back({d.at(0).get<int>(), d.at(1).get<int>(), d.at(2).get<double>(),
-                 d.at(3).get<double>()});
+    v.push_back({json::integer(d.at(0), "chip"), json::integer(d.at(1), "draw"),
+                 d.at(2).get<double>(), d.at(3).get<double>()});
   }
   return v;
 }
@@ -123,7 +125,8 @@ EvalResult noisy_from_json(const Json& c) {
   r.chip_level = c.value("ci_over", "draws") == "chips";
   (r.chip_level ? r.chip_accuracy : r.accuracy) = summary_from_json(c.at("noisy"));
   for (const auto& d : c.value("draws", Json::array())) {
-    r.draws.push_back({d.value("chip", 0), d.value("draw", 0), d.value("accuracy", 0.0), 0.0});
+    r.draws.push_back({json::integer_or(d, "chip", 0), json::integer_or(d, "draw", 0),
+                       d.value("accuracy", 0.0), 0.0});
   }
   return r;
 }
@@ -661,11 +664,11 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
     } else if (const Json* j = journal.find("calib:" + name)) {
       r.clean_accuracy = j->at("clean").get<double>();
       r.noisy = summarize_draws(draws_from(j->at("draws")), chips_matter, draws_matter);
-      r.calibration_samples = j->at("samples").get<int64_t>();
-      r.calibration_epochs = j->at("epochs").get<int>();
+      r.calibration_samples = json::integer<int64_t>(j->at("samples"), "samples");
+      r.calibration_epochs = json::integer(j->at("epochs"), "epochs");
       r.calibration_seconds = j->at("seconds").get<double>();
-      r.calibration_held_out = j->value("held_out", int64_t{0});
-      r.calibration_chips = j->value("chips", 0);
+      r.calibration_held_out = json::integer_or<int64_t>(*j, "held_out", 0);
+      r.calibration_chips = json::integer_or(*j, "chips", 0);
       r.calibration_chips_kept = j->value("chips_kept", r.calibration_chips);
     } else {
       ChipCalibrationOptions c = opts.calibration;
@@ -985,68 +988,70 @@ DenoiseReport DenoiseReport::from_json(const Json& input) {
     }
     r.checkpoint = j.value("checkpoint", "");
     if (j.contains("model")) r.model = ModelSpec::from_json(j.at("model"));
-    r.backbone_params = j.value("backbone_params", int64_t{0});
+    r.backbone_params = json::integer_or<int64_t>(j, "backbone_params", 0);
     const Json d = j.value("dataset", Json::object());
     r.dataset = d.value("name", "");
-    r.fit_size = d.value("fit", int64_t{0});
-    r.validation_size = d.value("validation", int64_t{0});
-    r.search_fit_size = d.value("search_fit", int64_t{0});
-    r.test_size = d.value("test", int64_t{0});
+    r.fit_size = json::integer_or<int64_t>(d, "fit", 0);
+    r.validation_size = json::integer_or<int64_t>(d, "validation", 0);
+    r.search_fit_size = json::integer_or<int64_t>(d, "search_fit", 0);
+    r.test_size = json::integer_or<int64_t>(d, "test", 0);
     r.chance = d.value("chance", 0.0);
     r.noise = j.at("noise");
     r.training = j.value("training", Json::object());
     const Json s = j.value("search", Json::object());
     r.search_method = s.value("method", "");
-    r.search_epochs = s.value("epochs", 0);
-    r.search_draws = s.value("draws", 0);
-    r.search_chips = s.value("chips", 0);
+    r.search_epochs = json::integer_or(s, "epochs", 0);
+    r.search_draws = json::integer_or(s, "draws", 0);
+    r.search_chips = json::integer_or(s, "chips", 0);
     r.min_gain = s.value("min_gain", 0.0);
-    r.placements_trained = s.value("placements_trained", 0);
+    r.placements_trained = json::integer_or(s, "placements_trained", 0);
     const Json e = j.value("evaluation", Json::object());
-    r.eval_draws = e.value("draws", 0);
-    r.eval_chips = e.value("chips", 0);
+    r.eval_draws = json::integer_or(e, "draws", 0);
+    r.eval_chips = json::integer_or(e, "chips", 0);
     if (j.contains("finetune")) {
       r.finetune = true;
-      r.finetune_epochs = j.at("finetune").value("epochs", 0);
+      r.finetune_epochs = json::integer_or(j.at("finetune"), "epochs", 0);
       r.finetune_lr = j.at("finetune").value("lr", 0.0);
     }
     r.budgets_pct = j.value("budgets_pct", std::vector<double>{});
     for (const auto& c : j.value("candidates", Json::array())) {
-      r.candidates.push_back({c.value("site", 0), c.value("name", ""), c.value("block", ""),
-                              c.value("params", int64_t{0}), c.value("overhead_pct", 0.0)});
+      r.candidates.push_back({json::integer_or(c, "site", 0), c.value("name", ""),
+                              c.value("block", ""), json::integer_or<int64_t>(c, "params", 0),
+                              c.value("overhead_pct", 0.0)});
     }
     const Json rankings_json = j.value("rankings", Json::object());
     for (const auto& [name, arr] : rankings_json.items()) {
       auto& v = r.rankings[name];
       for (const auto& s : arr) {
-        v.push_back({s.value("site", 0), s.value("name", ""), number_from_json(s.at("value"))});
+        v.push_back(
+            {json::integer_or(s, "site", 0), s.value("name", ""), number_from_json(s.at("value"))});
       }
     }
     const Json chosen_json = j.value("chosen", Json::object());
     for (const auto& [tag, c] : chosen_json.items()) {
       const Json file = c.value("checkpoint", Json(nullptr));
-      r.chosen[tag] = {c.value("placement", "none"), c.value("params", int64_t{0}),
-                       c.value("budget_params", int64_t{0}),
+      r.chosen[tag] = {c.value("placement", "none"), json::integer_or<int64_t>(c, "params", 0),
+                       json::integer_or<int64_t>(c, "budget_params", 0),
                        file.is_string() ? file.get<std::string>() : ""};
     }
     for (const auto& c : j.at("comparison")) {
       DenoiseComparisonRow row;
       row.model = c.at("model").get<std::string>();
       row.placement = c.value("placement", "none");
-      row.params = c.value("params", int64_t{0});
+      row.params = json::integer_or<int64_t>(c, "params", 0);
       row.overhead_pct = c.value("overhead_pct", 0.0);
       row.clean_accuracy = c.value("clean_accuracy", 0.0);
-      row.trains_parameters = c.value("trains_parameters", int64_t{0});
+      row.trains_parameters = json::integer_or<int64_t>(c, "trains_parameters", 0);
       row.noisy = noisy_from_json(c);
       if (c.contains("calibration")) {
         const Json& cal = c.at("calibration");
-        row.calibration_samples = cal.at("samples").get<int64_t>();
-        row.calibration_epochs = cal.at("epochs").get<int>();
+        row.calibration_samples = json::integer<int64_t>(cal.at("samples"), "samples");
+        row.calibration_epochs = json::integer(cal.at("epochs"), "epochs");
         row.calibration_seconds = cal.at("seconds_per_chip").get<double>();
         // Reports written before the check existed have none.
-        row.calibration_held_out = cal.value("held_out", int64_t{0});
-        row.calibration_chips = cal.value("chips", 0);
-        row.calibration_chips_kept = cal.value("chips_kept", row.calibration_chips);
+        row.calibration_held_out = json::integer_or<int64_t>(cal, "held_out", 0);
+        row.calibration_chips = json::integer_or(cal, "chips", 0);
+        row.calibration_chips_kept = json::integer_or(cal, "chips_kept", row.calibration_chips);
       }
       r.comparison.push_back(row);
     }
@@ -1055,11 +1060,10 @@ DenoiseReport DenoiseReport::from_json(const Json& input) {
           {c.at("name").get<std::string>(), c.value("removed", ""), noisy_from_json(c)});
     }
     for (const auto& p : j.value("operating_points", Json::array())) {
-      r.operating_points.push_back({p.value("method", ""), p.value("step", 0),
-                                    p.value("placement", "none"), p.value("params", int64_t{0}),
-                                    p.value("overhead_pct", 0.0),
-                                    summary_from_json(p.value("validation", Json::object())),
-                                    p.value("pareto", false)});
+      r.operating_points.push_back(
+          {p.value("method", ""), json::integer_or(p, "step", 0), p.value("placement", "none"),
+           json::integer_or<int64_t>(p, "params", 0), p.value("overhead_pct", 0.0),
+           summary_from_json(p.value("validation", Json::object())), p.value("pareto", false)});
     }
   } catch (const Json::exception& e) {
     throw std::invalid_argument(std::string("not a quell denoise report.json: ") + e.what());

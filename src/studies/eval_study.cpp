@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "quell/load.h"
+#include "util/json.h"
 
 namespace quell {
 
@@ -158,16 +159,16 @@ EvalReport EvalReport::from_json(const Json& input) {
     const Json d = j.value("dataset", Json::object());
     r.dataset = d.value("name", "");
     r.split = d.value("split", "");
-    r.samples = d.value("samples", int64_t{0});
-    r.limit = d.value("limit", int64_t{0});
+    r.samples = json::integer_or<int64_t>(d, "samples", 0);
+    r.limit = json::integer_or<int64_t>(d, "limit", 0);
     r.shuffle_seed = d.value("shuffle_seed", uint64_t{0});
     r.chance = d.value("chance", 0.0);
     r.preprocessing = d.value("preprocessing", Json(nullptr));
-    r.skipped_images = d.value("skipped_images", int64_t{0});
+    r.skipped_images = json::integer_or<int64_t>(d, "skipped_images", 0);
     const Json o = j.value("options", Json::object());
-    r.draws = o.value("draws", 0);
-    r.chips = o.value("chips", 0);
-    r.batch_size = o.value("batch_size", int64_t{0});
+    r.draws = json::integer_or(o, "draws", 0);
+    r.chips = json::integer_or(o, "chips", 0);
+    r.batch_size = json::integer_or<int64_t>(o, "batch_size", 0);
     r.noise_seed = o.value("noise_seed", uint64_t{0});
     r.noise = j.value("noise", Json::object());
     r.clean_accuracy = j.at("clean").value("accuracy", 0.0);
@@ -185,7 +186,7 @@ EvalReport EvalReport::from_json(const Json& input) {
       e.result.chip_level = l.value("ci_over", "draws") == "chips";
       e.result.deterministic = l.value("deterministic", false);
       for (const auto& dr : l.value("draws", Json::array())) {
-        e.result.draws.push_back({dr.value("chip", 0), dr.value("draw", 0),
+        e.result.draws.push_back({json::integer_or(dr, "chip", 0), json::integer_or(dr, "draw", 0),
                                   dr.value("accuracy", 0.0), dr.value("loss", 0.0)});
       }
       r.levels.push_back(e);

@@ -16,6 +16,7 @@
 #include "quell/journal.h"
 #include "quell/load.h"
 #include "quell/walk_study.h"
+#include "util/json.h"
 
 namespace quell {
 namespace {
@@ -262,7 +263,8 @@ PlanReport run_plan_study(Model model_holder, const Dataset& train_all, const Da
     std::vector<SiteSensitivity> drop;
     if (const Json* j = journal.find("ranking:drop")) {
       for (const auto& s : *j) {
-        drop.push_back({s.at(0).get<int>(), s.at(1).get<std::string>(), number_from_json(s.at(2))});
+        drop.push_back({json::integer(s.at(0), "site"), s.at(1).get<std::string>(),
+                        number_from_json(s.at(2))});
       }
     } else {
       drop = drop_sensitivity(model, val, noise, sites, search_eval);
@@ -629,7 +631,7 @@ PlanReport PlanReport::from_json(const Json& input) {
     r.clean_accuracy = j.value("clean_accuracy", 0.0);
     r.sensitivity_source = j.value("sensitivity_source", "");
     for (const auto& s : j.value("planned_sites", Json::array())) {
-      r.planned_sites.push_back({s.value("site", 0), s.value("name", ""),
+      r.planned_sites.push_back({json::integer_or(s, "site", 0), s.value("name", ""),
                                  number_from_json(s.at("sensitivity")),
                                  number_from_json(s.at("robustness")),
                                  s.value("energy_per_execution_pj", 0.0)});
@@ -651,8 +653,8 @@ PlanReport PlanReport::from_json(const Json& input) {
       (p.test.chip_level ? p.test.chip_accuracy : p.test.accuracy) =
           summary_from_json(a.value("test", Json::object()));
       for (const auto& d : a.value("test_draws", Json::array())) {
-        p.test.draws.push_back({d.value("chip", 0), d.value("draw", 0), d.value("accuracy", 0.0),
-                                0.0});
+        p.test.draws.push_back({json::integer_or(d, "chip", 0), json::integer_or(d, "draw", 0),
+                                d.value("accuracy", 0.0), 0.0});
       }
       p.pareto = a.value("pareto", false);
       r.allocations.push_back(p);
@@ -670,14 +672,14 @@ PlanReport PlanReport::from_json(const Json& input) {
       r.others.push_back(m);
     }
     const Json e = j.value("evaluation", Json::object());
-    r.eval_draws = e.value("draws", 0);
-    r.eval_chips = e.value("chips", 0);
+    r.eval_draws = json::integer_or(e, "draws", 0);
+    r.eval_chips = json::integer_or(e, "chips", 0);
     const Json s = j.value("search", Json::object());
     r.search_method = s.value("method", "");
-    r.search_width = s.value("width", 0);
-    r.search_draws = s.value("draws", 0);
-    r.validation_size = s.value("validation_size", int64_t{0});
-    r.evaluations = s.value("evaluations", 0);
+    r.search_width = json::integer_or(s, "width", 0);
+    r.search_draws = json::integer_or(s, "draws", 0);
+    r.validation_size = json::integer_or<int64_t>(s, "validation_size", 0);
+    r.evaluations = json::integer_or(s, "evaluations", 0);
   } catch (const Json::exception& e) {
     throw std::invalid_argument(std::string("not a quell plan.json: ") + e.what());
   }

@@ -13,6 +13,7 @@
 #include "quell/checkpoint.h"
 #include "quell/dist.h"
 #include "quell/load.h"
+#include "util/json.h"
 
 namespace quell {
 namespace {
@@ -65,7 +66,7 @@ double null_to_nan(const Json& j) { return j.is_number() ? j.get<double>() : std
 
 SiteCurveSummary curve_from_json(const Json& j) {
   SiteCurveSummary c;
-  c.site = j.value("index", 0);
+  c.site = json::integer_or(j, "index", 0);
   c.name = j.value("name", "");
   const Json m = j.value("midpoint", Json::object());
   const std::string status = m.value("status", "not crossed");
@@ -77,7 +78,7 @@ SiteCurveSummary curve_from_json(const Json& j) {
   c.midpoint.hi = null_to_nan(m.value("ci_high", Json(nullptr)));
   c.midpoint.crossed_fraction = m.value("bootstrap_crossed_fraction", 0.0);
   c.early_stopped = j.value("early_stopped", false);
-  c.extended = j.value("extended_points", 0);
+  c.extended = json::integer_or(j, "extended_points", 0);
   c.complete = j.value("complete", true);
   for (const auto& p : j.value("points", Json::array())) {
     c.sigma.push_back(p.at("sigma").get<double>());
@@ -378,8 +379,8 @@ WalkReport WalkReport::from_json(const Json& input) {
     if (j.contains("model")) r.model = ModelSpec::from_json(j.at("model"));
     const Json d = j.value("dataset", Json::object());
     r.dataset = d.value("name", "");
-    r.samples = d.value("samples", int64_t{0});
-    r.limit = d.value("limit", int64_t{0});
+    r.samples = json::integer_or<int64_t>(d, "samples", 0);
+    r.limit = json::integer_or<int64_t>(d, "limit", 0);
     r.shuffle_seed = d.value("shuffle_seed", uint64_t{0});
     if (j.contains("device") && j.at("device").is_object()) {
       r.device = j.at("device");
@@ -396,7 +397,7 @@ WalkReport WalkReport::from_json(const Json& input) {
       r.grid.values = g.value("values", std::vector<double>{});
     }
 
-    r.repeats = j.value("repeats", 0);
+    r.repeats = json::integer_or(j, "repeats", 0);
     r.adaptive = j.value("adaptive", false);
     r.result.clean_accuracy = j.value("clean_accuracy", 0.0);
     r.result.chance = j.value("chance", 0.0);
@@ -406,13 +407,13 @@ WalkReport WalkReport::from_json(const Json& input) {
     if (j.contains("global") && j.at("global").is_object()) {
       r.result.global = curve_from_json(j.at("global"));
     }
-    r.result.units_total = j.value("units_total", 0);
-    r.result.units_done = j.value("units_done", 0);
-    r.result.evaluations = j.value("evaluations_run", int64_t{0});
+    r.result.units_total = json::integer_or(j, "units_total", 0);
+    r.result.units_done = json::integer_or(j, "units_done", 0);
+    r.result.evaluations = json::integer_or<int64_t>(j, "evaluations_run", 0);
     r.result.seconds = j.value("seconds", 0.0);
     r.shard = j.value("shard", "1/1");
     const Json mpi = j.value("mpi", Json::object());
-    r.mpi_ranks = mpi.value("ranks", 1);
+    r.mpi_ranks = json::integer_or(mpi, "ranks", 1);
     r.evaluations_per_rank = mpi.value("evaluations_per_rank", std::vector<int64_t>{});
     r.fingerprint = j.value("fingerprint", Json::object());
     r.training = j.value("noisy_training", Json(nullptr));

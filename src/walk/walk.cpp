@@ -15,9 +15,10 @@
 
 #include "quell/checkpoint.h"
 #include "quell/inspect.h"
+#include "quell/journal.h"
 #include "quell/rng.h"
 #include "quell/runtime.h"
-#include "quell/journal.h"
+#include "util/json.h"
 #include "util/text.h"
 
 namespace quell {
@@ -222,19 +223,10 @@ Json WalkRecord::to_json(const std::string& key) const {
 WalkRecord WalkRecord::from_json(const Json& j) {
   // get<int>() of a number out of int's range (1e20) is undefined behaviour (UBSan, found by
   // fuzz_walk_journal): an integer in range or an error.
-  auto int_of = [&](const char* key) {
-    const Json& v = j.at(key);
-    const double d = v.get<double>();
-    if (!v.is_number_integer() || d < std::numeric_limits<int>::min() ||
-        d > std::numeric_limits<int>::max()) {
-      throw std::invalid_argument(std::string(key) + " must be an integer, got " + v.dump());
-    }
-    return v.get<int>();
-  };
   WalkRecord r;
-  r.site = int_of("site");
+  r.site = json::integer(j.at("site"), "site");
   r.sigma = j.at("sigma").get<double>();
-  r.repeat = int_of("repeat");
+  r.repeat = json::integer(j.at("repeat"), "repeat");
   // The value under its metric's key ("accuracy", "perplexity", ...).
   bool found = false;
   for (const auto& [k, v] : j.items()) {

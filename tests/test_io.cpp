@@ -239,6 +239,14 @@ TEST(JsonInteger, InRangeOrAnErrorNamingTheField) {
   EXPECT_EQ(json::integer_or(Json::object(), "repeats", 1), 1);
   EXPECT_EQ(json::integer_or(Json{{"repeats", 3}}, "repeats", 1), 3);
   EXPECT_THROW(json::integer_or(Json{{"repeats", 1e20}}, "repeats", 1), std::invalid_argument);
+  // integers_or_empty: every element checked; no key, no elements.
+  EXPECT_EQ(json::integers_or_empty<int>(Json{{"repeats", {1, 2.0, 3}}}, "repeats"),
+            (std::vector<int>{1, 2, 3}));
+  EXPECT_TRUE(json::integers_or_empty<int>(Json::object(), "repeats").empty());
+  EXPECT_THROW(json::integers_or_empty<int>(Json{{"repeats", {1, 1e20}}}, "repeats"),
+               std::invalid_argument);
+  EXPECT_THROW(json::integers_or_empty<int>(Json{{"repeats", 3}}, "repeats"),
+               std::invalid_argument);
 }
 
 TEST(CsvTable, PlainFields) {

@@ -1,6 +1,8 @@
 // Dataset readers and writers: IDX (MNIST / Fashion-MNIST), CIFAR binary, and a synthetic
 // IDX generator; image folders live in image_folder.cpp. Every file error is a
 // std::runtime_error of one line, "<path>: <problem>".
+#include "quell/data.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <zlib.h>
 
@@ -16,7 +18,6 @@
 #include <stdexcept>
 
 #include "data/loaders.h"
-#include "quell/data.h"
 #include "util/json.h"
 
 namespace quell {

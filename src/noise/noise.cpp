@@ -554,7 +554,7 @@ NoiseConfig noise_config_from_json(const Json& j, const std::vector<std::string>
     return json::part("noise configuration: " + part, read);
   };
   NoiseConfig cfg;
-  cfg.seed = in("seed", [&] { return j.value("seed", static_cast<uint64_t>(1)); });
+  cfg.seed = in("seed", [&] { return json::integer_or<uint64_t>(j, "seed", 1); });
   if (j.contains("weight_noise")) {
     cfg.weight = in("weight_noise", [&] { return WeightNoise::from_json(j.at("weight_noise")); });
   }

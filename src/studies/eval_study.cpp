@@ -161,7 +161,7 @@ EvalReport EvalReport::from_json(const Json& input) {
     r.split = d.value("split", "");
     r.samples = json::integer_or<int64_t>(d, "samples", 0);
     r.limit = json::integer_or<int64_t>(d, "limit", 0);
-    r.shuffle_seed = d.value("shuffle_seed", uint64_t{0});
+    r.shuffle_seed = json::integer_or<uint64_t>(d, "shuffle_seed", 0);
     r.chance = d.value("chance", 0.0);
     r.preprocessing = d.value("preprocessing", Json(nullptr));
     r.skipped_images = json::integer_or<int64_t>(d, "skipped_images", 0);
@@ -169,7 +169,7 @@ EvalReport EvalReport::from_json(const Json& input) {
     r.draws = json::integer_or(o, "draws", 0);
     r.chips = json::integer_or(o, "chips", 0);
     r.batch_size = json::integer_or<int64_t>(o, "batch_size", 0);
-    r.noise_seed = o.value("noise_seed", uint64_t{0});
+    r.noise_seed = json::integer_or<uint64_t>(o, "noise_seed", 0);
     r.noise = j.value("noise", Json::object());
     r.clean_accuracy = j.at("clean").value("accuracy", 0.0);
     r.clean_loss = j.at("clean").value("loss", 0.0);

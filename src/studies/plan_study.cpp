@@ -643,7 +643,7 @@ PlanReport PlanReport::from_json(const Json& input) {
       p.method = a.at("method").get<std::string>();
       p.budget = a.value("budget", "");
       p.label = a.value("allocation", "none");
-      p.repeats = a.value("repeats", std::vector<int>{});
+      p.repeats = json::integers_or_empty<int>(a, "repeats");
       p.total_repeats = a.value("total_repeats", 0.0);
       p.energy_pj = a.value("energy_pj", 0.0);
       p.energy_overhead_pct = a.value("energy_overhead_pct", 0.0);

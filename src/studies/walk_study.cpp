@@ -381,7 +381,7 @@ WalkReport WalkReport::from_json(const Json& input) {
     r.dataset = d.value("name", "");
     r.samples = json::integer_or<int64_t>(d, "samples", 0);
     r.limit = json::integer_or<int64_t>(d, "limit", 0);
-    r.shuffle_seed = d.value("shuffle_seed", uint64_t{0});
+    r.shuffle_seed = json::integer_or<uint64_t>(d, "shuffle_seed", 0);
     if (j.contains("device") && j.at("device").is_object()) {
       r.device = j.at("device");
       r.device_sweep = j.value("device_sweep", std::string("time"));
@@ -414,7 +414,7 @@ WalkReport WalkReport::from_json(const Json& input) {
     r.shard = j.value("shard", "1/1");
     const Json mpi = j.value("mpi", Json::object());
     r.mpi_ranks = json::integer_or(mpi, "ranks", 1);
-    r.evaluations_per_rank = mpi.value("evaluations_per_rank", std::vector<int64_t>{});
+    r.evaluations_per_rank = json::integers_or_empty<int64_t>(mpi, "evaluations_per_rank");
     r.fingerprint = j.value("fingerprint", Json::object());
     r.training = j.value("noisy_training", Json(nullptr));
     for (const auto& c : r.result.sites) r.site_names.push_back(c.name);

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "quell/io.h"
 #include "util/text.h"
@@ -77,6 +78,20 @@ T integer(const Json& v, const std::string& what) {
 template <typename T>
 T integer_or(const Json& j, const char* key, T fallback) {
   return j.contains(key) ? integer<T>(j.at(key), key) : fallback;
+}
+
+/// j[key], an array of integers each read by integer(), or an empty vector without `key`.
+template <typename T>
+std::vector<T> integers_or_empty(const Json& j, const char* key) {
+  std::vector<T> out;
+  if (!j.contains(key)) return out;
+  const Json& a = j.at(key);
+  if (!a.is_array()) {
+    throw std::invalid_argument(std::string(key) + " must be an array of integers, got " +
+                                text::printable(a.dump()));
+  }
+  for (const Json& v : a) out.push_back(integer<T>(v, key));
+  return out;
 }
 
 }  // namespace quell::json

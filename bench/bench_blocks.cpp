@@ -1,8 +1,9 @@
 // Denoising blocks' speed, as ratios against a baseline measured in the same run: a bottleneck
-// block (quell/blocks.h) at each of lenet5-bn's convolutional sites against the same block's
-// parameters through three LibTorch conv2d calls (its implementation before 2026-12-07),
-// evaluation (no autograd) and one training step (forward, backward to the input and the
-// block's parameters). Timings alternate between the two sides and report medians.
+// block (quell/blocks.h) at each of lenet5-bn's convolutional sites (and vgg-s's without
+// --quick) against the same block's parameters through three LibTorch conv2d calls (what blocks
+// too wide for the one-pass kernel of src/model/bottleneck.h still run), evaluation (no
+// autograd) and one training step (forward, backward to the input and the block's
+// parameters). Timings alternate between the two sides and report medians.
 //
 // Usage: bench_blocks [--quick] [--threads N] [--batch B (default 128)]
 //   --threads 1 is what an evaluation runs per batch (quell::parallel_items).
@@ -64,10 +65,15 @@ int main(int argc, char** argv) {
     std::vector<int64_t> shape;
     int ratio;
   };
-  // lenet5-bn: input, conv1..relu1, pool1, conv2..relu2, pool2; the study's ratios 4 and 16.
-  const std::vector<Case> cases = {{{1, 28, 28}, 4},  {{6, 28, 28}, 16}, {{6, 28, 28}, 4},
-                                   {{6, 14, 14}, 16}, {{16, 10, 10}, 16}, {{16, 10, 10}, 4},
-                                   {{16, 5, 5}, 4}};
+  // lenet5-bn: input, conv1..relu1, pool1, conv2..relu2, pool2; vgg-s on 28x28 images: its
+  // three stages (32, 64 and 128 channels); the study's ratios 4 and 16.
+  std::vector<Case> cases = {{{1, 28, 28}, 4},  {{6, 28, 28}, 16}, {{6, 28, 28}, 4},
+                             {{6, 14, 14}, 16}, {{16, 10, 10}, 16}, {{16, 10, 10}, 4},
+                             {{16, 5, 5}, 4}};
+  if (!quick) {
+    cases.insert(cases.end(), {{{32, 28, 28}, 16}, {{32, 28, 28}, 4}, {{64, 14, 14}, 16},
+                               {{64, 14, 14}, 4}, {{128, 7, 7}, 16}});
+  }
   double worst_eval = 1e9, worst_train = 1e9;
   for (const auto& c : cases) {
     torch::manual_seed(0);

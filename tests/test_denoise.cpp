@@ -93,15 +93,23 @@ TEST(Denoisers, UntrainedBlocksAreTheIdentity) {
   m->set_denoisers_enabled(true);
 }
 
-// Bottleneck blocks on planes of 256+ positions run their 1x1 convolutions as matrix products
-// (faster than oneDNN's convolution on a few channels, bench_blocks): the same function and the
-// same gradients as the three convolutions, there and on small planes (the convolution path).
+// Bottleneck blocks run as one kernel per image on the CPU (model/bottleneck.h; before, as
+// matrix products and LibTorch's convolution, which wider blocks still use): the same function
+// and the same gradients of the input and of every parameter as the three convolutions, on
+// large and small planes, at widths m of 1 to 4 (the kernel) and 4 and 8 on small planes (the
+// operators); with autograd off the same values.
 TEST(Denoisers, BottleneckBlocksComputeTheirConvolutionsOnLargeAndSmallPlanes) {
-  for (const std::vector<int64_t>& shape :
-       {std::vector<int64_t>{6, 28, 28}, std::vector<int64_t>{1, 16, 16},
-        std::vector<int64_t>{16, 10, 10}}) {
+  for (const auto& [shape, ratio] :
+       std::vector<std::pair<std::vector<int64_t>, int>>{{{6, 28, 28}, 4},
+                                                        {{1, 16, 16}, 4},
+                                                        {{16, 10, 10}, 4},
+                                                        {{16, 5, 5}, 16},
+                                                        {{3, 12, 9}, 1},
+                                                        {{16, 5, 5}, 4},
+                                                        {{32, 8, 8}, 4}}) {
+    const std::string what = ::testing::PrintToString(shape) + " r=" + std::to_string(ratio);
     torch::manual_seed(3);
-    DenoiserImpl block(BlockSpec::parse("bottleneck:r=4"), shape);
+    DenoiserImpl block(BlockSpec::parse("bottleneck:r=" + std::to_string(ratio)), shape);
     {
       torch::NoGradGuard no_grad;
       for (auto& p : block.parameters()) p.normal_(0, 0.3);
@@ -114,16 +122,55 @@ TEST(Denoisers, BottleneckBlocksComputeTheirConvolutionsOnLargeAndSmallPlanes) {
     h = torch::relu(torch::conv2d(h, p["mid.weight"], p["mid.bias"], 1, 1));
     const torch::Tensor expected = x + torch::conv2d(h, p["expand.weight"], p["expand.bias"]);
     const torch::Tensor y = block.forward(x);
-    EXPECT_TRUE(torch::allclose(y, expected, 1e-5, 1e-6)) << ::testing::PrintToString(shape);
-    const torch::Tensor g = torch::randn(full);
-    const auto grads = torch::autograd::grad({y}, {x, p["reduce.weight"], p["expand.bias"]}, {g});
-    const auto ref =
-        torch::autograd::grad({expected}, {x, p["reduce.weight"], p["expand.bias"]}, {g});
-    for (size_t i = 0; i < grads.size(); ++i) {
-      EXPECT_TRUE(torch::allclose(grads[i], ref[i], 1e-4, 1e-5))
-          << ::testing::PrintToString(shape) << " gradient " << i;
+    EXPECT_TRUE(torch::allclose(y, expected, 1e-5, 1e-6)) << what;
+    {
+      torch::NoGradGuard no_grad;
+      EXPECT_TRUE(torch::equal(block.forward(x), y)) << what << ": autograd off";
     }
+    const torch::Tensor g = torch::randn(full);
+    const std::vector<torch::Tensor> of = {x,
+                                           p["reduce.weight"],
+                                           p["reduce.bias"],
+                                           p["mid.weight"],
+                                           p["mid.bias"],
+                                           p["expand.weight"],
+                                           p["expand.bias"]};
+    const auto grads = torch::autograd::grad({y}, of, {g});
+    const auto ref = torch::autograd::grad({expected}, of, {g});
+    for (size_t i = 0; i < grads.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(grads[i], ref[i], 1e-4, 1e-4)) << what << " gradient " << i;
+    }
+    // Without the input's gradient (the first block of a frozen backbone) the parameters' are
+    // the same.
+    const torch::Tensor y0 = block.forward(x.detach());
+    const auto no_input = torch::autograd::grad({y0}, {p["reduce.weight"], p["mid.weight"]}, {g});
+    EXPECT_TRUE(torch::equal(no_input[0], grads[1])) << what;
+    EXPECT_TRUE(torch::equal(no_input[1], grads[3])) << what;
   }
+}
+
+// The block's parameter gradients are summed over images in order: the same bits with one
+// thread and with several, so a training's result does not depend on the machine's cores.
+TEST(Denoisers, BottleneckGradientsDoNotDependOnThreads) {
+  torch::manual_seed(4);
+  DenoiserImpl block(BlockSpec::parse("bottleneck:r=4"), {6, 28, 28});
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : block.parameters()) p.normal_(0, 0.3);
+  }
+  const torch::Tensor x = torch::randn({37, 6, 28, 28}).requires_grad_(true);
+  const torch::Tensor g = torch::randn({37, 6, 28, 28});
+  auto grads_with = [&](int threads) {
+    const int before = torch::get_num_threads();
+    torch::set_num_threads(threads);
+    std::vector<torch::Tensor> of = {x};
+    for (const auto& p : block.parameters()) of.push_back(p);
+    auto out = torch::autograd::grad({block.forward(x)}, of, {g});
+    torch::set_num_threads(before);
+    return out;
+  };
+  const auto one = grads_with(1), four = grads_with(4);
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i], four[i])) << i;
 }
 
 TEST(Denoisers, BackboneParameterCountExcludesBlocks) {

@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "model/bottleneck.h"
 #include "util/json.h"
 #include "util/text.h"
 
@@ -115,29 +116,17 @@ DenoiserImpl::DenoiserImpl(const BlockSpec& spec, const std::vector<int64_t>& sh
   }
 }
 
-namespace {
-
-// A 1x1 convolution of [N, C, H, W]. On the CPU, on planes of 256 positions or more, it runs as
-// one matrix product per sample: LibTorch 1.13's oneDNN convolution reorders a tensor of a few
-// channels into its blocked layout and back. Measured by bench_blocks (docs/bench.md, one
-// thread, batch 128): a bottleneck block at a 28x28 site evaluates 1.0-6x and trains 1.2-2x
-// faster this way; on smaller planes the convolution is as fast or faster. Same parameters,
-// same function; the sums run in another order (equal to float rounding).
-torch::Tensor pointwise(torch::nn::Conv2d& conv, const torch::Tensor& x) {
-  if (!x.is_cpu() || x.dim() != 4 || x.size(2) * x.size(3) < 256) return conv->forward(x);
-  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  return torch::matmul(conv->weight.flatten(1), x.reshape({n, c, h * w}))
-      .add(conv->bias.view({1, -1, 1}))
-      .view({n, -1, h, w});
-}
-
-}  // namespace
-
 torch::Tensor DenoiserImpl::forward(const torch::Tensor& x) {
   if (spec_.kind == "bottleneck") {
-    torch::Tensor h = torch::relu(pointwise(reduce_, x));
+    // CPU float32 and narrow: one pass per image, forward and backward (model/bottleneck.h).
+    if (detail::bottleneck_applies(x, reduce_->weight, reduce_->bias, mid_->weight, mid_->bias,
+                                   expand_->weight, expand_->bias)) {
+      return detail::bottleneck_block(x, reduce_->weight, reduce_->bias, mid_->weight,
+                                      mid_->bias, expand_->weight, expand_->bias);
+    }
+    torch::Tensor h = torch::relu(reduce_->forward(x));
     h = torch::relu(mid_->forward(h));
-    return x + pointwise(expand_, h);
+    return x + expand_->forward(h);
   }
   if (spec_.kind == "mlp") {
     const torch::Tensor flat = x.flatten(1);

@@ -402,6 +402,27 @@ TEST(ChipCalibration, BlocksCalibratedOnEachChipLearnThatChip) {
   for (size_t i = 0; i < agnostic.draws.size(); ++i) {
     EXPECT_EQ(wrecked.noisy.draws[i].accuracy, agnostic.draws[i].accuracy) << i;
   }
+  // Given the chip-agnostic blocks' own evaluation, a refused chip takes its passes from it
+  // instead of evaluating them again: marked passes (accuracy + 1) come back as they are.
+  UncalibratedEval known{agnostic, evaluate(*m, val, NoiseConfig{}, eo).accuracy.mean};
+  EXPECT_DOUBLE_EQ(wrecked.clean.mean, known.clean);
+  for (auto& d : known.noisy.draws) d.accuracy += 1.0;
+  const ChipCalibrationResult reused =
+      calibrate_per_chip(*m, train_set, val, noise, wild, eo, &known);
+  EXPECT_EQ(reused.chips_kept, 0);
+  ASSERT_EQ(reused.noisy.draws.size(), agnostic.draws.size());
+  for (size_t i = 0; i < agnostic.draws.size(); ++i) {
+    EXPECT_EQ(reused.noisy.draws[i].chip, agnostic.draws[i].chip);
+    EXPECT_EQ(reused.noisy.draws[i].draw, agnostic.draws[i].draw);
+    EXPECT_EQ(reused.noisy.draws[i].accuracy, agnostic.draws[i].accuracy + 1.0) << i;
+  }
+  // An evaluation without this chip's passes is not used: the chip is evaluated.
+  known.noisy.draws.clear();
+  const ChipCalibrationResult missing =
+      calibrate_per_chip(*m, train_set, val, noise, wild, eo, &known);
+  for (size_t i = 0; i < agnostic.draws.size(); ++i) {
+    EXPECT_EQ(missing.noisy.draws[i].accuracy, agnostic.draws[i].accuracy) << i;
+  }
   wild.holdout = 0.0;
   const ChipCalibrationResult unchecked = calibrate_per_chip(*m, train_set, val, noise, wild, eo);
   EXPECT_EQ(unchecked.chips_kept, 6);

@@ -150,8 +150,9 @@ TEST(DenoiseAndPlanStudies, RunFromTheLibraryAndReadBack) {
   d.search_limit = 200;
   d.taylor_samples = 200;
   d.train.epochs = 1;
-  d.eval.draws = 2;
+  d.eval.draws = 3;
   d.eval.chips = 1;
+  d.robust_draws = 2;
   d.robustness_levels = {0.0, 1.0};
   d.out = (std::filesystem::path(dir.str()) / "denoise").string();
   d.figures = {false, false};
@@ -172,6 +173,20 @@ TEST(DenoiseAndPlanStudies, RunFromTheLibraryAndReadBack) {
   EXPECT_EQ(back.table(), r.table());
   // The backbone is left as it was: no blocks.
   EXPECT_FALSE(t.model->has_denoisers());
+  // A curve's point at the configured noise (level 1) is taken from the row's own evaluation
+  // (its first robust_draws draws of 3): the passes a robustness evaluation runs, same values.
+  EvalOptions ro = d.eval;
+  ro.draws = d.robust_draws;
+  ro.chips = d.robust_draws;
+  const Summary direct = evaluate(*t.model, t.test, d.noise, ro).headline();
+  ASSERT_FALSE(r.robustness.empty());
+  EXPECT_EQ(r.robustness[0].label, "unmitigated");
+  ASSERT_EQ(r.robustness[0].points.size(), 2u);
+  EXPECT_EQ(r.robustness[0].points[1].sigma, 1.0);
+  EXPECT_EQ(r.robustness[0].points[1].mean, direct.mean);
+  EXPECT_EQ(r.robustness[0].points[1].lo, direct.ci_low);
+  EXPECT_EQ(r.robustness[0].points[1].hi, direct.ci_high);
+  EXPECT_NE(r.comparison.front().noisy.headline().mean, direct.mean) << "3 draws against 2";
 
   // The planner reads that report through its type and costs its mitigations.
   PlanStudyOptions p;

@@ -78,18 +78,28 @@ struct ChipCalibrationResult {
   double seconds_per_chip = 0.0;  ///< mean wall time of one chip's calibration (and check)
 };
 
+/// What the chip-agnostic blocks gave on calibrate_per_chip's `data` with its noise and `eval`
+/// options (the same chips and draws): a chip whose calibration the check refuses runs exactly
+/// those blocks, so its passes and clean accuracy are taken from here instead of evaluated again.
+struct UncalibratedEval {
+  EvalResult noisy;
+  double clean = 0.0;  ///< noise-free accuracy
+};
+
 /// For each chip c of `eval` (eval.first_chip … + eval.chips − 1): the model's blocks are
 /// fine-tuned on `calib` with chip c's noise held fixed (DenoiseTrainOptions::chip = c, dynamic
 /// noise fresh every step) on the first (1 - holdout) of calib's first opts.samples samples, kept
 /// if they beat the chip-agnostic blocks on the rest (ChipCalibrationOptions::holdout), then
 /// evaluated on `data` on chip c alone (eval.draws draws) and without noise. The model's blocks
-/// are restored afterwards. Throws std::invalid_argument if
-/// the model has no blocks, `noise` has no per-chip part (NoiseConfig::has_static) or an option
-/// is bad.
+/// are restored afterwards. A chip whose calibration is refused takes its evaluation from
+/// `uncalibrated` when given (it must hold that chip's eval.draws passes; else it is evaluated).
+/// Throws std::invalid_argument if the model has no blocks, `noise` has no per-chip part
+/// (NoiseConfig::has_static) or an option is bad.
 ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
                                          const Dataset& data, const NoiseConfig& noise,
                                          const ChipCalibrationOptions& opts,
-                                         const EvalOptions& eval);
+                                         const EvalOptions& eval,
+                                         const UncalibratedEval* uncalibrated = nullptr);
 
 /// Per-site sensitivity.
 struct SiteSensitivity {

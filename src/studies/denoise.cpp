@@ -214,7 +214,8 @@ void ChipCalibrationOptions::validate() const {
 ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
                                          const Dataset& data, const NoiseConfig& noise,
                                          const ChipCalibrationOptions& opts,
-                                         const EvalOptions& eval) {
+                                         const EvalOptions& eval,
+                                         const UncalibratedEval* uncalibrated) {
   opts.validate();
   if (!model.has_denoisers()) throw std::invalid_argument("the model has no denoising blocks");
   if (!noise.has_static()) {
@@ -279,12 +280,26 @@ ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
       t.chip = c;
       t.progress = opts.progress;
       train_denoisers(model, part, t);
-      if (held == 0 || check_loss() < before) {
+      const bool kept = held == 0 || check_loss() < before;
+      if (kept) {
         ++result.chips_kept;
       } else {
         restore();  // this chip's calibration did not help on its held-out samples
       }
       seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (!kept && uncalibrated != nullptr) {
+        // The chip-agnostic blocks again: their own passes on this chip, if all are there.
+        std::vector<DrawResult> known;
+        for (const auto& d : uncalibrated->noisy.draws) {
+          if (d.chip == c) known.push_back(d);
+        }
+        const int want = noise.has_dynamic() ? eval.draws : 1;
+        if (static_cast<int>(known.size()) == want) {
+          passes.insert(passes.end(), known.begin(), known.end());
+          clean.push_back(uncalibrated->clean);
+          continue;
+        }
+      }
       EvalOptions one = eval;
       one.first_chip = c;
       one.chips = 1;

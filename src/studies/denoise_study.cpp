@@ -651,7 +651,10 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   // Rows of one placement hold blocks trained identically (same seeds and data), so their
   // calibrations are identical too: the first is reused.
   std::map<std::string, DenoiseComparisonRow> calibrated;
-  auto add_calibrated = [&](const std::string& name, ModelImpl& m, const Placement& p) {
+  // `agnostic`: the row of the same blocks before calibration (a chip whose calibration is
+  // refused takes its evaluation).
+  auto add_calibrated = [&](const std::string& name, ModelImpl& m, const Placement& p,
+                            DenoiseComparisonRow agnostic) {
     PhaseTimer timer(report.seconds, "calibration");
     DenoiseComparisonRow r;
     r.model = name;
@@ -675,7 +678,8 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
       c.progress = root ? monitor.bar(name) : nullptr;
       EvalOptions o = eval_opts;
       o.progress = nullptr;
-      const ChipCalibrationResult res = calibrate_per_chip(m, fit, test, noise, c, o);
+      const UncalibratedEval before{agnostic.noisy, agnostic.clean_accuracy};
+      const ChipCalibrationResult res = calibrate_per_chip(m, fit, test, noise, c, o, &before);
       r.clean_accuracy = res.clean.mean;
       r.noisy = res.noisy;
       r.calibration_samples = res.samples;
@@ -705,7 +709,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
       Model m = add_row("taylor greedy <=" + tag,
                         [&] { return train_placement(tp, "taylor " + tag); }, tp.label(names),
                         tp.params());
-      if (calibrating) add_calibrated("taylor greedy <=" + tag + " per chip", *m, tp);
+      if (calibrating) add_calibrated("taylor greedy <=" + tag + " per chip", *m, tp, report.comparison.back());
     }
     const Placement& cp = chosen[b];
     DenoiseChoice choice{cp.label(names), cp.params(), budget_params(b), ""};
@@ -731,7 +735,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
         choice.checkpoint = file;
         saved_files.push_back(file);
       }
-      if (calibrating) add_calibrated(name + " per chip", *m, cp);
+      if (calibrating) add_calibrated(name + " per chip", *m, cp, report.comparison.back());
     }
     report.chosen[tag] = choice;
   }
@@ -740,7 +744,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
     all.blocks = first_ratio;
     Model m = add_row("all sites", [&] { return train_placement(all, "all sites"); },
                       all.label(names), all.params());
-    if (calibrating) add_calibrated("all sites per chip", *m, all);
+    if (calibrating) add_calibrated("all sites per chip", *m, all, report.comparison.back());
   }
   if (opts.finetune) {
     add_row(
@@ -799,6 +803,18 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   }
 
   // ---- Robustness: accuracy vs noise level ---------------------------------------------------
+  // The passes an evaluation with `o` (under the study's noise) would make, taken from a larger
+  // one (chips first_chip … + o.chips − 1, draws 0 … o.draws − 1), or none if it lacks any.
+  auto first_passes = [&](const EvalResult& from, const EvalOptions& o) {
+    const int chips = chips_matter ? o.chips : 1, draws = draws_matter ? o.draws : 1;
+    const int first = chips_matter ? o.first_chip : 0;
+    std::vector<DrawResult> picked;
+    for (const auto& d : from.draws) {
+      if (d.chip >= first && d.chip < first + chips && d.draw < draws) picked.push_back(d);
+    }
+    if (static_cast<int>(picked.size()) != chips * draws) return EvalResult{};
+    return summarize_draws(std::move(picked), chips_matter, draws_matter);
+  };
   if (!opts.robustness_levels.empty()) {
     PhaseTimer timer(report.seconds, "robustness");
     EvalOptions ro = eval_opts;
@@ -826,8 +842,13 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
       } else {
         Json points = Json::array();
         for (double level : opts.robustness_levels) {
+          // At the configured noise (level 1) the row's own evaluation holds these passes
+          // (the same chips and draws, the first ro.chips x ro.draws of them): no second run.
+          const EvalResult same = level == 1.0 ? first_passes(r.noisy, ro) : EvalResult{};
           const Summary s =
-              evaluate(*models.at(r.model), test, noise.scaled(level), ro).headline();
+              !same.draws.empty()
+                  ? same.headline()
+                  : evaluate(*models.at(r.model), test, noise.scaled(level), ro).headline();
           c.points.push_back({level, s.mean, s.ci_low, s.ci_high});
           points.push_back({level, s.mean, s.ci_low, s.ci_high});
         }

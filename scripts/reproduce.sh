@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the findings of both papers with quell (docs/reproduce.md). Not part of CI: about
 # 1.5 hours on 2 cores. Parts, in order:
-#   scripts/reproduce.sh [all|walk|denoise|dynamics|multiexec]   (default all)
+#   scripts/reproduce.sh [all|walk|denoise|dynamics|multiexec|figures]   (default all)
 # Results go to $QUELL_REPRO_DIR (default runs/repro); every part resumes from its journals.
 # The backbone is the demo's lenet5-bn (scripts/demo.sh trains and walks it if missing).
 set -euo pipefail
@@ -74,6 +74,46 @@ dynamics() {
   done
 }
 
+# The denoiser headline beside the paper's: drop in points, unmitigated, chip-agnostic blocks and
+# blocks calibrated per chip (Taylor rule, 2% budget), from two studies' report.csv.
+denoise_figure() {  # OUT.png LABEL DIR [LABEL DIR ...]
+  local data out=$1
+  shift
+  data=$(mktemp)
+  drop() { awk -F, -v m="$2" '$1 == m { print $NF }' "$1/report.csv"; }
+  pct() { awk -F, '$1 == "taylor greedy <=2%" { printf "%.2f", $4 }' "$1/report.csv"; }
+  {
+    echo '"paper (mean of its models; 2.03%)" 31.7 ? 1.15'
+    while [ $# -ge 2 ]; do
+      printf '"%s (%s%%)" %s %s %s\n' "$1" "$(pct "$2")" "$(drop "$2" unmitigated)" \
+        "$(drop "$2" "taylor greedy <=2%")" "$(drop "$2" "taylor greedy <=2% per chip")"
+      shift 2
+    done
+  } >"$data"
+  gnuplot <<GNUPLOT
+set terminal pngcairo size 820,440 font ",10"
+set output '$out'
+set datafile missing '?'
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set ylabel 'accuracy drop (points)'
+set yrange [0:*]
+set key top right
+set title 'Denoising blocks under column variation fixed per chip (Taylor rule, <= 2% parameters)'
+plot '$data' using 2:xtic(1) title 'unmitigated' lc rgb '#c0392b', \
+     '' using 3 title 'chip-agnostic blocks' lc rgb '#7f8c8d', \
+     '' using 4 title 'blocks calibrated per chip' lc rgb '#27ae60'
+GNUPLOT
+  rm -f "$data"
+}
+
+figures() {
+  say "figures: the denoiser headline beside the paper's ($OUT/denoise.png)"
+  denoise_figure "$OUT/denoise.png" lenet5-bn "$OUT/denoise-column" vgg-s "$OUT/denoise-column-vgg22"
+}
+
 multiexec() {
   # Multi-execution: the authors' per-site schemes and quell's measured greedy allocation under
   # the same total repetitions, dynamic additive noise at a fixed sigma on all 16 sites.
@@ -87,7 +127,8 @@ case $WHAT in
   denoise) denoise ;;
   dynamics) dynamics ;;
   multiexec) multiexec ;;
-  all) walk; denoise; dynamics; multiexec ;;
-  *) echo "usage: scripts/reproduce.sh [all|walk|denoise|dynamics|multiexec]" >&2; exit 2 ;;
+  figures) figures ;;
+  all) walk; denoise; dynamics; multiexec; figures ;;
+  *) echo "usage: scripts/reproduce.sh [all|walk|denoise|dynamics|multiexec|figures]" >&2; exit 2 ;;
 esac
 say "done: results in $OUT (docs/reproduce.md explains them)"

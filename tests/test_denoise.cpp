@@ -387,7 +387,9 @@ TEST(ChipCalibration, BlocksCalibratedOnEachChipLearnThatChip) {
   each.draws = 1;
   const EvalResult per = evaluate(*chip2, val, noise, each);
   for (const auto& d : per.draws) {
-    if (d.chip != 2) EXPECT_GT(per.draws[2].accuracy, d.accuracy) << "chip " << d.chip;
+    if (d.chip != 2) {
+      EXPECT_GT(per.draws[2].accuracy, d.accuracy) << "chip " << d.chip;
+    }
   }
 
   // A calibration that wrecks the blocks (a learning rate far too large) fails its check on

@@ -59,6 +59,12 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
 /// accuracy over all draws, chip_accuracy over per-chip means, the CI level and determinism
 /// as evaluate sets them for a configuration with (without) per-chip and dynamic noise.
 EvalResult summarize_draws(std::vector<DrawResult> draws, bool chips_matter, bool draws_matter);
+/// The passes `evaluate(model, data, config, o)` would make (chips o.first_chip … + o.chips − 1
+/// and draws 0 … o.draws − 1, as far as `config` makes them matter), taken from a larger
+/// evaluation of the same model, data and configuration, and summarised; no draws if `from`
+/// lacks any of them. The passes depend only on their chip and draw, so the result is what
+/// evaluate would return.
+EvalResult passes_within(const EvalResult& from, const NoiseConfig& config, const EvalOptions& o);
 /// The metric (accuracy by default) and mean loss of one pass over the data with the engine as
 /// configured.
 DrawResult run_pass(ModelImpl& model, const Dataset& data, int64_t batch_size,

@@ -202,6 +202,18 @@ EvalResult evaluate(ModelImpl& model, const Dataset& data, const NoiseConfig& co
   return summarize_draws(std::move(result.draws), chips_matter, draws_matter);
 }
 
+EvalResult passes_within(const EvalResult& from, const NoiseConfig& config, const EvalOptions& o) {
+  const bool chips_matter = config.has_static(), draws_matter = config.has_dynamic();
+  const int chips = chips_matter ? o.chips : 1, draws = draws_matter ? o.draws : 1;
+  const int first = chips_matter ? o.first_chip : 0;
+  std::vector<DrawResult> picked;
+  for (const auto& d : from.draws) {
+    if (d.chip >= first && d.chip < first + chips && d.draw < draws) picked.push_back(d);
+  }
+  if (static_cast<int64_t>(picked.size()) != static_cast<int64_t>(chips) * draws) return {};
+  return summarize_draws(std::move(picked), chips_matter, draws_matter);
+}
+
 EvalResult summarize_draws(std::vector<DrawResult> draws, bool chips_matter, bool draws_matter) {
   EvalResult result;
   result.deterministic = !chips_matter && !draws_matter;

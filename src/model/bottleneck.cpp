@@ -117,7 +117,7 @@ inline float sum(const float* __restrict a, int64_t n) {
   return s;
 }
 
-// planes [n][H][W] into the interior of pad [n][H+2][W+2] (its border stays zero).
+// m planes [H][W] into the interior of m padded planes [H+2][W+2] (their border stays zero).
 void pad_planes(const Block& k, const float* planes, float* pad) {
   const int64_t pw = k.padded_width(), pp = k.padded_plane(), p = k.plane();
   for (int64_t i = 0; i < k.m; ++i) {
@@ -349,11 +349,13 @@ bool bottleneck_applies(const torch::Tensor& x, const torch::Tensor& reduce_w,
   if (x.dim() != 4 || x.size(0) == 0) return false;
   const int64_t c = x.size(1), m = reduce_w.size(0);
   // Where it is faster than LibTorch's operators (bench_blocks, docs/bench.md): narrow blocks.
-  // From m = 8 (and m = 4 on planes below 10 x 10) oneDNN's convolutions win.
+  // Above m = 4 (measured at 8 and 16), and at m = 4 on planes below 10 x 10, oneDNN's
+  // convolutions win.
   if (m > 4 || (m > 2 && x.size(2) * x.size(3) < 100)) return false;
-  return reduce_w.sizes() == at::IntArrayRef{m, c, 1, 1} && reduce_b.sizes() == at::IntArrayRef{m} &&
-         mid_w.sizes() == at::IntArrayRef{m, m, 3, 3} && mid_b.sizes() == at::IntArrayRef{m} &&
-         expand_w.sizes() == at::IntArrayRef{c, m, 1, 1} && expand_b.sizes() == at::IntArrayRef{c};
+  return reduce_w.sizes() == at::IntArrayRef{m, c, 1, 1} &&
+         reduce_b.sizes() == at::IntArrayRef{m} && mid_w.sizes() == at::IntArrayRef{m, m, 3, 3} &&
+         mid_b.sizes() == at::IntArrayRef{m} && expand_w.sizes() == at::IntArrayRef{c, m, 1, 1} &&
+         expand_b.sizes() == at::IntArrayRef{c};
 }
 
 torch::Tensor bottleneck_block(const torch::Tensor& x, const torch::Tensor& reduce_w,

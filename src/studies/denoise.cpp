@@ -287,22 +287,18 @@ ChipCalibrationResult calibrate_per_chip(ModelImpl& model, const Dataset& calib,
         restore();  // this chip's calibration did not help on its held-out samples
       }
       seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      EvalOptions one = eval;
+      one.first_chip = c;
+      one.chips = 1;
       if (!kept && uncalibrated != nullptr) {
         // The chip-agnostic blocks again: their own passes on this chip, if all are there.
-        std::vector<DrawResult> known;
-        for (const auto& d : uncalibrated->noisy.draws) {
-          if (d.chip == c) known.push_back(d);
-        }
-        const int want = noise.has_dynamic() ? eval.draws : 1;
-        if (static_cast<int>(known.size()) == want) {
-          passes.insert(passes.end(), known.begin(), known.end());
+        const EvalResult known = passes_within(uncalibrated->noisy, noise, one);
+        if (!known.draws.empty()) {
+          passes.insert(passes.end(), known.draws.begin(), known.draws.end());
           clean.push_back(uncalibrated->clean);
           continue;
         }
       }
-      EvalOptions one = eval;
-      one.first_chip = c;
-      one.chips = 1;
       const EvalResult r = evaluate(model, data, noise, one);
       passes.insert(passes.end(), r.draws.begin(), r.draws.end());
       EvalOptions quiet = one;

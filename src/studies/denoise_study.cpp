@@ -709,7 +709,9 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
       Model m = add_row("taylor greedy <=" + tag,
                         [&] { return train_placement(tp, "taylor " + tag); }, tp.label(names),
                         tp.params());
-      if (calibrating) add_calibrated("taylor greedy <=" + tag + " per chip", *m, tp, report.comparison.back());
+      if (calibrating) {
+        add_calibrated("taylor greedy <=" + tag + " per chip", *m, tp, report.comparison.back());
+      }
     }
     const Placement& cp = chosen[b];
     DenoiseChoice choice{cp.label(names), cp.params(), budget_params(b), ""};
@@ -803,18 +805,6 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
   }
 
   // ---- Robustness: accuracy vs noise level ---------------------------------------------------
-  // The passes an evaluation with `o` (under the study's noise) would make, taken from a larger
-  // one (chips first_chip … + o.chips − 1, draws 0 … o.draws − 1), or none if it lacks any.
-  auto first_passes = [&](const EvalResult& from, const EvalOptions& o) {
-    const int chips = chips_matter ? o.chips : 1, draws = draws_matter ? o.draws : 1;
-    const int first = chips_matter ? o.first_chip : 0;
-    std::vector<DrawResult> picked;
-    for (const auto& d : from.draws) {
-      if (d.chip >= first && d.chip < first + chips && d.draw < draws) picked.push_back(d);
-    }
-    if (static_cast<int>(picked.size()) != chips * draws) return EvalResult{};
-    return summarize_draws(std::move(picked), chips_matter, draws_matter);
-  };
   if (!opts.robustness_levels.empty()) {
     PhaseTimer timer(report.seconds, "robustness");
     EvalOptions ro = eval_opts;
@@ -844,7 +834,7 @@ DenoiseReport run_denoise_study(Model backbone_holder, const Dataset& train_all,
         for (double level : opts.robustness_levels) {
           // At the configured noise (level 1) the row's own evaluation holds these passes
           // (the same chips and draws, the first ro.chips x ro.draws of them): no second run.
-          const EvalResult same = level == 1.0 ? first_passes(r.noisy, ro) : EvalResult{};
+          const EvalResult same = level == 1.0 ? passes_within(r.noisy, noise, ro) : EvalResult{};
           const Summary s =
               !same.draws.empty()
                   ? same.headline()

@@ -2,6 +2,7 @@
 # Builds the libFuzzer targets (fuzz/) with clang and runs each for SECONDS (default 60) or
 # QUELL_FUZZ_RUNS executions (default 1,000,000), whichever comes first:
 #   scripts/fuzz.sh [SECONDS [TARGET[:SECONDS]...]]   e.g. scripts/fuzz.sh 600 idx image:120
+# QUELL_FUZZ_JOBS=N runs N targets at a time (default 1; each target is one process on one core).
 # The build (build-fuzz, or $QUELL_FUZZ_BUILD) compiles the whole library with clang-14 and
 # -fsanitize=fuzzer-no-link,address,undefined (LibTorch is g++/libstdc++, which clang links too;
 # OpenMP is GCC's libgomp, the one LibTorch uses). Seeds are written fresh by fuzz_seeds (real
@@ -44,35 +45,59 @@ for t in "${ALL[@]}"; do
   if [ -d "tests/fixtures/fuzz/$t" ]; then mkdir -p "$SEEDS/$t"; cp tests/fixtures/fuzz/"$t"/* "$SEEDS/$t/"; fi
 done
 
-status=0
-summary=()
-for spec in "${TARGETS[@]}"; do
-  t=${spec%%:*} secs=$SECS
+JOBS=${QUELL_FUZZ_JOBS:-1}
+if ! [[ "$JOBS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "fuzz: QUELL_FUZZ_JOBS must be a positive integer, got '$JOBS'" >&2
+  exit 2
+fi
+RESULTS=$(mktemp -d)
+trap 'rm -rf "$RESULTS"' EXIT
+# One target: its libFuzzer run, then its summary line in $RESULTS/<n> (exit status in <n>.rc).
+run_target() {
+  local n=$1 spec=$2
+  local t=${spec%%:*} secs=$SECS
   [ "$t" = "$spec" ] || secs=${spec#*:}
-  corpus=$BUILD/fuzz-corpus/$t findings=$BUILD/fuzz-findings/$t
+  local corpus=$BUILD/fuzz-corpus/$t findings=$BUILD/fuzz-findings/$t
+  local log
   log=$BUILD/fuzz-logs/$t-$(date -u +%Y%m%dT%H%M%S).log
   mkdir -p "$corpus" "$findings" "$(dirname "$log")" "$SEEDS/$t"
-  dict=()
+  local dict=()
   case $t in
     noise_rules) dict=(-dict=fuzz/dict/noise_rules.dict) ;;
     noise_json | checkpoint_meta | reports | walk_journal | study_journal) dict=(-dict=fuzz/dict/json.dict) ;;
   esac
-  timeout=10
+  local timeout=10
   [ "$t" = script ] && timeout=60
   echo "fuzz: $t for ${secs}s ($(date -u +%FT%TZ))" >&2
-  rc=0
+  local rc=0
   "$BUILD/fuzz/fuzz_$t" -max_total_time="$secs" -runs="${QUELL_FUZZ_RUNS:-1000000}" \
     -timeout="$timeout" -rss_limit_mb=4096 \
     -print_final_stats=1 -artifact_prefix="$findings/" "${dict[@]}" "$corpus" "$SEEDS/$t" \
     >"$log" 2>&1 || rc=$?
+  local execs last cov ft found
   execs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
-  last=$(grep -a -E '^#[0-9]+' "$log" | tail -1)
+  last=$(grep -a -E '^#[0-9]+' "$log" | tail -1 || true)
   cov=$(grep -o 'cov: [0-9]*' <<<"$last" | grep -o '[0-9]*' || true)
   ft=$(grep -o 'ft: [0-9]*' <<<"$last" | grep -o '[0-9]*' || true)
   found=$(find "$findings" -type f | wc -l)
-  [ "$rc" -ne 0 ] && status=1
-  summary+=("$(printf '%-14s execs %-9s cov %-6s ft %-7s findings %s (exit %s)' "$t" \
-    "${execs:-?}" "${cov:-?}" "${ft:-?}" "$found" "$rc")")
+  echo "fuzz: $t done ($(date -u +%FT%TZ))" >&2
+  printf '%-14s execs %-9s cov %-6s ft %-7s findings %s (exit %s)\n' "$t" \
+    "${execs:-?}" "${cov:-?}" "${ft:-?}" "$found" "$rc" >"$RESULTS/$n"
+  echo "$rc" >"$RESULTS/$n.rc"
+}
+
+n=0
+for spec in "${TARGETS[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+  run_target "$n" "$spec" &
+  n=$((n + 1))
+done
+wait
+status=0
+summary=()
+for ((i = 0; i < n; i++)); do
+  summary+=("$(cat "$RESULTS/$i" 2>/dev/null || echo "${TARGETS[$i]%%:*}: no result")")
+  [ "$(cat "$RESULTS/$i.rc" 2>/dev/null || echo 1)" -eq 0 ] || status=1
 done
 printf 'fuzz: %s\n' "${summary[@]}"
 [ "$status" -eq 0 ] || echo "fuzz: findings in $BUILD/fuzz-findings (logs in $BUILD/fuzz-logs)" >&2

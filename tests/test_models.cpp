@@ -213,6 +213,54 @@ TEST(Checkpoint, MissingCorruptAndMismatchedFilesAreNamedErrors) {
   EXPECT_NE(msg.find("shape"), std::string::npos) << msg;
 }
 
+// LibTorch checks no CRC and its TorchScript importer crashes on some damaged code, so quell
+// checks the archive first: every member's CRC, and code that is only what save_checkpoint's
+// OutputArchive writes.
+TEST(Checkpoint, DamagedArchivesAreRefusedBeforeLibTorchReadsThem) {
+  ScratchDir dir("ckpt");
+  auto message = [](const std::string& path) {
+    try {
+      load_checkpoint(path);
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CheckpointMeta meta;
+  meta.spec = spec_for("mlp");
+  const std::string good = dir.file("good.pt");
+  save_checkpoint(good, *make_model(meta.spec), meta);
+  EXPECT_EQ(message(good), "");
+
+  // One bit of the weights flipped (the middle of the file is fc1's weights).
+  std::string bytes = testing::read_file(good);
+  bytes[bytes.size() / 2] ^= 0x01;
+  const std::string flipped = dir.file("flipped.pt");
+  testing::write_file(flipped, bytes);
+  std::string msg = message(flipped);
+  EXPECT_NE(msg.find(flipped + ": not a readable checkpoint (zip member "), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("fails its CRC check"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+
+  // Truncated: the central directory is gone.
+  const std::string cut = dir.file("cut.pt");
+  testing::write_file(cut, testing::read_file(good).substr(0, bytes.size() - 100));
+  msg = message(cut);
+  EXPECT_NE(msg.find(cut + ": not a readable checkpoint ("), std::string::npos) << msg;
+
+  // Intact CRCs, but the code is not what a checkpoint holds (`__parameters__` renamed, which
+  // crashed LibTorch 1.13's importer: the fuzzer's finding, tests/fixtures/fuzz/checkpoint/).
+  const std::string renamed =
+      std::string(QUELL_FIXTURES_DIR) + "/fuzz/checkpoint/parameters-renamed-valid-crc.pt";
+  msg = message(renamed);
+  EXPECT_NE(msg.find("not a quell checkpoint (unexpected code in archive/code/__torch__.py "
+                     "line 2:   __paramesers__"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+}
+
 TEST(Checkpoint, UncalibratedModelRoundTrips) {
   ScratchDir dir("ckpt");
   Model fresh = make_model(spec_for("lenet5-bn"));  // never calibrated

@@ -398,6 +398,19 @@ TEST(Script, BadFilesAreOneLineErrors) {
   EXPECT_NE(e.find("has 10 outputs but the data has 7 classes"), std::string::npos) << e;
   ModelSpec any = spec_for("lenet5_bn.trace.pt", 1, 28, 0);
   EXPECT_EQ(load_script_model(any)->spec().num_classes, 10);
+
+  // A damaged archive (one byte of a member changed) is refused by its CRC before LibTorch
+  // parses it: LibTorch checks none, and its importer crashes on some damaged code.
+  std::string damaged = testing::read_file(fixture("lenet5_bn.script.pt"));
+  damaged[damaged.size() / 2] ^= 0x01;  // one bit of the weights (stored members fill the file)
+  testing::write_file(dir.file("damaged.pt"), damaged);
+  ModelSpec hurt = spec_for("x");
+  hurt.name = dir.file("damaged.pt");
+  e = error_of([&] { load_script_model(hurt); });
+  EXPECT_NE(e.find("damaged.pt: not a TorchScript model (zip member "), std::string::npos) << e;
+  EXPECT_NE(e.find("fails its CRC check"), std::string::npos) << e;
+  EXPECT_TRUE(one_line(e)) << e;
+  EXPECT_FALSE(is_torchscript_model(dir.file("damaged.pt")));
 }
 
 }  // namespace

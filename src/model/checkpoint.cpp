@@ -1,7 +1,5 @@
 #include "quell/checkpoint.h"
 
-#include "quell/script.h"
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +8,10 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+#include "quell/script.h"
+#include "util/text.h"
+#include "util/zip.h"
 
 namespace quell {
 namespace {
@@ -23,6 +25,92 @@ std::string shape_str(const torch::Tensor& t) {
   std::ostringstream os;
   os << t.sizes();
   return os.str();
+}
+
+// A list of quoted names as OutputArchive writes it: `"a", "b", ` (each followed by ", ").
+bool is_name_list(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    if (s[i] != '"') return false;
+    const size_t close = s.find_first_of("\"\\", i + 1);
+    if (close == std::string::npos || s[close] != '"') return false;
+    if (s.compare(close + 1, 2, ", ") != 0) return false;
+    i = close + 3;
+  }
+  return true;
+}
+
+bool starts_with(const std::string& s, const std::string& head) {
+  return s.compare(0, head.size(), head) == 0;
+}
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// One line of the class OutputArchive writes for a checkpoint: its parameters, buffers, their
+// Tensor annotations, and attributes typed str (quell_meta) or Tensor (quell_torchscript).
+bool is_archive_code_line(const std::string& line) {
+  if (line.empty() || line == "class Module(Module):") return true;
+  if (!starts_with(line, "  ")) return false;
+  const std::string s = line.substr(2);
+  for (const char* list : {"__parameters__ = [", "__buffers__ = ["}) {
+    const std::string head = list;
+    if (starts_with(s, head) && ends_with(s, "]")) {
+      return is_name_list(s.substr(head.size(), s.size() - head.size() - 1));
+    }
+  }
+  if (s == "__annotations__ = []") return true;
+  const std::string head = "__annotations__[\"", tail = "\"] = Tensor";
+  if (starts_with(s, head) && ends_with(s, tail) && s.size() >= head.size() + tail.size()) {
+    const std::string name = s.substr(head.size(), s.size() - head.size() - tail.size());
+    return name.find_first_of("\"\\") == std::string::npos;
+  }
+  for (const std::string attr : {" : str", " : Tensor"}) {
+    if (!ends_with(s, attr) || s.size() == attr.size()) continue;
+    const std::string name = s.substr(0, s.size() - attr.size());
+    const auto ident = [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+    };
+    return std::all_of(name.begin(), name.end(), ident) && !(name[0] >= '0' && name[0] <= '9');
+  }
+  return false;
+}
+
+// The checkpoint file's bytes, refused unless the archive is whole (every member's CRC) and its
+// code is the class OutputArchive writes: LibTorch checks no CRC, and its TorchScript importer
+// crashes on some damaged code (a flipped bit that turned `__parameters__` into a class constant
+// made it read a wild pointer).
+std::string read_checked_archive(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path + ": cannot open checkpoint: No such file or directory");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  std::string bytes = ss.str();
+  const auto is_code = [](const std::string& name) {
+    return ends_with(name, ".py") &&
+           (starts_with(name, "code/") || name.find("/code/") != std::string::npos);
+  };
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> code;
+  try {
+    code = read_zip({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, "", is_code,
+                    /*verify_all=*/true);
+  } catch (const std::runtime_error& e) {  // ": what"
+    throw std::runtime_error(path + ": not a readable checkpoint (" +
+                             std::string(e.what()).substr(2) + ")");
+  }
+  for (const auto& [name, data] : code) {
+    const std::string source(data.begin(), data.end());
+    std::istringstream lines(source);
+    std::string line;
+    for (int n = 1; std::getline(lines, line); ++n) {
+      if (!is_archive_code_line(line)) {
+        throw std::runtime_error(path + ": not a quell checkpoint (unexpected code in " +
+                                 text::printable(name) + " line " + std::to_string(n) + ": " +
+                                 text::printable(line, 60) + ")");
+      }
+    }
+  }
+  return bytes;
 }
 
 }  // namespace
@@ -68,9 +156,10 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
   if (::stat(path.c_str(), &st) != 0) {
     throw std::runtime_error(path + ": cannot open checkpoint: No such file or directory");
   }
+  const std::string bytes = read_checked_archive(path);
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path);
+    archive.load_from(bytes.data(), bytes.size());
   } catch (const std::exception& e) {
     // c10::Error, or torch::jit::ErrorReport (code in the archive that does not compile), whose
     // message starts with a newline: its first line of text, on one line.

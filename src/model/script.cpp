@@ -10,9 +10,6 @@
 // effects (BatchNorm's counter, input checks) run in the node of the next site.
 #include "quell/script.h"
 
-#include "model/fused.h"
-#include "model/internal.h"
-
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
@@ -29,6 +26,10 @@
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
+
+#include "model/fused.h"
+#include "model/internal.h"
+#include "util/zip.h"
 
 namespace quell {
 
@@ -612,6 +613,12 @@ struct Importer {
   /// so checks such as nn.LSTM's "is the input batched?" fold away).
   void load(const std::string& archive, int64_t input_rank = 0) {
     try {
+      // LibTorch checks no CRC, and its importer crashes on some damaged code.
+      verify_zip({reinterpret_cast<const uint8_t*>(archive.data()), archive.size()}, "");
+    } catch (const std::runtime_error& e) {  // ": what"
+      fail("not a TorchScript model (" + std::string(e.what()).substr(2) + ")");
+    }
+    try {
       std::istringstream in(archive);
       module = jit::load(in);
     } catch (const c10::Error& e) {
@@ -872,7 +879,10 @@ bool looks_like_model_file(const std::string& name) {
 
 bool is_torchscript_model(const std::string& path) {
   try {
-    return jit::load(path).find_method("forward").has_value();
+    const std::string archive = read_all(path);
+    verify_zip({reinterpret_cast<const uint8_t*>(archive.data()), archive.size()}, path);
+    std::istringstream in(archive);
+    return jit::load(in).find_method("forward").has_value();
   } catch (const std::exception&) {  // c10::Error, or torch::jit::ErrorReport for bad code
     return false;
   }

@@ -176,31 +176,33 @@ TEST(ModelRegistry, TooSmallInputIsAnError) {
   EXPECT_THROW(make_model(s), std::invalid_argument);
 }
 
+// What loading the checkpoint at `path` throws ("" when it loads).
+std::string load_error(const std::string& path) {
+  try {
+    load_checkpoint(path);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 TEST(Checkpoint, MissingCorruptAndMismatchedFilesAreNamedErrors) {
   ScratchDir dir("ckpt");
-  auto message = [](const std::string& path) {
-    try {
-      load_checkpoint(path);
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   const std::string missing = dir.file("nope.pt");
-  EXPECT_NE(message(missing).find(missing), std::string::npos);
-  EXPECT_NE(message(missing).find("No such file"), std::string::npos);
+  EXPECT_NE(load_error(missing).find(missing), std::string::npos);
+  EXPECT_NE(load_error(missing).find("No such file"), std::string::npos);
 
   const std::string garbage = dir.file("garbage.pt");
   std::ofstream(garbage) << "this is not a checkpoint";
-  EXPECT_NE(message(garbage).find(garbage), std::string::npos);
-  EXPECT_EQ(message(garbage).find('\n'), std::string::npos) << "one line";
+  EXPECT_NE(load_error(garbage).find(garbage), std::string::npos);
+  EXPECT_EQ(load_error(garbage).find('\n'), std::string::npos) << "one line";
 
   // A plain torch archive without quell's metadata.
   const std::string plain = dir.file("plain.pt");
   torch::serialize::OutputArchive a;
   a.write("w", torch::ones({2}));
   a.save_to(plain);
-  EXPECT_NE(message(plain).find("not a quell checkpoint"), std::string::npos);
+  EXPECT_NE(load_error(plain).find("not a quell checkpoint"), std::string::npos);
 
   // Weights of one model under the metadata of another: the mismatch is named.
   Model lenet = make_model(spec_for("lenet5-bn"));
@@ -208,7 +210,7 @@ TEST(Checkpoint, MissingCorruptAndMismatchedFilesAreNamedErrors) {
   meta.spec = spec_for("lenet5-bn");
   meta.spec.num_classes = 7;  // claims 7 classes; the weights have 10
   save_checkpoint(dir.file("mismatch.pt"), *lenet, meta);
-  const std::string msg = message(dir.file("mismatch.pt"));
+  const std::string msg = load_error(dir.file("mismatch.pt"));
   EXPECT_NE(msg.find("fc3.weight"), std::string::npos) << msg;
   EXPECT_NE(msg.find("shape"), std::string::npos) << msg;
 }
@@ -218,26 +220,18 @@ TEST(Checkpoint, MissingCorruptAndMismatchedFilesAreNamedErrors) {
 // OutputArchive writes.
 TEST(Checkpoint, DamagedArchivesAreRefusedBeforeLibTorchReadsThem) {
   ScratchDir dir("ckpt");
-  auto message = [](const std::string& path) {
-    try {
-      load_checkpoint(path);
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   CheckpointMeta meta;
   meta.spec = spec_for("mlp");
   const std::string good = dir.file("good.pt");
   save_checkpoint(good, *make_model(meta.spec), meta);
-  EXPECT_EQ(message(good), "");
+  EXPECT_EQ(load_error(good), "");
 
   // One bit of the weights flipped (the middle of the file is fc1's weights).
   std::string bytes = testing::read_file(good);
   bytes[bytes.size() / 2] ^= 0x01;
   const std::string flipped = dir.file("flipped.pt");
   testing::write_file(flipped, bytes);
-  std::string msg = message(flipped);
+  std::string msg = load_error(flipped);
   EXPECT_NE(msg.find(flipped + ": not a readable checkpoint (zip member "), std::string::npos)
       << msg;
   EXPECT_NE(msg.find("fails its CRC check"), std::string::npos) << msg;
@@ -246,14 +240,14 @@ TEST(Checkpoint, DamagedArchivesAreRefusedBeforeLibTorchReadsThem) {
   // Truncated: the central directory is gone.
   const std::string cut = dir.file("cut.pt");
   testing::write_file(cut, testing::read_file(good).substr(0, bytes.size() - 100));
-  msg = message(cut);
+  msg = load_error(cut);
   EXPECT_NE(msg.find(cut + ": not a readable checkpoint ("), std::string::npos) << msg;
 
   // Intact CRCs, but the code is not what a checkpoint holds (`__parameters__` renamed, which
   // crashed LibTorch 1.13's importer: the fuzzer's finding, tests/fixtures/fuzz/checkpoint/).
   const std::string renamed =
       std::string(QUELL_FIXTURES_DIR) + "/fuzz/checkpoint/parameters-renamed-valid-crc.pt";
-  msg = message(renamed);
+  msg = load_error(renamed);
   EXPECT_NE(msg.find("not a quell checkpoint (unexpected code in archive/code/__torch__.py "
                      "line 2:   __paramesers__"),
             std::string::npos)

@@ -196,15 +196,13 @@ int main(int argc, char** argv) {
     for (const auto& f : fs::directory_iterator(regressions)) metas.push_back(f.path());
   }
   for (const auto& f : metas) {
-    torch::serialize::InputArchive archive;
-    c10::IValue v;
+    std::string meta;
     try {
-      archive.load_from(f.string());
-      if (!archive.try_read("quell_meta", v) || !v.isString()) continue;
+      meta = read_checkpoint_meta_text(f.string());  // checks the archive before LibTorch reads it
     } catch (const std::exception&) {
       continue;
     }
-    seed("checkpoint_meta", f.stem().string() + ".json", std::string(1, '\0') + v.toStringRef());
+    seed("checkpoint_meta", f.stem().string() + ".json", std::string(1, '\0') + meta);
   }
 
   const NoiseConfig noise = build_noise_config({"all=add:0.5:rel=std"}, {}, {}, "", 1,

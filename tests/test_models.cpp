@@ -225,6 +225,7 @@ TEST(Checkpoint, DamagedArchivesAreRefusedBeforeLibTorchReadsThem) {
   const std::string good = dir.file("good.pt");
   save_checkpoint(good, *make_model(meta.spec), meta);
   EXPECT_EQ(load_error(good), "");
+  EXPECT_EQ(Json::parse(read_checkpoint_meta_text(good)).at("model").at("name"), "mlp");
 
   // One bit of the weights flipped (the middle of the file is fc1's weights).
   std::string bytes = testing::read_file(good);
@@ -253,6 +254,7 @@ TEST(Checkpoint, DamagedArchivesAreRefusedBeforeLibTorchReadsThem) {
             std::string::npos)
       << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  EXPECT_THROW(read_checkpoint_meta_text(renamed), std::runtime_error);
 }
 
 TEST(Checkpoint, UncalibratedModelRoundTrips) {

@@ -28,6 +28,11 @@ void save_checkpoint(const std::string& path, ModelImpl& model, const Checkpoint
 /// and the problem (missing, not a quell checkpoint, mismatched tensors).
 Model load_checkpoint(const std::string& path, CheckpointMeta* meta = nullptr);
 
+/// The checkpoint's metadata record (`quell_meta`) as stored, unparsed, without building the
+/// model; the archive is checked as load_checkpoint checks it (every member's CRC, its code).
+/// Throws std::runtime_error naming the file and the problem.
+std::string read_checkpoint_meta_text(const std::string& path);
+
 /// A fresh copy of `model` (no file involved): same architecture (an imported model's archive
 /// included), weights, buffers, calibration and denoising blocks, on the CPU, in eval mode.
 Model clone_model(ModelImpl& model);

@@ -151,13 +151,16 @@ void save_checkpoint(const std::string& path, ModelImpl& model, const Checkpoint
   write_file_atomic(path, bytes.str());
 }
 
-Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
+namespace {
+
+// The checkpoint's archive, checked (read_checked_archive) and opened by LibTorch, and its
+// quell_meta record's text.
+std::string open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     throw std::runtime_error(path + ": cannot open checkpoint: No such file or directory");
   }
   const std::string bytes = read_checked_archive(path);
-  torch::serialize::InputArchive archive;
   try {
     archive.load_from(bytes.data(), bytes.size());
   } catch (const std::exception& e) {
@@ -173,11 +176,24 @@ Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
   if (!archive.try_read(kMetaKey, meta_value) || !meta_value.isString()) {
     throw std::runtime_error(path + ": not a quell checkpoint (no " + kMetaKey + " record)");
   }
+  return meta_value.toStringRef();
+}
+
+}  // namespace
+
+std::string read_checkpoint_meta_text(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  return open_checkpoint(path, archive);
+}
+
+Model load_checkpoint(const std::string& path, CheckpointMeta* meta_out) {
+  torch::serialize::InputArchive archive;
+  const std::string meta_text = open_checkpoint(path, archive);
   Json j;
   CheckpointMeta meta;
   std::string script_source;  // an imported model's: where its archive came from
   try {
-    j = Json::parse(meta_value.toStringRef());
+    j = Json::parse(meta_text);
     if (j.value("format", "") != kFormat) throw std::runtime_error("wrong format tag");
     meta.spec = ModelSpec::from_json(j.at("model"));
     meta.dataset = j.value("dataset", "");

@@ -328,9 +328,7 @@ void flatten(const c10::IValue& v, const std::string& name, std::map<std::string
   }
 }
 
-bool ends_with(const std::string& s, const std::string& e) {
-  return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
-}
+using text::ends_with;
 
 // The first of `names` present in `t`, or "".
 std::string first_present(const std::map<std::string, torch::Tensor>& t,

@@ -1,6 +1,5 @@
 #include "quell/checkpoint.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,12 +39,8 @@ bool is_name_list(const std::string& s) {
   return true;
 }
 
-bool starts_with(const std::string& s, const std::string& head) {
-  return s.compare(0, head.size(), head) == 0;
-}
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
+using text::ends_with;
+using text::starts_with;
 
 // One line of the class OutputArchive writes for a checkpoint: its parameters, buffers, their
 // Tensor annotations, and attributes typed str (quell_meta) or Tensor (quell_torchscript).
@@ -156,10 +151,6 @@ namespace {
 // The checkpoint's archive, checked (read_checked_archive) and opened by LibTorch, and its
 // quell_meta record's text.
 std::string open_checkpoint(const std::string& path, torch::serialize::InputArchive& archive) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    throw std::runtime_error(path + ": cannot open checkpoint: No such file or directory");
-  }
   const std::string bytes = read_checked_archive(path);
   try {
     archive.load_from(bytes.data(), bytes.size());

@@ -34,6 +34,14 @@ inline std::string printable(const std::string& s, size_t max = 80) {
   return out;
 }
 
+/// Whether `s` begins with `head` / ends with `tail`.
+inline bool starts_with(const std::string& s, const std::string& head) {
+  return s.compare(0, head.size(), head) == 0;
+}
+inline bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
 /// A shape as "[2, 3, 4]".
 inline std::string shape(const std::vector<int64_t>& dims) {
   std::string s = "[";
